@@ -1,0 +1,28 @@
+"""Names of the API: group, version, kinds, and the label and annotation keys we own.
+
+Kept in one module without imports from the rest of the package so every layer (models,
+CRD generation, handlers, the kubectl plugin) can share the same spelling.
+"""
+
+from __future__ import annotations
+
+GROUP = "deploy.miosa.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+VERSION_KIND = "DeploymentVersion"
+VERSION_PLURAL = "deploymentversions"
+DEPLOYMENT_KIND = "Deployment"
+DEPLOYMENT_PLURAL = "deployments"
+
+# Labels mirrored from spec so that history per end-customer is a label selector.
+LABEL_DEPLOYMENT = f"{GROUP}/deployment"
+LABEL_KIND = f"{GROUP}/kind"
+LABEL_CREATED_BY = f"{GROUP}/created-by"
+LABEL_WORKSPACE = f"{GROUP}/external-workspace-id"
+LABEL_USER = f"{GROUP}/external-user-id"
+LABEL_PROJECT = f"{GROUP}/external-project-id"
+LABEL_VERSION_NUMBER = f"{GROUP}/version-number"
+
+# Annotations users set.
+ANNOTATION_RETAIN = f"{GROUP}/retain"

@@ -1,0 +1,360 @@
+"""The API of deploy.miosa.io/v1alpha1 as pydantic models: the single source of truth.
+
+The CRD YAML under ``crds/`` is generated from these classes (``miosa_operator.api.crdgen``),
+so a field, a bound, a description or a validation rule is written once, here.  Rules that
+the API server must enforce even while the operator is down (immutability, state edges,
+kind-specific fields) are CEL rules attached with ``x-kubernetes-validations``.
+
+Field names are camelCase on the wire (aliases) and snake_case in Python.  Parsing is
+lenient about unknown fields (``extra="ignore"``) so an older operator survives a newer
+object; the API server's structural schema is what rejects unknown fields from users.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# ------------------------------------------------------------------ shared pieces
+
+Sha256 = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-f0-9]{64}$",
+        min_length=64,
+        max_length=64,
+        description="SHA-256 digest: 64 lowercase hexadecimal characters.",
+    ),
+]
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+ShortText = Annotated[str, Field(max_length=253)]
+ArtifactUri = Annotated[
+    str,
+    Field(
+        max_length=2048,
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file:///.+)$",
+        description="Location of a bundle: s3://bucket/key or file:///absolute/path.",
+    ),
+]
+
+
+def rule(expr: str, message: str = "", **extra: Any) -> dict[str, Any]:
+    """One CEL validation rule as the API server expects it."""
+    out: dict[str, Any] = {"rule": expr}
+    if message:
+        out["message"] = message
+    out.update(extra)
+    return out
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase on the wire, tolerant of unknown fields."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict the API server stores (aliases, no unset/None fields)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A Kubernetes API convention condition (metav1.Condition)."""
+
+    type: str = Field(max_length=316, description="Type of the condition, in CamelCase, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", max_length=1024, description="Machine word for the last transition.")
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime | None = Field(
+        default=None, description="When status last changed."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation this condition was set for."
+    )
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        max_length=16,
+        description="Current conditions; Ready comes first.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+]
+
+# ------------------------------------------------------------------ DeploymentVersion
+
+
+class VersionKind(StrEnum):
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+
+
+class VersionState(StrEnum):
+    CREATED = "created"
+    BUILDING = "building"
+    READY = "ready"
+    FAILED = "failed"
+    ARCHIVED = "archived"
+
+
+class DeploymentRef(ApiModel):
+    name: ObjectName = Field(description="Name of the Deployment (same namespace) this version belongs to.")
+
+
+class Source(ApiModel):
+    """Where the build came from; informational and frozen."""
+
+    sandbox_id: ShortText | None = Field(default=None, description="Sandbox the source was taken from.")
+    build_id: ShortText | None = Field(default=None, description="External build that produced the artifact.")
+    sha256: Sha256 | None = Field(default=None, description="Hash of the source tree.")
+
+
+class Artifact(ApiModel):
+    uri: ArtifactUri = Field(description="The uploaded bundle (.tar.zst, .tar.gz or .tar).")
+    sha256: Sha256 = Field(description="SHA-256 of the uploaded bundle's bytes; ingestion verifies it.")
+    entrypoint: str = Field(
+        default="index.html",
+        max_length=1024,
+        pattern=r"^[^/].*$",
+        description="File that must exist in the bundle and is served for '/'.",
+    )
+
+
+class EnvVar(ApiModel):
+    name: str = Field(max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str = Field(default="", max_length=32768)
+
+
+class Runtime(ApiModel):
+    """The frozen runtime of a dynamic version: what runs and how its health is checked."""
+
+    image: str = Field(min_length=1, max_length=1024, description="Container image.")
+    command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=64, description="Entrypoint override (container command)."
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=256, description="Arguments to the command."
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the process listens on.")
+    health_check_path: str = Field(
+        default="/",
+        max_length=1024,
+        pattern=r"^/[^\s]*$",
+        description="HTTP path that answers 2xx when the process is healthy.",
+    )
+    env: list[EnvVar] | None = Field(default=None, max_length=128, description="Environment variables.")
+
+
+class BuildLogRef(ApiModel):
+    uri: ArtifactUri = Field(description="Log of the external build.")
+
+
+class Attribution(ApiModel):
+    """Who published this version, mirrored into labels for per-customer history."""
+
+    created_by: ShortText | None = Field(default=None, description="User or system that published.")
+    external_workspace_id: ShortText | None = Field(default=None, description="End-customer workspace.")
+    external_user_id: ShortText | None = Field(default=None, description="End-customer user.")
+    external_project_id: ShortText | None = Field(default=None, description="End-customer project.")
+
+
+IMMUTABLE_SPEC_MESSAGE = (
+    "spec is immutable: a DeploymentVersion is frozen at creation; create a new DeploymentVersion instead"
+)
+
+
+class DeploymentVersionSpec(ApiModel):
+    """What a publish froze. Immutable as a whole, enforced by the API server."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                rule("self == oldSelf", IMMUTABLE_SPEC_MESSAGE),
+                rule("self.kind != 'dynamic' || has(self.runtime)", "spec.runtime is required when spec.kind is dynamic"),
+                rule(
+                    "self.kind != 'static' || !has(self.runtime)",
+                    "spec.runtime is forbidden when spec.kind is static (static versions are served from spec.artifact)",
+                ),
+                rule("self.kind != 'static' || has(self.artifact)", "spec.artifact is required when spec.kind is static"),
+            ]
+        }
+    )
+
+    deployment_ref: DeploymentRef = Field(description="The Deployment this version belongs to.")
+    kind: VersionKind = Field(description="static (files served from the artifact) or dynamic (a container).")
+    source: Source | None = Field(default=None, description="Provenance of the build.")
+    artifact: Artifact | None = Field(default=None, description="The uploaded bundle. Required for static.")
+    runtime: Runtime | None = Field(default=None, description="Runtime config. Required for dynamic, forbidden for static.")
+    build_log: BuildLogRef | None = Field(default=None, description="Log of an external build, if any.")
+    attribution: Attribution | None = Field(default=None, description="External attribution.")
+    metadata: dict[str, Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=64, description="Free-form string map, frozen with the version."
+    )
+
+
+_EDGES = (
+    "(oldSelf.value() == 'created' && self == 'building')"
+    " || (oldSelf.value() == 'building' && (self == 'ready' || self == 'failed'))"
+    " || (oldSelf.value() == 'ready' && self == 'archived')"
+    " || (oldSelf.value() == 'archived' && self == 'ready')"
+)
+STATE_RULE = rule(
+    f"!oldSelf.hasValue() ? self == 'created' : (oldSelf.value() == self || {_EDGES})",
+    messageExpression=(
+        "'status.state cannot move to ' + self + ' from its current state'"
+        " + ' (allowed: first created, then created->building, building->ready|failed,"
+        " ready->archived, archived->ready)'"
+    ),
+    optionalOldSelf=True,
+)
+
+
+class ArtifactManifest(ApiModel):
+    files: int = Field(ge=0, description="Number of regular files in the bundle.")
+    total_bytes: int = Field(ge=0, description="Sum of the sizes of those files.")
+    entrypoint: str = Field(max_length=1024, description="The file served for '/'.")
+
+
+class DeploymentVersionStatus(ApiModel):
+    """Written only by the operator."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                rule("!has(oldSelf.id) || (has(self.id) && self.id == oldSelf.id)", "status.id is assigned once"),
+                rule(
+                    "!has(oldSelf.versionNumber) || (has(self.versionNumber) && self.versionNumber == oldSelf.versionNumber)",
+                    "status.versionNumber is assigned once",
+                ),
+                rule("!has(oldSelf.state) || has(self.state)", "status.state cannot be removed"),
+            ]
+        }
+    )
+
+    id: str | None = Field(default=None, max_length=64, pattern=r"^ver_[0-9A-HJKMNP-TV-Z]{26}$", description="ver_ + ULID.")
+    deployment_id: str | None = Field(default=None, max_length=64, description="dep_ + ULID of the Deployment.")
+    tenant_id: str | None = Field(default=None, max_length=253, description="Tenant (the namespace).")
+    version_number: int | None = Field(default=None, ge=1, description="1, 2, 3 ... per Deployment, gapless.")
+    state: VersionState | None = Field(
+        default=None,
+        description="created, building, ready, failed or archived.",
+        json_schema_extra={"x-kubernetes-validations": [STATE_RULE]},
+    )
+    artifact_uri: str | None = Field(default=None, max_length=2048, description="The canonical stored release.")
+    artifact_sha256: Sha256 | None = Field(default=None, description="SHA-256 of the canonical release.")
+    artifact_manifest: ArtifactManifest | None = Field(default=None, description="What the release contains.")
+    build_log_uri: str | None = Field(default=None, max_length=2048, description="Human-readable build log.")
+    ready_at: datetime | None = Field(default=None, description="When the version became ready.")
+    promoted_at: datetime | None = Field(default=None, description="When it last went live.")
+    archived_at: datetime | None = Field(default=None, description="When it was last promoted out of.")
+    artifacts_collected_at: datetime | None = Field(default=None, description="When retention removed its artifacts.")
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: Conditions | None = None
+
+
+class ObjectMeta(ApiModel):
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+    generation: int = 0
+    creation_timestamp: datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class DeploymentVersion(ApiModel):
+    """An immutable, numbered publish of a Deployment."""
+
+    api_version: Literal["deploy.miosa.io/v1alpha1"] = "deploy.miosa.io/v1alpha1"
+    kind: Literal["DeploymentVersion"] = "DeploymentVersion"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DeploymentVersionSpec
+    status: DeploymentVersionStatus = Field(default_factory=DeploymentVersionStatus)
+
+
+# ------------------------------------------------------------------ Deployment
+
+
+class PromotionPolicy(StrEnum):
+    MANUAL = "Manual"
+    AUTO = "Auto"
+
+
+class HistoryAction(StrEnum):
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    AUTO = "auto"
+    REVERT = "revert"
+
+
+class RolloutSettings(ApiModel):
+    progress_deadline_seconds: int = Field(
+        default=300, ge=5, le=3600, description="How long a rollout may take before it counts as failed."
+    )
+    auto_revert: bool = Field(default=True, description="Revert to the previous live version when a rollout fails.")
+
+
+class StaticServerSettings(ApiModel):
+    image: str | None = Field(default=None, max_length=1024, description="Static file server image (operator default if empty).")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the static server listens on.")
+
+
+class DeploymentSpec(ApiModel):
+    kind: VersionKind = Field(description="static or dynamic; versions must match it.")
+    promoted_version: str | None = Field(
+        default=None, max_length=253, description="Name of the DeploymentVersion to run; empty runs nothing."
+    )
+    promotion_policy: PromotionPolicy = Field(
+        default=PromotionPolicy.MANUAL,
+        description="Manual: promotedVersion decides. Auto: the newest ready version goes live.",
+    )
+    replicas: int = Field(default=1, ge=0, le=100, description="Replicas of the live workload.")
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Rollout settings.")
+    static: StaticServerSettings | None = Field(default=None, description="Static server settings.")
+
+
+class HistoryEntry(ApiModel):
+    version: str = Field(max_length=253, description="DeploymentVersion name.")
+    version_number: int | None = Field(default=None, ge=1)
+    action: HistoryAction
+    actor: str = Field(default="", max_length=512, description="Who asked for it.")
+    time: datetime
+    reason: str = Field(default="", max_length=1024)
+
+
+class DeploymentStatus(ApiModel):
+    id: str | None = Field(default=None, max_length=64, pattern=r"^dep_[0-9A-HJKMNP-TV-Z]{26}$", description="dep_ + ULID.")
+    observed_generation: int | None = Field(default=None, ge=0)
+    live_version: str | None = Field(default=None, max_length=253, description="The version currently serving.")
+    live_version_number: int | None = Field(default=None, ge=1)
+    last_version_number: int | None = Field(
+        default=None, ge=0, description="Highest version number handed out (numbering counter)."
+    )
+    pending_numbers: dict[str, int] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Numbers claimed by versions (by uid) whose own status is not written yet.",
+    )
+    history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Recent promotions, newest last.")
+    conditions: Conditions | None = None
+
+
+class Deployment(ApiModel):
+    """A site or app of an end-customer, whose live version is chosen by promotion."""
+
+    api_version: Literal["deploy.miosa.io/v1alpha1"] = "deploy.miosa.io/v1alpha1"
+    kind: Literal["Deployment"] = "Deployment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DeploymentSpec
+    status: DeploymentStatus = Field(default_factory=DeploymentStatus)
