@@ -115,6 +115,24 @@ build_kwok() {
   mark kwok "$stamp"
 }
 
+# kwok needs Stage definitions (what happens to fake nodes and pods); the "fast" set ships
+# in the same module, so take it from there: nodes become Ready, pods Running and Ready.
+kwok_stages() {
+  local out="$CACHE/kwok-stages-$KWOK_VERSION.yaml"
+  [[ -s "$out" ]] && return
+  local dir
+  dir="$(go env GOMODCACHE)/sigs.k8s.io/kwok@v$KWOK_VERSION/kustomize/stage"
+  [[ -d "$dir" ]] || go mod download "sigs.k8s.io/kwok@v$KWOK_VERSION" 2>/dev/null ||
+    (cd "$SRC" && GOFLAGS=-mod=mod go mod download -x "sigs.k8s.io/kwok@v$KWOK_VERSION" >/dev/null 2>&1)
+  local f tmp="$out.tmp"
+  : >"$tmp"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    { echo "---"; cat "$dir/$f"; } >>"$tmp"
+  done
+  mv "$tmp" "$out"
+}
+
 build_versitygw() {
   local stamp="versitygw-$VERSITYGW_VERSION"
   built versitygw "$stamp" && { log "versitygw $VERSITYGW_VERSION cached"; return; }
@@ -129,5 +147,6 @@ start=$SECONDS
 build_etcd
 build_versitygw
 build_kwok
+kwok_stages
 build_kubernetes
 log "all binaries ready in $BIN ($((SECONDS - start)) s)"

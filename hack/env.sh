@@ -13,7 +13,7 @@
 # then by that path, so a half-started environment from a crashed run is always cleaned.
 # Data (etcd, S3 objects) is wiped on each `up`: the environment is disposable.  Certificates
 # and keys are kept so a warm start does no crypto.
-set -euo pipefail
+set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${MIOSA_CACHE:-$HOME/.cache/miosa-operator}"
@@ -31,6 +31,9 @@ S3_ACCESS_KEY="${MIOSA_DEV_S3_ACCESS_KEY:-miosa-dev}"
 S3_SECRET_KEY="${MIOSA_DEV_S3_SECRET_KEY:-miosa-dev-secret-key}"
 S3_BUCKETS=(miosa-releases miosa-logs miosa-uploads)
 KUBECONFIG_FILE="$ENV_DIR/kubeconfig"
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+KWOK_STAGES="$CACHE/kwok-stages-$KWOK_VERSION.yaml"
 
 log() { printf '[env %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -146,6 +149,7 @@ start_apiserver() {
     --service-cluster-ip-range 10.0.0.0/24 \
     --authorization-mode RBAC \
     --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy \
+    --endpoint-reconciler-type none \
     --allow-privileged=true --profiling=false --v=1
   wait_for kube-apiserver 60 apiserver_ready
 }
@@ -157,13 +161,13 @@ start_controllers() {
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
-    --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller' \
+    --controllers '*' \
     --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10 --v=1
   launch kube-scheduler "$BIN/kube-scheduler" \
     --kubeconfig "$KUBECONFIG_FILE" \
     --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 --v=1
-  launch kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_FILE" \
+  launch kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_FILE" --config "$KWOK_STAGES" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --manage-nodes-with-label-selector "" \
@@ -197,10 +201,11 @@ nodes_ready() {
 }
 
 start_s3() {
-  mkdir -p "$ENV_DIR/data/s3" "$ENV_DIR/data/s3-meta"
+  # The sidecar (object metadata) must not be inside the gateway's root directory.
+  mkdir -p "$ENV_DIR/data/s3/root" "$ENV_DIR/data/s3/meta"
   launch versitygw env ROOT_ACCESS_KEY="$S3_ACCESS_KEY" ROOT_SECRET_KEY="$S3_SECRET_KEY" \
     "$BIN/versitygw" --port "127.0.0.1:$S3_PORT" --region us-east-1 \
-    posix --sidecar "$ENV_DIR/data/s3-meta" "$ENV_DIR/data/s3"
+    posix --sidecar "$ENV_DIR/data/s3/meta" "$ENV_DIR/data/s3/root"
   wait_for versitygw 30 s3 GET /
   local b
   for b in "${S3_BUCKETS[@]}"; do s3 PUT "/$b" >/dev/null; done
@@ -228,10 +233,12 @@ running() {
 }
 
 cmd_down() {
-  local c pid
-  for c in "${COMPONENTS[@]}"; do
-    [[ -f "$RUN/$c.pid" ]] || continue
-    pid="$(cat "$RUN/$c.pid")"
+  local f pid
+  # Every pid file: the components, and anything else started into this environment
+  # (hack/dev.sh adds the operator).
+  for f in "$RUN"/*.pid; do
+    [[ -f "$f" ]] || continue
+    pid="$(cat "$f")"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
   # Anything else started from this state directory (a crashed run's leftovers, an operator).
@@ -242,16 +249,18 @@ cmd_down() {
     sleep 0.2
   done
   pkill -KILL -f -- "$ENV_DIR/" 2>/dev/null || true
-  for c in "${COMPONENTS[@]}"; do
-    [[ -f "$RUN/$c.pid" ]] && kill -KILL "$(cat "$RUN/$c.pid")" 2>/dev/null || true
+  for f in "$RUN"/*.pid; do
+    [[ -f "$f" ]] && kill -KILL -- "-$(cat "$f")" 2>/dev/null || true
   done
   rm -rf "$RUN"
   log "stopped"
 }
 
 any_pid_alive() {
-  local c
-  for c in "${COMPONENTS[@]}"; do alive "$c" && return 0; done
+  local f
+  for f in "$RUN"/*.pid; do
+    [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null && return 0
+  done
   return 1
 }
 
@@ -269,13 +278,16 @@ cmd_up() {
   make_pki
   write_kubeconfig
   write_env_file
+  # A start that fails half-way must not leave processes behind.
+  trap 'log "start failed; cleaning up"; cmd_down >/dev/null 2>&1' ERR
   start_s3 &
   local s3_job=$!
   start_etcd
   start_apiserver
   start_controllers
   create_nodes
-  wait "$s3_job" || die "S3 server failed"
+  wait "$s3_job" || { cmd_down >/dev/null 2>&1; die "S3 server failed"; }
+  trap - ERR
   log "environment up in $((SECONDS - start)) s"
   print_usage
 }

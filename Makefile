@@ -1,0 +1,44 @@
+# Developer entry points. README.md starts with `make dev` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+.PHONY: dev down test unit e2e crds binaries env venv
+
+## dev: local control plane + S3, CRDs, the operator and the examples, all on loopback
+dev: venv binaries
+	hack/dev.sh up
+
+## down: stop everything `make dev` started
+down:
+	hack/env.sh down
+
+## test: unit and end-to-end tests (starts and stops its own environment)
+test: venv binaries
+	$(PY) -m pytest tests
+
+unit: venv
+	$(PY) -m pytest tests/unit
+
+e2e: venv binaries
+	$(PY) -m pytest tests/e2e
+
+## crds: regenerate crds/ from the pydantic models
+crds: venv
+	$(PY) -m miosa_operator.api.crdgen crds
+
+## binaries: build etcd, Kubernetes, kwok and versitygw once (cached in ~/.cache/miosa-operator)
+binaries:
+	hack/build-binaries.sh
+
+## env: only the control plane and S3 server
+env: binaries
+	hack/env.sh up
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[test]'
+	touch $@

@@ -1,0 +1,189 @@
+"""End-to-end fixtures: the real local control plane, the real S3 server, the operator.
+
+The session starts the environment with ``hack/env.sh up`` and stops it at the end.  With
+``MIOSA_E2E_REUSE=1`` an environment that is already running (``hack/env.sh up`` by hand) is
+used as is and left running, which makes the edit-test loop fast.  Every test gets a
+namespace of its own (the tenant) and an S3 prefix of its own for the bundles it uploads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from kubernetes import client
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("MIOSA_CACHE", Path.home() / ".cache" / "miosa-operator"))
+ENV_DIR = Path(os.environ.get("MIOSA_ENV_DIR", CACHE / "env"))
+ENV_SCRIPT = REPO / "hack" / "env.sh"
+RELEASES_BUCKET = "miosa-releases"
+UPLOADS_BUCKET = "miosa-uploads"
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"export (\w+)=(.*)$", line)
+        if match and match.group(1) != "PATH":
+            values[match.group(1)] = match.group(2)
+    return values
+
+
+@dataclass
+class Environment:
+    values: dict[str, str]
+    bin_dir: Path = CACHE / "bin"
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.values["KUBECONFIG"]
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bin_dir / "kubectl"), "--kubeconfig", self.kubeconfig, *args]
+        return subprocess.run(cmd, check=check, capture_output=True, text=True, input=input, timeout=120)
+
+    def s3(self) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.values["MIOSA_S3_ENDPOINT"],
+            region_name=self.values["MIOSA_S3_REGION"],
+            aws_access_key_id=self.values["MIOSA_S3_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.values["MIOSA_S3_SECRET_ACCESS_KEY"],
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+        )
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[Environment]:
+    reuse = os.environ.get("MIOSA_E2E_REUSE") == "1"
+    if not reuse:
+        subprocess.run(["bash", str(ENV_SCRIPT), "up"], check=True, timeout=3600)
+    environment = Environment(_read_env_file(ENV_DIR / "env"))
+    saved = {k: os.environ.get(k) for k in environment.values}
+    os.environ.update(environment.values)
+    try:
+        yield environment
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if not reuse:
+            subprocess.run(["bash", str(ENV_SCRIPT), "down"], check=False, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def api(env: Environment) -> client.ApiClient:
+    from miosa_operator.kube.client import load_api_client
+
+    return load_api_client()
+
+
+@pytest.fixture
+def namespace(env: Environment, api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"e2e-{slug}-{uuid.uuid4().hex[:5]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name, "labels": {"miosa.io/e2e": "true"}}})
+    # Pods need the namespace's default ServiceAccount, which the controller-manager creates.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items):
+            break
+        time.sleep(0.2)
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def s3_prefix(namespace: str) -> str:
+    """Where this test uploads its bundles: its own prefix in the uploads bucket."""
+    return f"{namespace}/"
+
+
+# ---------------------------------------------------------------------------- the operator
+
+OPERATOR_ENV = {
+    "MIOSA_RELEASES_URI": f"s3://{RELEASES_BUCKET}",
+    "MIOSA_HEALTH_GATE_TIMEOUT": "20",
+    "MIOSA_POLL_INTERVAL": "1",
+}
+
+
+@dataclass
+class OperatorProcess:
+    """The real operator (``miosa-operator run``) as a child process, killable and restartable."""
+
+    env: Environment
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        exe = Path(sys.executable).parent / "miosa-operator"
+        command = [str(exe), "run", "--standalone"] if exe.exists() else [sys.executable, "-m", "miosa_operator", "run", "--standalone"]
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(f"\n===== operator start #{self.starts} =====\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            command,
+            env={**os.environ, **self.env.values, **OPERATOR_ENV, **self.extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, like a node dying under the operator."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def crds(env: Environment) -> None:
+    env.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    env.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def operator(env: Environment, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    log_dir = Path(os.environ.get("MIOSA_E2E_LOG_DIR", tmp_path_factory.mktemp("operator")))
+    process = OperatorProcess(env, log_dir / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+    if os.environ.get("CI"):
+        shutil.copy(process.log_path, ENV_DIR / "logs" / "operator-e2e.log") if (ENV_DIR / "logs").exists() else None
