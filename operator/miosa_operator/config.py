@@ -1,0 +1,47 @@
+"""Operator-wide settings, read once from the environment (the Helm chart sets them).
+
+Everything has a default that works on a laptop: with no store configured, releases go to a
+local directory (``file://``), the embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ingest.limits import IngestLimits
+
+
+def _default_releases_uri() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return f"file://{base}/miosa-operator/releases"
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    releases_uri: str = field(default_factory=_default_releases_uri)
+    """Where canonical releases and build logs go: ``<releases>/<tenant>/<dep id>/<ver id>/``."""
+    health_gate_timeout: float = 120.0
+    """Seconds a dynamic version's verification workload has to become ready."""
+    poll_interval: float = 2.0
+    """Seconds between checks while waiting on something in the cluster."""
+    limits: IngestLimits = field(default_factory=IngestLimits)
+    static_server_image: str = "ghcr.io/miosa/miosa-operator:0.1.0"
+    """Image of the static server pods (runs ``miosa-operator fetch`` then serves)."""
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        defaults = cls()
+        return cls(
+            releases_uri=os.environ.get("MIOSA_RELEASES_URI", "").rstrip("/") or defaults.releases_uri,
+            health_gate_timeout=_float("MIOSA_HEALTH_GATE_TIMEOUT", defaults.health_gate_timeout),
+            poll_interval=_float("MIOSA_POLL_INTERVAL", defaults.poll_interval),
+            limits=IngestLimits.from_env(),
+            static_server_image=os.environ.get("MIOSA_STATIC_SERVER_IMAGE", defaults.static_server_image),
+        )

@@ -1,0 +1,1 @@
+"""Controllers: the decisions and steps behind each kopf handler, framework-free."""

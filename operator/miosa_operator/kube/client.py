@@ -1,0 +1,161 @@
+"""A thin, typed gateway over the official Kubernetes client.
+
+Controllers depend on ``Kube`` and never on ``kubernetes.client`` directly, so (1) API errors
+arrive as three meaningful exceptions (``NotFound``, ``Conflict``, ``TransientApiError``)
+instead of status codes, and (2) unit tests can hand a controller a fake gateway.
+
+Patches are JSON merge patches: a status write names only the fields it sets.  Passing
+``resource_version`` turns a patch into a compare-and-swap (the API server answers 409 when
+the object moved), which is how version numbers are claimed without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from ..api import meta
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(ApiError): ...
+
+
+class Conflict(ApiError): ...
+
+
+class TransientApiError(ApiError):
+    """Timeouts, 5xx, 429, connection errors: retry with backoff, never fail a version."""
+
+
+def _translate(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        message = f"{exc.status} {exc.reason}: {exc.body!r}"[:2000]
+        if status == 404:
+            return NotFound(message, status)
+        if status == 409:
+            return Conflict(message, status)
+        if status == 429 or status >= 500 or status == 0:
+            return TransientApiError(message, status)
+        return ApiError(message, status)
+    return TransientApiError(f"{type(exc).__name__}: {exc}")
+
+
+def load_api_client(pool_size: int = 32) -> client.ApiClient:
+    """In-cluster config when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = pool_size
+    cfg.retries = urllib3.Retry(total=3, connect=3, read=0, backoff_factor=0.2, allowed_methods=None, status=0)
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    """Gateway for our custom resources and the built-in objects the operator renders."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        return cls(load_api_client())
+
+    # -------------------------------------------------------------- custom objects
+    def get(self, plural: str, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._call(self.custom.get_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, name)
+        except NotFound:
+            return None
+
+    def list(self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = "") -> list[Obj]:
+        kwargs = {"label_selector": label_selector, "field_selector": field_selector}
+        if namespace:
+            result = self._call(self.custom.list_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, **kwargs)
+        else:
+            result = self._call(self.custom.list_cluster_custom_object, meta.GROUP, meta.VERSION, plural, **kwargs)
+        return list(result.get("items", []))
+
+    def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj:
+        body = _with_precondition(patch, resource_version)
+        return self._call(self.custom.patch_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, name, body)
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj:
+        body = _with_precondition({"status": status}, resource_version)
+        return self._call(
+            self.custom.patch_namespaced_custom_object_status, meta.GROUP, meta.VERSION, namespace, plural, name, body
+        )
+
+    # -------------------------------------------------------------- apps/v1 and core/v1
+    def get_workload(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._sanitize(self._call(self.apps.read_namespaced_deployment, name, namespace))
+        except NotFound:
+            return None
+
+    def create_workload(self, namespace: str, body: Obj) -> Obj:
+        return self._sanitize(self._call(self.apps.create_namespaced_deployment, namespace, body))
+
+    def patch_workload(self, namespace: str, name: str, patch: Obj) -> Obj:
+        return self._sanitize(self._call(self.apps.patch_namespaced_deployment, name, namespace, patch))
+
+    def delete_workload(self, namespace: str, name: str) -> bool:
+        try:
+            self._call(self.apps.delete_namespaced_deployment, name, namespace, propagation_policy="Background")
+            return True
+        except NotFound:
+            return False
+
+    def get_service(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._sanitize(self._call(self.core.read_namespaced_service, name, namespace))
+        except NotFound:
+            return None
+
+    def create_service(self, namespace: str, body: Obj) -> Obj:
+        return self._sanitize(self._call(self.core.create_namespaced_service, namespace, body))
+
+    def patch_service(self, namespace: str, name: str, patch: Obj) -> Obj:
+        return self._sanitize(self._call(self.core.patch_namespaced_service, name, namespace, patch))
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
+        pods = self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
+        return [self._sanitize(p) for p in pods.items]
+
+    # -------------------------------------------------------------- plumbing
+    def _sanitize(self, obj: Any) -> Obj:
+        """Typed client objects → plain JSON dicts (camelCase), like custom objects."""
+        return obj if isinstance(obj, dict) else self.api_client.sanitize_for_serialization(obj)
+
+    @staticmethod
+    def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc) from exc
+
+
+def _with_precondition(patch: Obj, resource_version: str | None) -> Obj:
+    if resource_version is None:
+        return patch
+    metadata = {**patch.get("metadata", {}), "resourceVersion": resource_version}
+    return {**patch, "metadata": metadata}
