@@ -1,0 +1,85 @@
+"""Resource caps for bundle ingestion.
+
+Design decisions:
+
+* Every cap is checked while streaming, from tar headers where possible, so a hostile bundle
+  is refused as soon as it declares something too big, before its bytes are read.
+* The compression-ratio cap (decompressed / compressed bytes so far) only starts counting
+  after 1 MiB of output: tiny, very compressible bundles (a handful of HTML files) are
+  legitimate and would otherwise trip it.
+* Byte sizes in the environment accept plain integers or Kubernetes-style binary suffixes
+  (``512Mi``, ``2Gi``) because that is how the Helm chart's users write them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+RATIO_GRACE_BYTES = MiB
+"""Decompressed bytes before the compression-ratio cap applies."""
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(Ki|Mi|Gi|Ti)?\s*$")
+_UNITS = {None: 1, "Ki": KiB, "Mi": MiB, "Gi": GiB, "Ti": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"536870912"`` or ``"512Mi"`` -> 536870912."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"not a byte size: {text!r} (use an integer, optionally with Ki/Mi/Gi/Ti)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    max_members: int = 10_000
+    max_file_bytes: int = 512 * MiB
+    max_total_bytes: int = 2 * GiB
+    max_compression_ratio: float = 200.0
+    max_path_bytes: int = 1024
+    max_bundle_bytes: int = 2 * GiB
+
+    def __post_init__(self) -> None:
+        for name in ("max_members", "max_file_bytes", "max_total_bytes", "max_path_bytes", "max_bundle_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if not self.max_compression_ratio >= 1:
+            raise ValueError(f"max_compression_ratio must be >= 1, not {self.max_compression_ratio}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestLimits:
+        """Defaults overridden by ``MIOSA_MAX_*`` variables; a malformed value is a ValueError."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+
+        def size(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return parse_size(raw)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+
+        def ratio(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            try:
+                return float(raw) if raw else default
+            except ValueError:
+                raise ValueError(f"{name}: not a number: {raw!r}") from None
+
+        return cls(
+            max_members=size("MIOSA_MAX_MEMBERS", defaults.max_members),
+            max_file_bytes=size("MIOSA_MAX_FILE_BYTES", defaults.max_file_bytes),
+            max_total_bytes=size("MIOSA_MAX_TOTAL_BYTES", defaults.max_total_bytes),
+            max_compression_ratio=ratio("MIOSA_MAX_COMPRESSION_RATIO", defaults.max_compression_ratio),
+            max_path_bytes=size("MIOSA_MAX_PATH_BYTES", defaults.max_path_bytes),
+            max_bundle_bytes=size("MIOSA_MAX_BUNDLE_BYTES", defaults.max_bundle_bytes),
+        )
