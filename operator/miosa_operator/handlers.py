@@ -14,11 +14,17 @@ from typing import Any
 
 import kopf
 
+import os
+from collections.abc import Callable
+
 from .api import meta
 from .config import OperatorConfig
+from .controllers.deployments import DeploymentController
 from .controllers.versions import Retry, VersionController
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
+from .render.runtime import StaticServer
 from .store.router import StoreRouter
+from .webhook import WebhookSettings, self_signed
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +68,79 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     kube = Kube.from_environment()
     memo.config = config
     memo.kube = kube
-    memo.versions = VersionController(kube, StoreRouter.from_env(), config, KopfEvents())
+    events = KopfEvents()
+    memo.versions = VersionController(kube, StoreRouter.from_env(), config, events)
+    memo.deployments = DeploymentController(kube, config, events, static_server(config))
+    configure_webhook(settings, WebhookSettings.from_env())
     log.info("miosa-operator configured: releases at %s", config.releases_uri)
+
+
+def static_server(config: OperatorConfig) -> StaticServer:
+    """Static pods get the store's endpoint as plain env and its credentials from a Secret."""
+    names = ("MIOSA_S3_ENDPOINT", "MIOSA_S3_REGION", "MIOSA_S3_ADDRESSING_STYLE")
+    store_env = tuple((n, os.environ[n]) for n in names if os.environ.get(n))
+    return StaticServer(config.static_server_image, store_env, os.environ.get("MIOSA_STORE_SECRET") or None)
+
+
+def configure_webhook(settings: kopf.OperatorSettings, webhook: WebhookSettings) -> None:
+    if not webhook.enabled:
+        log.warning("admission webhook disabled (MIOSA_WEBHOOK=off): promotions are only checked by the controller")
+        return
+    host = webhook.host or webhook.addr
+    certfile, keyfile = webhook.certfile, webhook.keyfile
+    if not certfile or not keyfile:
+        certfile, keyfile = self_signed([host, webhook.addr])
+    settings.admission.server = kopf.WebhookServer(
+        addr=webhook.addr,
+        port=webhook.port,
+        host=host,
+        certfile=certfile,
+        pkeyfile=keyfile,
+        cafile=os.environ.get("MIOSA_WEBHOOK_CA") or certfile,
+    )
+    settings.admission.managed = meta.GROUP
 
 
 @kopf.on.resume(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
 @kopf.on.create(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
 def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """created → building → ready | failed, one idempotent step after another."""
+    _run(memo.versions.reconcile, body, retry)
+
+
+@kopf.on.resume(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL)
+@kopf.on.create(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL)
+@kopf.on.update(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL)
+def deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """Roll the live workload to the version the promotion policy asks for."""
+    _run(memo.deployments.reconcile, body, retry)
+
+
+@kopf.on.mutate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id="promotion-actor", operations=["CREATE", "UPDATE"])
+def record_promotion_actor(
+    body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch, userinfo: dict[str, Any], **_: Any
+) -> None:
+    """Remember who changed spec.promotedVersion; status.history shows it as the actor."""
+    requested = (body.get("spec") or {}).get("promotedVersion")
+    previous = ((old or {}).get("spec") or {}).get("promotedVersion")
+    if requested and requested != previous:
+        patch.setdefault("metadata", {}).setdefault("annotations", {})[meta.ANNOTATION_PROMOTED_BY] = userinfo.get("username", "")
+
+
+@kopf.on.validate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id="promotion", operations=["CREATE", "UPDATE"])
+def validate_promotion(body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse a promotedVersion that is missing, foreign, of the wrong kind, not promotable or collected."""
     try:
-        memo.versions.reconcile(dict(body))
+        error = memo.deployments.promotion_error(dict(body), dict(old) if old else None)
+    except ApiError as exc:
+        raise kopf.AdmissionError(f"cannot check spec.promotedVersion right now: {exc}", code=503) from exc
+    if error:
+        raise kopf.AdmissionError(error, code=422)
+
+
+def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body, retry: int) -> None:
+    try:
+        step(dict(body))
     except Retry as wait:
         prefix = WAITING if wait.planned else ""
         raise kopf.TemporaryError(f"{prefix}{wait}", delay=wait.delay) from None

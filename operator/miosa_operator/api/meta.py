@@ -26,3 +26,9 @@ LABEL_VERSION_NUMBER = f"{GROUP}/version-number"
 
 # Annotations users set.
 ANNOTATION_RETAIN = f"{GROUP}/retain"
+# Set by the mutating webhook when spec.promotedVersion changes: who asked for it.
+ANNOTATION_PROMOTED_BY = f"{GROUP}/promoted-by"
+# Optional, set by users or `kubectl miosa`: why (recorded in status.history).
+ANNOTATION_CHANGE_CAUSE = f"{GROUP}/change-cause"
+# Set by the operator on a Deployment when one of its versions becomes ready (wakes Auto).
+ANNOTATION_NEWEST_READY = f"{GROUP}/newest-ready"

@@ -311,6 +311,14 @@ class StaticServerSettings(ApiModel):
 
 
 class DeploymentSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                rule("self.kind == oldSelf.kind", "spec.kind is immutable: create another Deployment for another kind"),
+            ]
+        }
+    )
+
     kind: VersionKind = Field(description="static or dynamic; versions must match it.")
     promoted_version: str | None = Field(
         default=None, max_length=253, description="Name of the DeploymentVersion to run; empty runs nothing."
@@ -322,6 +330,9 @@ class DeploymentSpec(ApiModel):
     replicas: int = Field(default=1, ge=0, le=100, description="Replicas of the live workload.")
     rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Rollout settings.")
     static: StaticServerSettings | None = Field(default=None, description="Static server settings.")
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None, max_length=32, description="Node labels the live pods must run on."
+    )
 
 
 class HistoryEntry(ApiModel):
@@ -331,6 +342,18 @@ class HistoryEntry(ApiModel):
     actor: str = Field(default="", max_length=512, description="Who asked for it.")
     time: datetime
     reason: str = Field(default="", max_length=1024)
+
+
+class RolloutStatus(ApiModel):
+    """The rollout in progress, so a restarted operator resumes it with the same deadline."""
+
+    version: str = Field(max_length=253, description="Version being rolled out.")
+    version_number: int | None = Field(default=None, ge=1)
+    previous: str | None = Field(default=None, max_length=253, description="Version live before it.")
+    action: HistoryAction
+    actor: str = Field(default="", max_length=512)
+    reason: str = Field(default="", max_length=1024)
+    started_at: datetime
 
 
 class DeploymentStatus(ApiModel):
@@ -347,6 +370,13 @@ class DeploymentStatus(ApiModel):
         description="Numbers claimed by versions (by uid) whose own status is not written yet.",
     )
     history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Recent promotions, newest last.")
+    rollout: RolloutStatus | None = Field(default=None, description="The rollout in progress, if any.")
+    reverted_versions: list[Annotated[str, Field(max_length=253)]] | None = Field(
+        default=None, max_length=20, description="Versions whose rollout failed and was reverted (newest last)."
+    )
+    reverted_generation: int | None = Field(
+        default=None, description="metadata.generation at the last revert; a spec change allows a retry."
+    )
     conditions: Conditions | None = None
 
 

@@ -99,7 +99,7 @@ class VersionController:
         if deployment is None:
             self._wait_for_deployment(version)
         assert deployment is not None
-        version = self._ensure_number(version)
+        version = self._ensure_number(version, deployment)
         if version.status.state == VersionState.CREATED:
             version = self._set_state(version, VersionState.BUILDING, "Building", "verifying the artifact")
         failure = self._check_kind(version, deployment)
@@ -108,6 +108,7 @@ class VersionController:
         if failure is not None:
             self._fail(version, failure)
             return VersionState.FAILED
+        self._wake_auto_promotion(version, deployment)
         return VersionState.READY
 
     # ------------------------------------------------------------------ identity and numbering
@@ -135,10 +136,16 @@ class VersionController:
             self.events.normal(object_ref(version), "DeploymentNotFound", message)
         raise Retry(f"waiting for Deployment {name}", delay=max(self.config.poll_interval, 1.0))
 
-    def _ensure_number(self, version: DeploymentVersion) -> DeploymentVersion:
-        if version.status.version_number and version.status.deployment_id:
-            return version
+    def _ensure_number(self, version: DeploymentVersion, deployment: Obj | None = None) -> DeploymentVersion:
         ns, dep_name, uid = version.metadata.namespace, version.spec.deployment_ref.name, version.metadata.uid
+        if version.status.version_number and version.status.deployment_id:
+            # Numbered, but the run that wrote the number may have died (or hit a 5xx) before
+            # releasing its claim: release it now, or pendingNumbers grows until the schema's
+            # cap makes every later claim on this Deployment fail.
+            pending = ((deployment or {}).get("status") or {}).get("pendingNumbers") or {}
+            if uid in pending:
+                self._release_claim(ns, dep_name, uid)
+            return version
         for _ in range(NUMBER_CLAIM_ATTEMPTS):
             deployment = self.kube.get(meta.DEPLOYMENT_PLURAL, ns, dep_name)
             if deployment is None:
@@ -339,6 +346,13 @@ class VersionController:
         if not pods:
             messages.append("no pod was created")
         return "; ".join(m.strip() for m in messages if m.strip())[:1500]
+
+    def _wake_auto_promotion(self, version: DeploymentVersion, deployment: Obj) -> None:
+        """An Auto Deployment reacts to a new ready version through this annotation."""
+        if (deployment.get("spec") or {}).get("promotionPolicy") != "Auto":
+            return
+        patch = {"metadata": {"annotations": {meta.ANNOTATION_NEWEST_READY: version.metadata.name}}}
+        self.kube.patch(meta.DEPLOYMENT_PLURAL, version.metadata.namespace, version.spec.deployment_ref.name, patch)
 
     # ------------------------------------------------------------------ outcomes
     def _become_ready(self, version: DeploymentVersion, fields: Obj) -> None:

@@ -23,6 +23,9 @@ from ..api import meta
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+# RFC 7386: lists are replaced whole, so a removed env var or container really goes away
+# (a strategic merge would keep it).
+MERGE_PATCH = "application/merge-patch+json"
 
 
 class ApiError(Exception):
@@ -97,12 +100,16 @@ class Kube:
 
     def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj:
         body = _with_precondition(patch, resource_version)
-        return self._call(self.custom.patch_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, name, body)
+        return self._call(
+            self.custom.patch_namespaced_custom_object,
+            meta.GROUP, meta.VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
+        )
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj:
         body = _with_precondition({"status": status}, resource_version)
         return self._call(
-            self.custom.patch_namespaced_custom_object_status, meta.GROUP, meta.VERSION, namespace, plural, name, body
+            self.custom.patch_namespaced_custom_object_status,
+            meta.GROUP, meta.VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
         )
 
     # -------------------------------------------------------------- apps/v1 and core/v1
@@ -116,7 +123,9 @@ class Kube:
         return self._sanitize(self._call(self.apps.create_namespaced_deployment, namespace, body))
 
     def patch_workload(self, namespace: str, name: str, patch: Obj) -> Obj:
-        return self._sanitize(self._call(self.apps.patch_namespaced_deployment, name, namespace, patch))
+        return self._sanitize(
+            self._call(self.apps.patch_namespaced_deployment, name, namespace, patch, _content_type=MERGE_PATCH)
+        )
 
     def delete_workload(self, namespace: str, name: str) -> bool:
         try:
@@ -135,7 +144,9 @@ class Kube:
         return self._sanitize(self._call(self.core.create_namespaced_service, namespace, body))
 
     def patch_service(self, namespace: str, name: str, patch: Obj) -> Obj:
-        return self._sanitize(self._call(self.core.patch_namespaced_service, name, namespace, patch))
+        return self._sanitize(
+            self._call(self.core.patch_namespaced_service, name, namespace, patch, _content_type=MERGE_PATCH)
+        )
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
         pods = self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)

@@ -1,0 +1,104 @@
+"""Which version should be live, may it be promoted, and what a completed rollout changes.
+
+Pure functions over small views of versions, shared by the admission webhook (refuse a bad
+``promotedVersion`` before it is stored) and the Deployment controller (choose the target,
+classify the action for history).
+
+``promotionPolicy`` semantics:
+
+* ``Manual`` (default): ``spec.promotedVersion`` is the target.  Empty means nothing runs.
+* ``Auto``: the target is the ready, not collected version with the highest version number
+  of this Deployment, except one whose rollout already failed and was reverted (it would
+  loop); ``spec.promotedVersion`` is ignored for choosing (the webhook still validates it).
+  To pin or roll back under Auto, switch the policy to ``Manual``: ``kubectl miosa rollback``
+  does both in one patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.models import HistoryAction, PromotionPolicy, VersionKind, VersionState
+from .states import PROMOTABLE
+
+
+@dataclass(frozen=True)
+class VersionView:
+    """The facts about a DeploymentVersion that promotion decisions need."""
+
+    name: str
+    deployment: str
+    kind: VersionKind
+    state: VersionState | None
+    number: int | None
+    collected: bool = False
+    id: str | None = None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> VersionView:
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        state = status.get("state")
+        return cls(
+            name=body["metadata"]["name"],
+            deployment=(spec.get("deploymentRef") or {}).get("name", ""),
+            kind=VersionKind(spec.get("kind", "static")),
+            state=VersionState(state) if state else None,
+            number=status.get("versionNumber"),
+            collected=bool(status.get("artifactsCollectedAt")),
+            id=status.get("id"),
+        )
+
+
+def promotion_error(deployment: str, kind: VersionKind, requested: str, version: VersionView | None) -> str | None:
+    """Why ``requested`` may not become the live version of ``deployment``; None if it may."""
+    if version is None:
+        return f"promotedVersion {requested!r}: no DeploymentVersion of that name exists in this namespace"
+    if version.deployment != deployment:
+        return f"promotedVersion {requested!r} belongs to Deployment {version.deployment!r}, not {deployment!r}"
+    if version.kind != kind:
+        return f"promotedVersion {requested!r} is a {version.kind.value} version; Deployment {deployment!r} is {kind.value}"
+    if version.collected:
+        return f"promotedVersion {requested!r}: its artifacts were garbage-collected by retention; it is no longer bootable"
+    if version.state not in PROMOTABLE:
+        state = version.state.value if version.state else "not yet numbered"
+        return f"promotedVersion {requested!r} is {state}; only ready or archived versions can be promoted"
+    return None
+
+
+def newest_ready(deployment: str, versions: Iterable[VersionView], excluded: Iterable[str] = ()) -> VersionView | None:
+    skip = set(excluded)
+    candidates = [
+        v
+        for v in versions
+        if v.deployment == deployment
+        and v.state == VersionState.READY
+        and not v.collected
+        and v.number is not None
+        and v.name not in skip
+    ]
+    return max(candidates, key=lambda v: v.number or 0, default=None)
+
+
+def desired_version(
+    policy: PromotionPolicy,
+    promoted_version: str | None,
+    deployment: str,
+    versions: Iterable[VersionView],
+    reverted: Iterable[str] = (),
+) -> str | None:
+    """Name of the version that should be live, or None for "nothing"."""
+    if policy == PromotionPolicy.AUTO:
+        newest = newest_ready(deployment, versions, excluded=reverted)
+        return newest.name if newest else None
+    return promoted_version or None
+
+
+def classify(policy: PromotionPolicy, target_number: int | None, live_number: int | None) -> HistoryAction:
+    """promote (forward), rollback (to an older number) or auto (chosen by the policy)."""
+    if policy == PromotionPolicy.AUTO:
+        return HistoryAction.AUTO
+    if live_number is not None and target_number is not None and target_number < live_number:
+        return HistoryAction.ROLLBACK
+    return HistoryAction.PROMOTE
