@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from miosa_operator.api.models import HistoryAction, PromotionPolicy, VersionKind, VersionState
+from miosa_operator.domain.promotion import VersionView, classify, desired_version, newest_ready, promotion_error
+
+S = VersionState
+
+
+def view(name: str, number: int | None, state: S | None, deployment: str = "site", kind: VersionKind = VersionKind.STATIC, collected: bool = False) -> VersionView:
+    return VersionView(name=name, deployment=deployment, kind=kind, state=state, number=number, collected=collected)
+
+
+def test_ready_and_archived_versions_are_promotable() -> None:
+    for state in (S.READY, S.ARCHIVED):
+        assert promotion_error("site", VersionKind.STATIC, "v", view("v", 1, state)) is None
+
+
+def test_each_refusal_names_its_reason() -> None:
+    cases = {
+        None: "no DeploymentVersion of that name exists",
+        view("v", 1, S.READY, deployment="other"): "belongs to Deployment 'other', not 'site'",
+        view("v", 1, S.READY, kind=VersionKind.DYNAMIC): "is a dynamic version; Deployment 'site' is static",
+        view("v", 1, S.READY, collected=True): "artifacts were garbage-collected",
+        view("v", 1, S.FAILED): "is failed; only ready or archived",
+        view("v", 1, S.BUILDING): "is building",
+        view("v", None, S.CREATED): "is created",
+        view("v", None, None): "not yet numbered",
+    }
+    for version, message in cases.items():
+        error = promotion_error("site", VersionKind.STATIC, "v", version)
+        assert error and message in error, (version, error)
+
+
+def test_manual_policy_follows_spec() -> None:
+    versions = [view("a", 1, S.READY), view("b", 2, S.READY)]
+    assert desired_version(PromotionPolicy.MANUAL, "a", "site", versions) == "a"
+    assert desired_version(PromotionPolicy.MANUAL, None, "site", versions) is None
+
+
+def test_auto_policy_takes_newest_ready_skipping_reverted_collected_and_foreign() -> None:
+    versions = [
+        view("a", 1, S.ARCHIVED),
+        view("b", 2, S.READY),
+        view("c", 3, S.READY, collected=True),
+        view("d", 4, S.BUILDING),
+        view("e", 5, S.READY),
+        view("x", 9, S.READY, deployment="other"),
+    ]
+    assert desired_version(PromotionPolicy.AUTO, "a", "site", versions) == "e"
+    assert desired_version(PromotionPolicy.AUTO, None, "site", versions, reverted=["e"]) == "b"
+    assert newest_ready("site", []) is None
+
+
+def test_classify_actions() -> None:
+    assert classify(PromotionPolicy.MANUAL, 3, 2) == HistoryAction.PROMOTE
+    assert classify(PromotionPolicy.MANUAL, 1, 2) == HistoryAction.ROLLBACK
+    assert classify(PromotionPolicy.MANUAL, 1, None) == HistoryAction.PROMOTE
+    assert classify(PromotionPolicy.AUTO, 1, 2) == HistoryAction.AUTO
+
+
+def test_view_from_body() -> None:
+    body = {
+        "metadata": {"name": "v"},
+        "spec": {"deploymentRef": {"name": "site"}, "kind": "dynamic"},
+        "status": {"state": "archived", "versionNumber": 4, "artifactsCollectedAt": "2026-01-01T00:00:00Z", "id": "ver_X"},
+    }
+    assert VersionView.from_body(body) == VersionView("v", "site", VersionKind.DYNAMIC, S.ARCHIVED, 4, True, "ver_X")
