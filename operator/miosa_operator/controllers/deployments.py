@@ -70,6 +70,7 @@ class DeploymentController:
     def reconcile(self, body: Obj) -> None:
         deployment = self._ensure_id(Deployment.model_validate(body))
         versions = self._versions(deployment)
+        self._prune_claims(deployment, versions)
         target = self._target(deployment, versions)
         live = deployment.status.live_version
         if target is _STAY_FAILED:
@@ -108,6 +109,13 @@ class DeploymentController:
         items = self.kube.list(meta.VERSION_PLURAL, deployment.metadata.namespace, label_selector=selector)
         parsed = (DeploymentVersion.model_validate(item) for item in items)
         return {v.metadata.name: v for v in parsed if v.spec.deployment_ref.name == deployment.metadata.name}
+
+    def _prune_claims(self, deployment: Deployment, versions: dict[str, DeploymentVersion]) -> None:
+        """Drop number claims of versions deleted before they recorded their number."""
+        existing = {v.metadata.uid for v in versions.values()}
+        stale = [uid for uid in deployment.status.pending_numbers or {} if uid not in existing]
+        if stale:
+            self._patch_status(deployment, {"pendingNumbers": {uid: None for uid in stale}})
 
     def _target(self, deployment: Deployment, versions: dict[str, DeploymentVersion]) -> str | None:
         status = deployment.status

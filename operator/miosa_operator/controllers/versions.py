@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +37,7 @@ from ..ingest.buildlog import BuildLog
 from ..ingest.bundle import BundleRejected, ingest_bundle
 from ..kube.client import Conflict, Kube, TransientApiError
 from ..render import workloads
-from ..store.base import ArtifactNotFound, ArtifactStore, TransientStoreError
+from ..store.base import ArtifactNotFound, ArtifactStore, StoreError, TransientStoreError
 from ..store.router import join_uri
 
 Obj = dict[str, Any]
@@ -46,6 +47,7 @@ Clock = Callable[[], datetime]
 # any order); after this long, "not found" is a decision, not a wait.
 MISSING_ARTIFACT_GRACE = timedelta(minutes=2)
 NUMBER_CLAIM_ATTEMPTS = 50
+WAKE_ATTEMPTS = 5
 
 
 def utcnow() -> datetime:
@@ -235,6 +237,10 @@ class VersionController:
                 return self._missing_artifact(version, artifact.uri, exc, log, log_uri)
             except TransientStoreError as exc:
                 raise Retry(f"artifact store: {exc}", delay=5.0, planned=False) from exc
+            except StoreError as exc:  # a URI this operator may not or cannot read: the tenant's mistake
+                log.line(f"FAILED ArtifactUnreadable: {exc}")
+                self._write_log(log_uri, log, version)
+                return Failure("ArtifactUnreadable", f"cannot read {artifact.uri}: {exc}")
             out.seek(0)
             stored_sha = self._store_canonical(canonical_uri, out, result.canonical_bytes, result.canonical_sha256, log)
         log.line(f"ready: {result.manifest.files} files, {result.manifest.total_bytes} bytes, release {canonical_uri}")
@@ -352,7 +358,15 @@ class VersionController:
         if (deployment.get("spec") or {}).get("promotionPolicy") != "Auto":
             return
         patch = {"metadata": {"annotations": {meta.ANNOTATION_NEWEST_READY: version.metadata.name}}}
-        self.kube.patch(meta.DEPLOYMENT_PLURAL, version.metadata.namespace, version.spec.deployment_ref.name, patch)
+        # The version is already ready, so a later reconcile would not come back here: retry inline.
+        for attempt in range(WAKE_ATTEMPTS):
+            try:
+                self.kube.patch(meta.DEPLOYMENT_PLURAL, version.metadata.namespace, version.spec.deployment_ref.name, patch)
+                return
+            except TransientApiError:
+                if attempt == WAKE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     # ------------------------------------------------------------------ outcomes
     def _become_ready(self, version: DeploymentVersion, fields: Obj) -> None:

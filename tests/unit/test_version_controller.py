@@ -1,0 +1,913 @@
+"""VersionController against an in-memory API server (``FakeKube``) and a real ``FileStore``.
+
+Each test drives ``reconcile`` the way kopf does: read the current object, call it, and on
+``Retry`` call it again later (after moving the fake clock where time matters).  Crashes are
+simulated by injecting an exception into a specific API call, after which the test simply
+reconciles again, as a restarted operator would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import re
+import tarfile
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from miosa_operator.api import meta
+from miosa_operator.api.models import VersionState
+from miosa_operator.config import OperatorConfig
+from miosa_operator.controllers.versions import MISSING_ARTIFACT_GRACE, Retry, VersionController
+from miosa_operator.ingest.limits import IngestLimits
+from miosa_operator.kube.client import ApiError, Conflict, TransientApiError
+from miosa_operator.store import FileStore, StoreRouter, TransientStoreError
+
+from .fakes import FakeClock, FakeKube, RecordingEvents, merge_patch
+
+Obj = dict[str, Any]
+
+NS = "tenant-a"
+VERSIONS, DEPLOYMENTS = meta.VERSION_PLURAL, meta.DEPLOYMENT_PLURAL
+SITE = {"index.html": b"<!doctype html><h1>hello</h1>\n", "css/site.css": b"body{color:red}\n" * 20, "img/logo.svg": b"<svg/>"}
+VER_ID = re.compile(r"^ver_[0-9A-HJKMNP-TV-Z]{26}$")
+DEP_ID = re.compile(r"^dep_[0-9A-HJKMNP-TV-Z]{26}$")
+TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  \S")
+
+
+class SimulatedCrash(Exception):
+    """The operator process dies in the middle of a reconcile."""
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def tar_gz(files: dict[str, bytes], extra: list[tarfile.TarInfo] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o644
+            archive.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+def hashed(raw: str) -> str:
+    return "h-" + sha256(raw.encode())[:40]
+
+
+# --------------------------------------------------------------------------- the harness
+
+
+class Env:
+    """One operator (controller) and one API server (FakeKube) over a temp directory."""
+
+    def __init__(self, tmp_path: Path, **config: Any) -> None:
+        self.tmp = tmp_path
+        self.clock = FakeClock()
+        self.kube = FakeKube(clock=self.clock)
+        self.events = RecordingEvents()
+        self.store = StoreRouter(FileStore())
+        self.releases = tmp_path / "releases"
+        self.config = OperatorConfig(
+            releases_uri=f"file://{self.releases}",
+            health_gate_timeout=config.pop("health_gate_timeout", 60.0),
+            poll_interval=0.5,
+            **config,
+        )
+        self.controller = VersionController(self.kube, self.store, self.config, self.events, self.clock)
+
+    # ---------------------------------------------------------------- objects
+    def upload(self, name: str, data: bytes) -> str:
+        path = self.tmp / "uploads" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return f"file://{path}"
+
+    def bundle(self, name: str = "site.tar.gz", files: dict[str, bytes] | None = None) -> tuple[str, str]:
+        data = tar_gz(files or SITE)
+        return self.upload(name, data), sha256(data)
+
+    def deployment(self, name: str = "site", kind: str = "static") -> Obj:
+        return self.kube.create(
+            DEPLOYMENTS,
+            {
+                "apiVersion": meta.API_VERSION,
+                "kind": meta.DEPLOYMENT_KIND,
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"kind": kind},
+            },
+        )
+
+    def version(self, name: str, spec: Obj) -> Obj:
+        return self.kube.create(
+            VERSIONS,
+            {
+                "apiVersion": meta.API_VERSION,
+                "kind": meta.VERSION_KIND,
+                "metadata": {"name": name, "namespace": NS},
+                "spec": spec,
+            },
+        )
+
+    def static_version(self, name: str, dep: str, uri: str, digest: str, **extra: Any) -> Obj:
+        return self.version(name, {"deploymentRef": {"name": dep}, "kind": "static", "artifact": {"uri": uri, "sha256": digest}, **extra})
+
+    def dynamic_version(self, name: str, dep: str, **runtime: Any) -> Obj:
+        spec_runtime = {
+            "image": "registry.example/api:1.2.3",
+            "command": ["/app/server"],
+            "port": 8080,
+            "healthCheckPath": "/healthz",
+            "env": [{"name": "MODE", "value": "prod"}],
+            **runtime,
+        }
+        return self.version(name, {"deploymentRef": {"name": dep}, "kind": "dynamic", "runtime": spec_runtime})
+
+    def get(self, name: str) -> Obj:
+        obj = self.kube.peek(VERSIONS, NS, name)
+        assert obj is not None, name
+        return obj
+
+    def dep(self, name: str = "site") -> Obj:
+        obj = self.kube.peek(DEPLOYMENTS, NS, name)
+        assert obj is not None, name
+        return obj
+
+    # ---------------------------------------------------------------- driving
+    def step(self, name: str) -> VersionState | Retry:
+        """One handler invocation with the current body; a Retry is returned, not raised."""
+        try:
+            return self.controller.reconcile(self.get(name))
+        except Retry as wait:
+            return wait
+
+    def run(self, name: str, max_steps: int = 10) -> Obj:
+        """Reconcile until it stops asking for a retry (kopf's retry loop, without the sleeps)."""
+        for _ in range(max_steps):
+            if not isinstance(self.step(name), Retry):
+                return self.get(name)
+        raise AssertionError(f"{name} still waiting after {max_steps} reconciles: {self.get(name).get('status')}")
+
+    # ---------------------------------------------------------------- store
+    def release_files(self) -> list[str]:
+        if not self.releases.exists():
+            return []
+        return sorted(str(p.relative_to(self.releases)) for p in self.releases.rglob("*") if p.is_file())
+
+    def path(self, uri: str) -> Path:
+        assert uri.startswith("file:///"), uri
+        return Path(uri.removeprefix("file://"))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+def state(obj: Obj) -> str | None:
+    return (obj.get("status") or {}).get("state")
+
+
+def ready_condition(obj: Obj) -> Obj:
+    conditions = obj["status"]["conditions"]
+    assert conditions[0]["type"] == "Ready", conditions
+    return conditions[0]
+
+
+def states_written(env: Env, name: str) -> list[str]:
+    return [s["state"] for s in env.kube.status_writes(VERSIONS, name) if "state" in s]
+
+
+def claim_write(plural: str, resource_version: str | None = None, **_: Any) -> bool:
+    """The compare-and-swap write of the version counter."""
+    return plural == DEPLOYMENTS and resource_version is not None
+
+
+def release_write(plural: str, status: Obj | None = None, resource_version: str | None = None, **_: Any) -> bool:
+    """The write that drops a claim from pendingNumbers."""
+    pending = (status or {}).get("pendingNumbers") or {}
+    return plural == DEPLOYMENTS and resource_version is None and any(v is None for v in pending.values())
+
+
+def version_status_write(key: str, value: Any = ...) -> Any:
+    def when(plural: str, status: Obj | None = None, **_: Any) -> bool:
+        if plural != VERSIONS or not status or key not in status:
+            return False
+        return value is ... or status[key] == value
+
+    return when
+
+
+# =========================================================================== the fake itself
+
+
+class TestFakeKube:
+    """The fake must refuse what the API server refuses, or the controller tests prove little."""
+
+    def test_merge_patch_follows_rfc_7386(self) -> None:
+        assert merge_patch({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"b": None, "e": 3}, "d": [2]}) == {
+            "a": {"c": 2, "e": 3},
+            "d": [2],
+        }
+
+    def test_resource_version_precondition_and_bumps(self, env: Env) -> None:
+        dep = env.deployment()
+        rv = dep["metadata"]["resourceVersion"]
+        after = env.kube.patch_status(DEPLOYMENTS, NS, "site", {"lastVersionNumber": 1}, resource_version=rv)
+        assert int(after["metadata"]["resourceVersion"]) > int(rv)
+        with pytest.raises(Conflict):
+            env.kube.patch_status(DEPLOYMENTS, NS, "site", {"lastVersionNumber": 2}, resource_version=rv)
+        with pytest.raises(Conflict):
+            env.kube.patch(DEPLOYMENTS, NS, "site", {"metadata": {"labels": {"a": "b"}}}, resource_version=rv)
+        assert env.dep()["status"] == {"lastVersionNumber": 1}
+
+    def test_status_rules_of_the_crd(self, env: Env) -> None:
+        env.deployment()
+        uri, digest = env.bundle()
+        env.static_version("v", "site", uri, digest)
+        with pytest.raises(ApiError) as first:
+            env.kube.patch_status(VERSIONS, NS, "v", {"state": "building"})
+        assert first.value.status == 422
+        ver_id = "ver_01HZX4Y3Q8W5N2M7K6J5H4G3F2"
+        env.kube.patch_status(VERSIONS, NS, "v", {"state": "created", "id": ver_id, "versionNumber": 3})
+        for bad in ({"state": "ready"}, {"id": "ver_01HZX4Y3Q8W5N2M7K6J5H4G3F3"}, {"versionNumber": 4}, {"state": None}):
+            with pytest.raises(ApiError) as refused:
+                env.kube.patch_status(VERSIONS, NS, "v", bad)
+            assert refused.value.status == 422, bad
+        env.kube.patch_status(VERSIONS, NS, "v", {"state": "building"})
+        with pytest.raises(ApiError):
+            env.kube.patch_status(VERSIONS, NS, "v", {"state": "created"})
+        env.kube.patch_status(VERSIONS, NS, "v", {"state": "ready"})
+        with pytest.raises(ApiError):
+            env.kube.patch_status(VERSIONS, NS, "v", {"state": "failed"})
+        env.kube.patch_status(VERSIONS, NS, "v", {"state": "archived"})
+        env.kube.patch_status(VERSIONS, NS, "v", {"state": "ready"})
+        with pytest.raises(ApiError) as schema:
+            env.kube.patch_status(VERSIONS, NS, "v", {"artifactSha256": "not-a-sha"})
+        assert schema.value.status == 422
+        with pytest.raises(ApiError) as immutable:
+            env.kube.patch(VERSIONS, NS, "v", {"spec": {"kind": "dynamic"}})
+        assert immutable.value.status == 422
+
+    def test_workloads_and_injection(self, env: Env) -> None:
+        body = {"metadata": {"name": "w"}, "spec": {"replicas": 1}}
+        created = env.kube.create_workload(NS, body)
+        assert created["metadata"]["creationTimestamp"] == "2026-05-14T12:00:00Z"
+        with pytest.raises(Conflict):
+            env.kube.create_workload(NS, body)
+        env.kube.inject("get_workload", TransientApiError("boom", status=503), nth=2)
+        assert env.kube.get_workload(NS, "w") is not None
+        with pytest.raises(TransientApiError):
+            env.kube.get_workload(NS, "w")
+        assert env.kube.mark_available(NS, "w")["status"]["availableReplicas"] == 1
+        assert env.kube.delete_workload(NS, "w") and not env.kube.delete_workload(NS, "w")
+
+
+# =========================================================================== static versions
+
+
+def test_static_version_becomes_ready_with_a_verified_canonical_release(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.deployment("site")
+    attribution = {
+        "createdBy": "alice@example.com",
+        "externalWorkspaceId": "dental-office-123",
+        "externalUserId": "dr.smith@clinic.example",
+        "externalProjectId": "proj_7",
+    }
+    created = env.static_version("site-v1", "site", uri, digest, attribution=attribution)
+
+    assert env.controller.reconcile(env.get("site-v1")) == VersionState.READY
+    version = env.get("site-v1")
+    status, deployment = version["status"], env.dep("site")
+
+    assert status["state"] == "ready"
+    assert VER_ID.match(status["id"])
+    assert DEP_ID.match(deployment["status"]["id"])
+    assert status["deploymentId"] == deployment["status"]["id"]
+    assert status["tenantId"] == NS
+    assert status["versionNumber"] == 1
+    assert deployment["status"]["lastVersionNumber"] == 1 and not deployment["status"].get("pendingNumbers")
+
+    prefix = f"file://{env.releases}/{NS}/{status['deploymentId']}/{status['id']}"
+    assert status["artifactUri"] == f"{prefix}/dist.tar.zst"
+    canonical = env.path(status["artifactUri"]).read_bytes()
+    assert sha256(canonical) == status["artifactSha256"]
+    assert status["artifactManifest"] == {
+        "files": len(SITE),
+        "totalBytes": sum(map(len, SITE.values())),
+        "entrypoint": "index.html",
+    }
+    with tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompressobj().decompress(canonical))) as tar:
+        assert sorted(tar.getnames()) == sorted(SITE)
+        assert tar.extractfile("index.html").read() == SITE["index.html"]  # type: ignore[union-attr]
+
+    assert status["buildLogUri"] == f"{prefix}/build.log"
+    log_lines = env.path(status["buildLogUri"]).read_text().splitlines()
+    assert log_lines and all(TIMESTAMPED.match(line) for line in log_lines), log_lines
+    assert any(status["artifactSha256"] in line for line in log_lines)
+    assert env.release_files() == [
+        f"{NS}/{status['deploymentId']}/{status['id']}/build.log",
+        f"{NS}/{status['deploymentId']}/{status['id']}/dist.tar.zst",
+    ]
+
+    ready = ready_condition(version)
+    assert ready["status"] == "True" and ready["reason"] == "Ready"
+    assert ready["observedGeneration"] == created["metadata"]["generation"] == 1
+    assert status["observedGeneration"] == 1
+    assert status["readyAt"] == "2026-05-14T12:00:00Z"
+    assert states_written(env, "site-v1") == ["created", "building", "ready"]
+
+    labels = version["metadata"]["labels"]
+    assert labels == {
+        "deploy.miosa.io/deployment": "site",
+        "deploy.miosa.io/kind": "static",
+        "deploy.miosa.io/version-number": "1",
+        "deploy.miosa.io/created-by": hashed("alice@example.com"),
+        "deploy.miosa.io/external-workspace-id": "dental-office-123",
+        "deploy.miosa.io/external-user-id": hashed("dr.smith@clinic.example"),
+        "deploy.miosa.io/external-project-id": "proj_7",
+    }
+    # The real ids stay in spec; the selector finds the version by its (hashed) labels.
+    selector = f"deploy.miosa.io/external-user-id={hashed('dr.smith@clinic.example')}"
+    assert [v["metadata"]["name"] for v in env.kube.list(VERSIONS, NS, label_selector=selector)] == ["site-v1"]
+    assert version["spec"]["attribution"] == attribution
+
+    assert env.events.recorded == [("Normal", "Ready", "version is ready to be promoted")]
+
+
+def test_version_waits_in_created_until_its_deployment_exists(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.static_version("late-v1", "late", uri, digest)
+
+    wait = env.step("late-v1")
+    assert isinstance(wait, Retry) and wait.planned
+    version = env.get("late-v1")
+    assert state(version) == "created" and VER_ID.match(version["status"]["id"])
+    assert "versionNumber" not in version["status"]
+    ready = ready_condition(version)
+    assert (ready["status"], ready["reason"]) == ("False", "DeploymentNotFound")
+    assert "late" in ready["message"]
+    assert env.events.reasons() == ["DeploymentNotFound"]
+    assert version["metadata"]["labels"]["deploy.miosa.io/deployment"] == "late"
+
+    # Waiting again neither rewrites the status nor repeats the event.
+    writes = len(env.kube.writes)
+    assert isinstance(env.step("late-v1"), Retry)
+    assert len(env.kube.writes) == writes and env.events.reasons() == ["DeploymentNotFound"]
+    assert env.release_files() == []
+
+    env.deployment("late")
+    version = env.run("late-v1")
+    assert state(version) == "ready" and version["status"]["versionNumber"] == 1
+    assert ready_condition(version)["status"] == "True"
+    assert version["status"]["id"] == env.kube.status_writes(VERSIONS, "late-v1")[0]["id"]
+
+
+def test_bundle_formats_tar_and_tar_zst_are_accepted(env: Env) -> None:
+    env.deployment("site")
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as archive:
+        for name, data in SITE.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    raw = plain.getvalue()
+    zst = zstandard.ZstdCompressor().compress(raw)
+    for name, data in (("v-tar", raw), ("v-zst", zst)):
+        env.static_version(name, "site", env.upload(f"{name}.bundle", data), sha256(data))
+        status = env.run(name)["status"]
+        assert status["state"] == "ready", status
+        assert status["artifactManifest"]["files"] == len(SITE)
+    # Same content, same canonical bytes, whatever the upload format.
+    assert env.get("v-tar")["status"]["artifactSha256"] == env.get("v-zst")["status"]["artifactSha256"]
+
+
+# =========================================================================== numbering
+
+
+def test_ten_versions_applied_together_get_1_to_10_once_despite_interleaving_and_conflicts(env: Env) -> None:
+    uri, digest = env.bundle()
+    names = [f"site-v{i}" for i in range(10)]
+    rng = random.Random(20260514)
+    # GitOps applies all versions before their Deployment: each waits in created.
+    for name in names:
+        env.static_version(name, "site", uri, digest)
+    for name in rng.sample(names, len(names)):
+        assert isinstance(env.step(name), Retry)
+    env.deployment("site")
+
+    queue = rng.sample(names, len(names))
+
+    def concurrent_worker(**_: Any) -> None:
+        """Between reading the counter and writing it, another worker numbers a version."""
+        if queue:
+            env.run(queue.pop(0))
+
+    env.kube.inject("patch_status", concurrent_worker, when=claim_write, times=6)
+    injected = env.kube.inject("patch_status", Conflict("injected 409", status=409), when=claim_write, nth=12, times=3)
+    while queue:
+        env.run(queue.pop(0))
+
+    assert env.kube.conflicts >= 1 and injected.fired == 3  # real races and injected ones
+    numbers = {name: env.get(name)["status"]["versionNumber"] for name in names}
+    assert sorted(numbers.values()) == list(range(1, 11)), numbers
+    for name in names:
+        version = env.get(name)
+        assert state(version) == "ready"
+        assert version["metadata"]["labels"]["deploy.miosa.io/version-number"] == str(numbers[name])
+        assert version["status"]["deploymentId"] == env.dep()["status"]["id"]
+    dep_status = env.dep()["status"]
+    assert dep_status["lastVersionNumber"] == 10
+    assert not dep_status.get("pendingNumbers")
+    # Only one Deployment id was ever assigned, even though every claim raced for it.
+    assert len({w["id"] for w in env.kube.status_writes(DEPLOYMENTS, "site") if "id" in w}) == 1
+
+
+def test_ten_versions_reconciled_by_parallel_workers_are_gapless(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.deployment("site")
+    names = [f"site-v{i}" for i in range(10)]
+    for name in names:
+        env.static_version(name, "site", uri, digest)
+    # Widen the window between reading the counter and the compare-and-swap.
+    env.kube.inject("patch_status", lambda **_: time.sleep(0.003), when=claim_write, times=None)
+    barrier = threading.Barrier(len(names))
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            barrier.wait()
+            env.run(name)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert sorted(env.get(n)["status"]["versionNumber"] for n in names) == list(range(1, 11))
+    assert env.kube.conflicts >= 1
+    assert env.dep()["status"]["lastVersionNumber"] == 10 and not env.dep()["status"].get("pendingNumbers")
+
+
+def test_crash_after_claiming_a_number_reuses_it_without_a_gap(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.deployment("site")
+    first = env.static_version("site-v1", "site", uri, digest)
+    env.static_version("site-v2", "site", uri, digest)
+    crash = env.kube.inject("patch_status", SimulatedCrash("killed"), when=version_status_write("versionNumber"))
+
+    with pytest.raises(SimulatedCrash):
+        env.step("site-v1")
+    assert crash.fired == 1
+    dep_status = env.dep()["status"]
+    assert dep_status["lastVersionNumber"] == 1
+    assert dep_status["pendingNumbers"] == {first["metadata"]["uid"]: 1}
+    assert "versionNumber" not in env.get("site-v1")["status"]
+
+    # Another version is numbered meanwhile; it must not take the claimed number.
+    assert env.run("site-v2")["status"]["versionNumber"] == 2
+    assert env.dep()["status"]["pendingNumbers"] == {first["metadata"]["uid"]: 1}
+
+    # The restarted operator finds its claim and reuses it.
+    assert env.run("site-v1")["status"]["versionNumber"] == 1
+    dep_status = env.dep()["status"]
+    assert dep_status["lastVersionNumber"] == 2
+    assert not dep_status.get("pendingNumbers")
+
+
+def test_crash_after_numbering_before_releasing_the_claim_does_not_leak_it(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.kube.inject("patch_status", SimulatedCrash("killed"), when=release_write)
+
+    with pytest.raises(SimulatedCrash):
+        env.step("site-v1")
+    assert env.get("site-v1")["status"]["versionNumber"] == 1
+    assert env.dep()["status"]["pendingNumbers"]  # the claim is still recorded
+
+    version = env.run("site-v1")
+    assert state(version) == "ready" and version["status"]["versionNumber"] == 1
+    assert not env.dep()["status"].get("pendingNumbers")
+    env.static_version("site-v2", "site", uri, digest)
+    assert env.run("site-v2")["status"]["versionNumber"] == 2
+
+
+def test_endless_contention_on_the_counter_is_a_retry_not_a_failure(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.kube.inject("patch_status", Conflict("always", status=409), when=claim_write, times=None)
+
+    wait = env.step("site-v1")
+    assert isinstance(wait, Retry) and not wait.planned
+    assert state(env.get("site-v1")) == "created"
+    env.kube.injections.clear()
+    assert env.run("site-v1")["status"]["versionNumber"] == 1
+
+
+# =========================================================================== crashes and idempotence
+
+
+def test_crash_after_storing_the_release_keeps_the_stored_object(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.kube.inject("patch_status", SimulatedCrash("killed"), when=version_status_write("state", "ready"))
+
+    with pytest.raises(SimulatedCrash):
+        env.step("site-v1")
+    version = env.get("site-v1")
+    assert state(version) == "building"
+    status = version["status"]
+    release = env.releases / NS / status["deploymentId"] / status["id"] / "dist.tar.zst"
+    log = release.with_name("build.log")
+    before_bytes, before = release.read_bytes(), os.stat(release)
+    log_before = log.read_bytes()
+
+    env.clock.advance(30)
+    version = env.run("site-v1")
+    after = os.stat(release)
+    assert state(version) == "ready"
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert release.read_bytes() == before_bytes
+    assert version["status"]["artifactSha256"] == sha256(before_bytes)
+    assert version["status"]["artifactUri"] == f"file://{release}"
+    assert log.read_bytes() == log_before  # the build log is write-once too
+    assert sorted(p.name for p in release.parent.iterdir()) == ["build.log", "dist.tar.zst"]  # no temp files left
+
+
+def test_reconciling_a_finished_version_writes_nothing(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("good", "site", uri, digest)
+    env.static_version("bad", "site", uri, "0" * 64)
+    assert state(env.run("good")) == "ready"
+    assert state(env.run("bad")) == "failed"
+    writes, events, files = len(env.kube.writes), len(env.events.events), env.release_files()
+
+    env.clock.advance(3600)
+    for _ in range(3):
+        assert env.controller.reconcile(env.get("good")) == VersionState.READY
+        assert env.controller.reconcile(env.get("bad")) == VersionState.FAILED
+    env.kube.patch_status(VERSIONS, NS, "good", {"state": "archived"})
+    writes += 1
+    assert env.controller.reconcile(env.get("good")) == VersionState.ARCHIVED
+
+    assert len(env.kube.writes) == writes
+    assert len(env.events.events) == events
+    assert env.release_files() == files
+    assert not env.kube.calls_to("create_workload")
+
+
+# =========================================================================== static failures
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (member("evil", tarfile.SYMTYPE, "/etc/passwd"), "UnsafeMemberType"),
+        (member("hard", tarfile.LNKTYPE, "index.html"), "UnsafeMemberType"),
+        (member("dev", tarfile.CHRTYPE), "UnsafeMemberType"),
+        (member("../escape.html", tarfile.DIRTYPE), "UnsafePath"),
+    ],
+    ids=["symlink", "hardlink", "device", "dotdot"],
+)
+def test_hostile_bundle_fails_with_its_reason_and_only_a_build_log(
+    env: Env, extra: tarfile.TarInfo, reason: str
+) -> None:
+    data = tar_gz(SITE, extra=[extra])
+    env.deployment("site")
+    env.static_version("site-v1", "site", env.upload("hostile.tar.gz", data), sha256(data))
+
+    assert env.controller.reconcile(env.get("site-v1")) == VersionState.FAILED
+    version = env.get("site-v1")
+    status = version["status"]
+    assert status["state"] == "failed"
+    ready = ready_condition(version)
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert "artifactUri" not in status and "artifactSha256" not in status and "readyAt" not in status
+    log_rel = f"{NS}/{status['deploymentId']}/{status['id']}/build.log"
+    assert status["buildLogUri"] == f"file://{env.releases}/{log_rel}"
+    assert env.release_files() == [log_rel]  # nothing else under releases
+    log = (env.releases / log_rel).read_text()
+    assert f"FAILED {reason}" in log
+    assert states_written(env, "site-v1") == ["created", "building", "failed"]
+    assert [(e.type, e.reason) for e in env.events.events] == [("Warning", reason)]
+    # failed is terminal
+    assert env.controller.reconcile(env.get("site-v1")) == VersionState.FAILED
+
+
+def test_checksum_mismatch_fails(env: Env) -> None:
+    uri, digest = env.bundle()
+    wrong = sha256(b"something else")
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, wrong)
+
+    version = env.run("site-v1")
+    assert state(version) == "failed"
+    ready = ready_condition(version)
+    assert ready["reason"] == "ChecksumMismatch" and digest in ready["message"] and wrong in ready["message"]
+    assert not any(f.endswith("dist.tar.zst") for f in env.release_files())
+    assert env.path(version["status"]["buildLogUri"]).exists()
+    assert env.events.reasons() == ["ChecksumMismatch"]
+
+
+def test_bundle_over_the_limits_fails(tmp_path: Path) -> None:
+    env = Env(tmp_path, limits=IngestLimits(max_members=2))
+    uri, digest = env.bundle()  # three files
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    assert ready_condition(env.run("site-v1"))["reason"] == "TooManyMembers"
+
+
+def test_missing_entrypoint_fails(env: Env) -> None:
+    uri, digest = env.bundle(files={"about.html": b"about"})
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    assert ready_condition(env.run("site-v1"))["reason"] == "MissingEntrypoint"
+
+
+def test_missing_source_artifact_waits_for_the_grace_period_then_fails(env: Env) -> None:
+    env.deployment("site")
+    missing = f"file://{env.tmp}/uploads/not-yet.tar.gz"
+    env.static_version("site-v1", "site", missing, "a" * 64)
+
+    wait = env.step("site-v1")
+    assert isinstance(wait, Retry)
+    assert state(env.get("site-v1")) == "building"
+    env.clock.advance(MISSING_ARTIFACT_GRACE - timedelta(seconds=1))
+    assert isinstance(env.step("site-v1"), Retry)
+    assert env.release_files() == [] and env.events.reasons() == []
+
+    env.clock.advance(timedelta(seconds=2))
+    assert env.step("site-v1") == VersionState.FAILED
+    version = env.get("site-v1")
+    ready = ready_condition(version)
+    assert (ready["status"], ready["reason"]) == ("False", "ArtifactNotFound")
+    assert missing in ready["message"]
+    assert "FAILED ArtifactNotFound" in env.path(version["status"]["buildLogUri"]).read_text()
+    assert [(e.type, e.reason) for e in env.events.events] == [("Warning", "ArtifactNotFound")]
+
+
+def test_artifact_uploaded_within_the_grace_period_is_used(env: Env) -> None:
+    env.deployment("site")
+    data = tar_gz(SITE)
+    target = f"file://{env.tmp}/uploads/slow.tar.gz"
+    env.static_version("site-v1", "site", target, sha256(data))
+    assert isinstance(env.step("site-v1"), Retry)
+    env.clock.advance(60)
+    env.upload("slow.tar.gz", data)
+    assert state(env.run("site-v1")) == "ready"
+
+
+def test_static_version_of_a_dynamic_deployment_fails_with_kind_mismatch(env: Env) -> None:
+    uri, digest = env.bundle()
+    env.deployment("api", kind="dynamic")
+    env.static_version("api-v1", "api", uri, digest)
+
+    version = env.run("api-v1")
+    assert state(version) == "failed"
+    ready = ready_condition(version)
+    assert ready["reason"] == "KindMismatch" and "'static'" in ready["message"] and "'dynamic'" in ready["message"]
+    assert env.release_files() == []
+    assert env.events.reasons() == ["KindMismatch"]
+
+
+def test_dynamic_version_of_a_static_deployment_fails_with_kind_mismatch(env: Env) -> None:
+    env.deployment("site")
+    env.dynamic_version("site-v1", "site")
+    assert ready_condition(env.run("site-v1"))["reason"] == "KindMismatch"
+    assert not env.kube.calls_to("create_workload")
+
+
+# =========================================================================== dynamic versions
+
+
+def test_dynamic_version_passes_the_health_gate(env: Env) -> None:
+    env.deployment("api", kind="dynamic")
+    version = env.dynamic_version("api-v1", "api")
+
+    wait = env.step("api-v1")
+    assert isinstance(wait, Retry) and wait.planned
+    assert state(env.get("api-v1")) == "building"
+    workload = env.kube.peek("apps/v1/deployments", NS, "api-v1-verify")
+    assert workload is not None
+    owner = workload["metadata"]["ownerReferences"]
+    assert owner == [
+        {
+            "apiVersion": meta.API_VERSION,
+            "kind": "DeploymentVersion",
+            "name": "api-v1",
+            "uid": version["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example/api:1.2.3"
+    assert container["command"] == ["/app/server"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
+    assert container["env"] == [{"name": "MODE", "value": "prod"}]
+    assert workload["spec"]["selector"]["matchLabels"] == workload["spec"]["template"]["metadata"]["labels"]
+    assert env.events.reasons() == ["HealthGateStarted"]
+
+    # Still starting: keep waiting, do not create a second workload.
+    env.clock.advance(10)
+    assert isinstance(env.step("api-v1"), Retry)
+    assert len(env.kube.calls_to("create_workload")) == 1
+
+    env.kube.mark_available(NS, "api-v1-verify")
+    assert env.step("api-v1") == VersionState.READY
+    version = env.get("api-v1")
+    assert ready_condition(version)["status"] == "True"
+    assert version["status"]["versionNumber"] == 1 and version["status"]["readyAt"] == "2026-05-14T12:00:10Z"
+    assert "artifactUri" not in version["status"]
+    assert version["metadata"]["labels"]["deploy.miosa.io/kind"] == "dynamic"
+    assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None
+    assert env.events.reasons() == ["HealthGateStarted", "Ready"]
+    assert env.release_files() == []
+
+
+def test_dynamic_version_that_never_becomes_healthy_fails_and_cleans_up(env: Env) -> None:
+    env.deployment("api", kind="dynamic")
+    env.dynamic_version("api-v1", "api")
+    assert isinstance(env.step("api-v1"), Retry)
+    workload = env.kube.peek("apps/v1/deployments", NS, "api-v1-verify")
+    assert workload is not None
+    env.kube.add_pod(
+        NS,
+        {
+            "metadata": {"name": "api-v1-verify-abc12", "labels": workload["spec"]["selector"]["matchLabels"]},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False", "message": "Readiness probe failed: HTTP 503"}],
+            },
+        },
+    )
+
+    env.clock.advance(env.config.health_gate_timeout)  # exactly at the deadline: still waiting
+    assert isinstance(env.step("api-v1"), Retry)
+    env.clock.advance(1)
+    assert env.step("api-v1") == VersionState.FAILED
+
+    version = env.get("api-v1")
+    ready = ready_condition(version)
+    assert (ready["status"], ready["reason"]) == ("False", "HealthCheckFailed")
+    assert "/healthz" in ready["message"] and "HTTP 503" in ready["message"]
+    assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None
+    assert [(e.type, e.reason) for e in env.events.events][-1] == ("Warning", "HealthCheckFailed")
+    assert env.controller.reconcile(env.get("api-v1")) == VersionState.FAILED
+    assert len(env.kube.calls_to("create_workload")) == 1
+
+
+def test_dynamic_health_gate_without_any_pod_says_so(env: Env) -> None:
+    env.deployment("api", kind="dynamic")
+    env.dynamic_version("api-v1", "api")
+    assert isinstance(env.step("api-v1"), Retry)
+    env.clock.advance(env.config.health_gate_timeout + 1)
+    assert env.step("api-v1") == VersionState.FAILED
+    assert "no pod was created" in ready_condition(env.get("api-v1"))["message"]
+
+
+def test_dynamic_version_with_duplicate_env_names_fails_as_invalid_runtime(env: Env) -> None:
+    env.deployment("api", kind="dynamic")
+    env.dynamic_version("api-v1", "api", env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}])
+
+    assert env.step("api-v1") == VersionState.FAILED
+    ready = ready_condition(env.get("api-v1"))
+    assert ready["reason"] == "InvalidRuntime" and "A" in ready["message"]
+    assert not env.kube.calls_to("create_workload")
+
+
+def test_verification_workload_left_by_an_earlier_attempt_is_reused(env: Env) -> None:
+    env.deployment("api", kind="dynamic")
+    env.dynamic_version("api-v1", "api")
+    # The create reached the API server, but the operator died before it saw the answer.
+    env.kube.inject("create_workload", SimulatedCrash("killed"))
+    with pytest.raises(SimulatedCrash):
+        env.step("api-v1")
+    assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None  # crashed before the request
+    assert isinstance(env.step("api-v1"), Retry)
+    env.kube.mark_available(NS, "api-v1-verify")
+    assert env.step("api-v1") == VersionState.READY
+    assert len([c for c in env.kube.calls_to("create_workload") if c.error is None]) == 1
+
+
+# =========================================================================== transient errors
+
+
+TRANSIENT_POINTS = {
+    "read-deployment": ("get", lambda plural, **_: plural == DEPLOYMENTS),
+    "identity": ("patch_status", version_status_write("id")),
+    "labels": ("patch", lambda plural, **_: plural == VERSIONS),
+    "claim": ("patch_status", claim_write),
+    "number": ("patch_status", version_status_write("versionNumber")),
+    "release-claim": ("patch_status", release_write),
+    "building": ("patch_status", version_status_write("state", "building")),
+    "ready": ("patch_status", version_status_write("state", "ready")),
+}
+
+
+@pytest.mark.parametrize("point", sorted(TRANSIENT_POINTS))
+def test_transient_api_error_propagates_and_a_later_reconcile_finishes(env: Env, point: str) -> None:
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    method, when = TRANSIENT_POINTS[point]
+    injected = env.kube.inject(method, TransientApiError("503 Service Unavailable", status=503), when=when)
+
+    with pytest.raises(TransientApiError):
+        env.controller.reconcile(env.get("site-v1"))
+    assert injected.fired == 1
+    assert state(env.get("site-v1")) in (None, "created", "building")
+    assert not [e for e in env.events.events if e.type == "Warning"]
+
+    version = env.run("site-v1")
+    assert state(version) == "ready"
+    assert version["status"]["versionNumber"] == 1
+    assert sha256(env.path(version["status"]["artifactUri"]).read_bytes()) == version["status"]["artifactSha256"]
+    dep_status = env.dep()["status"]
+    assert dep_status["lastVersionNumber"] == 1 and not dep_status.get("pendingNumbers")
+
+
+def test_transient_api_error_during_the_health_gate(env: Env) -> None:
+    env.deployment("api", kind="dynamic")
+    env.dynamic_version("api-v1", "api")
+    env.kube.inject("create_workload", TransientApiError("timeout", status=0))
+    with pytest.raises(TransientApiError):
+        env.step("api-v1")
+    assert state(env.get("api-v1")) == "building"
+    assert isinstance(env.step("api-v1"), Retry)
+    env.kube.mark_available(NS, "api-v1-verify")
+    env.kube.inject("delete_workload", TransientApiError("timeout", status=504))
+    with pytest.raises(TransientApiError):
+        env.step("api-v1")
+    assert state(env.get("api-v1")) == "building"
+    assert env.step("api-v1") == VersionState.READY
+    assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None
+
+
+class FlakyStore:
+    """The real store, but the first ``fail`` writes time out."""
+
+    def __init__(self, inner: StoreRouter, fail: int = 1) -> None:
+        self.inner, self.fail = inner, fail
+
+    def put_if_absent(self, uri: str, source: Any, size: int | None = None, content_type: str = "") -> bool:
+        if self.fail:
+            self.fail -= 1
+            raise TransientStoreError(f"PUT {uri}: timed out")
+        return self.inner.put_if_absent(uri, source, size=size, content_type=content_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_transient_store_error_is_a_retry_not_a_failure(env: Env) -> None:
+    env.controller = VersionController(env.kube, FlakyStore(env.store), env.config, env.events, env.clock)  # type: ignore[arg-type]
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+
+    wait = env.step("site-v1")
+    assert isinstance(wait, Retry) and not wait.planned
+    assert state(env.get("site-v1")) == "building"
+    assert env.release_files() == []
+    assert state(env.run("site-v1")) == "ready"
+
+
+def test_clock_is_the_injected_one(env: Env) -> None:
+    env.clock.set(datetime.fromisoformat("2030-01-02T03:04:05+00:00"))
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    version = env.run("site-v1")
+    assert version["status"]["readyAt"] == "2030-01-02T03:04:05Z"
+    assert ready_condition(version)["lastTransitionTime"] == "2030-01-02T03:04:05Z"
+    assert env.path(version["status"]["buildLogUri"]).read_text().startswith("2030-01-02T03:04:05.000Z  ")
