@@ -34,6 +34,12 @@ class OperatorConfig:
     limits: IngestLimits = field(default_factory=IngestLimits)
     static_server_image: str = "ghcr.io/miosa/miosa-operator:0.1.0"
     """Image of the static server pods (runs ``miosa-operator fetch`` then serves)."""
+    retention_days: int = 30
+    """Operator-wide default; a namespace's RetentionPolicy named "default" overrides it."""
+    rollback_window: int = 5
+    keep_build_logs: bool = True
+    gc_interval: float = 3600.0
+    """Seconds between retention sweeps; 0 disables the periodic collector."""
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -44,4 +50,8 @@ class OperatorConfig:
             poll_interval=_float("MIOSA_POLL_INTERVAL", defaults.poll_interval),
             limits=IngestLimits.from_env(),
             static_server_image=os.environ.get("MIOSA_STATIC_SERVER_IMAGE", defaults.static_server_image),
+            retention_days=int(_float("MIOSA_RETENTION_DAYS", defaults.retention_days)),
+            rollback_window=int(_float("MIOSA_ROLLBACK_WINDOW", defaults.rollback_window)),
+            keep_build_logs=os.environ.get("MIOSA_KEEP_BUILD_LOGS", "true").lower() not in ("false", "0", "no"),
+            gc_interval=_float("MIOSA_GC_INTERVAL", defaults.gc_interval),
         )

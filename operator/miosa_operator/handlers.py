@@ -20,8 +20,11 @@ from collections.abc import Callable
 from .api import meta
 from .config import OperatorConfig
 from .controllers.deployments import DeploymentController
+from .controllers.retention import Collector, PeriodicCollector
+from .domain.retention import Policy
 from .controllers.versions import Retry, VersionController
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
+from .kube.events import KubeEvents
 from .render.runtime import StaticServer
 from .store.router import StoreRouter
 from .webhook import WebhookSettings, self_signed
@@ -72,7 +75,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.versions = VersionController(kube, StoreRouter.from_env(), config, events)
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
     configure_webhook(settings, WebhookSettings.from_env())
+    if config.gc_interval > 0:
+        memo.collector = PeriodicCollector(collector(kube, config), config.gc_interval)
+        memo.collector.start()
     log.info("miosa-operator configured: releases at %s", config.releases_uri)
+
+
+@kopf.on.cleanup()
+def stop_collector(memo: kopf.Memo, **_: Any) -> None:
+    if getattr(memo, "collector", None):
+        memo.collector.stop()
+
+
+def collector(kube: Kube, config: OperatorConfig) -> Collector:
+    default = Policy(config.retention_days, config.rollback_window, config.keep_build_logs)
+    return Collector(kube, StoreRouter.from_env(), default, KubeEvents(kube))
 
 
 def static_server(config: OperatorConfig) -> StaticServer:

@@ -17,7 +17,14 @@ import yaml
 from pydantic import BaseModel
 
 from . import meta
-from .models import DeploymentSpec, DeploymentStatus, DeploymentVersionSpec, DeploymentVersionStatus
+from .models import (
+    DeploymentSpec,
+    DeploymentStatus,
+    DeploymentVersionSpec,
+    DeploymentVersionStatus,
+    RetentionPolicySpec,
+    RetentionPolicyStatus,
+)
 
 _DROP = {"title", "$defs"}
 
@@ -111,7 +118,7 @@ def _crd(
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
-                    "selectableFields": [{"jsonPath": p} for p in selectable],
+                    **({"selectableFields": [{"jsonPath": p} for p in selectable]} if selectable else {}),
                     "schema": {"openAPIV3Schema": schema},
                 }
             ],
@@ -172,11 +179,39 @@ def deployment_crd() -> dict[str, Any]:
     )
 
 
+def retention_crd() -> dict[str, Any]:
+    return _crd(
+        kind=meta.RETENTION_KIND,
+        plural=meta.RETENTION_PLURAL,
+        short_names=["mret"],
+        description=(
+            "How long a tenant keeps release artifacts of versions that are not live. The policy named "
+            f"'{meta.RETENTION_POLICY_NAME}' applies to its namespace; without one, the operator-wide default applies."
+        ),
+        spec=RetentionPolicySpec,
+        status=RetentionPolicyStatus,
+        columns=[
+            _column("Days", ".spec.retainDays", "integer"),
+            _column("Window", ".spec.rollbackWindow", "integer"),
+            _column("Last sweep", ".status.lastSweepAt", "date"),
+            AGE,
+        ],
+        selectable=[],
+        root_rules=[
+            {
+                "rule": f"self.metadata.name == '{meta.RETENTION_POLICY_NAME}'",
+                "message": f"a namespace has one RetentionPolicy and it must be named '{meta.RETENTION_POLICY_NAME}'",
+            }
+        ],
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD document."""
     return {
         f"{meta.GROUP}_{meta.VERSION_PLURAL}.yaml": version_crd(),
         f"{meta.GROUP}_{meta.DEPLOYMENT_PLURAL}.yaml": deployment_crd(),
+        f"{meta.GROUP}_{meta.RETENTION_PLURAL}.yaml": retention_crd(),
     }
 
 

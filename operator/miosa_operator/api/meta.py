@@ -14,6 +14,10 @@ VERSION_KIND = "DeploymentVersion"
 VERSION_PLURAL = "deploymentversions"
 DEPLOYMENT_KIND = "Deployment"
 DEPLOYMENT_PLURAL = "deployments"
+RETENTION_KIND = "RetentionPolicy"
+RETENTION_PLURAL = "retentionpolicies"
+# The RetentionPolicy that applies to a namespace is the one with this name.
+RETENTION_POLICY_NAME = "default"
 
 # Labels mirrored from spec so that history per end-customer is a label selector.
 LABEL_DEPLOYMENT = f"{GROUP}/deployment"

@@ -388,3 +388,31 @@ class Deployment(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: DeploymentSpec
     status: DeploymentStatus = Field(default_factory=DeploymentStatus)
+
+
+# ------------------------------------------------------------------ RetentionPolicy
+
+
+class RetentionPolicySpec(ApiModel):
+    """How long a tenant (namespace) keeps the artifacts of versions that are not live."""
+
+    retain_days: int = Field(
+        default=30, ge=0, le=36500, description="Days after a version became ready (never promoted) or archived."
+    )
+    rollback_window: int = Field(
+        default=5, ge=0, le=100, description="The last N versions that were live keep their artifacts regardless of age."
+    )
+    keep_build_logs: bool = Field(default=True, description="Keep build logs when collecting artifacts.")
+
+
+class RetentionPolicyStatus(ApiModel):
+    last_sweep_at: datetime | None = Field(default=None, description="When the collector last applied this policy.")
+    collected: int | None = Field(default=None, ge=0, description="Versions collected in this namespace by the last sweep.")
+
+
+class RetentionPolicy(ApiModel):
+    api_version: Literal["deploy.miosa.io/v1alpha1"] = "deploy.miosa.io/v1alpha1"
+    kind: Literal["RetentionPolicy"] = "RetentionPolicy"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: RetentionPolicySpec = Field(default_factory=RetentionPolicySpec)
+    status: RetentionPolicyStatus = Field(default_factory=RetentionPolicyStatus)

@@ -14,6 +14,11 @@ anything to disk. The bytes flow through four stages:
 4. ``_Admission`` checks every member (type, path, duplicates, sizes) the moment its header
    is parsed, before its data is read; accepted members go to ``_CanonicalWriter``.
 
+``walk_bundle`` runs the same four stages with any ``MemberSink`` in place of the canonical
+writer and no expected checksum (the caller verifies its own). The release fetcher
+(``serve.fetch``) unpacks through it, so a release is admitted member by member by exactly
+the rules that admitted the bundle it was made from.
+
 Design decisions:
 
 * **Fail fast, but let the checksum speak last for "valid" bundles.** A member check fails
@@ -77,6 +82,7 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_SKIPPABLE = (0x184D2A50, 0x184D2A5F)
 _GZIP_MAGIC = b"\x1f\x8b"
+FORMATS = frozenset({"tar.zst", "tar.gz", "tar"})
 
 
 class Reason(StrEnum):
@@ -125,6 +131,34 @@ class IngestResult:
     """Format of the source bundle: ``tar.zst``, ``tar.gz`` or ``tar``."""
 
 
+class MemberSink(Protocol):
+    """Receives admitted members in archive order (the canonical writer, or an unpacker).
+
+    A sink must not raise ``ValueError``, ``IndexError``, ``OverflowError`` or
+    ``tarfile.TarError``: the walk reads those as a broken bundle. Anything else it raises
+    (``OSError`` for a full disk, say) reaches the caller unchanged.
+    """
+
+    def add_dir(self, path: str, mtime: float) -> None:
+        ...
+
+    def add_file(self, path: str, mtime: float, size: int, data: IO[bytes]) -> None:
+        """Consume exactly ``size`` bytes of ``data``."""
+        ...
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    format: str
+    files: int
+    dirs: int
+    total_bytes: int
+    """Sum of the regular files' sizes."""
+    problem_after_end: str | None
+    """A structural problem found after the end of the tar stream (trailing garbage, a cut-off
+    compressed stream). Ingestion reports it only once the checksum matched; do the same."""
+
+
 def _ignore(_: str) -> None:
     pass
 
@@ -152,21 +186,72 @@ def ingest_bundle(
         raise failure.original from None
 
 
+def walk_bundle(
+    source: BinaryIO,
+    sink: MemberSink,
+    *,
+    limits: IngestLimits = IngestLimits(),
+    formats: frozenset[str] = FORMATS,
+    log: Callable[[str], None] = _ignore,
+) -> WalkResult:
+    """Stream ``source`` once, check every member as ingestion does, hand admitted ones to ``sink``.
+
+    Raises ``BundleRejected`` the moment a check fails (a format outside ``formats`` is
+    ``NotAnArchive``). The input is drained to its end on success. Errors raised by
+    ``source`` or ``sink`` themselves propagate unchanged.
+    """
+    try:
+        walked = _walk_stream(source, sink, limits, formats, log)
+    except _StreamFailure as failure:
+        raise failure.original from None
+    admission = walked.admission
+    return WalkResult(
+        format=walked.fmt,
+        files=admission.files,
+        dirs=admission.dirs,
+        total_bytes=admission.total_bytes,
+        problem_after_end=walked.late_problem,
+    )
+
+
 def _ingest(
     source: BinaryIO, out: BinaryIO, expected: str, wanted: str, limits: IngestLimits, log: Callable[[str], None]
 ) -> IngestResult:
+    # The compressor writes nothing until the first member, so creating it before the format
+    # checks leaves ``out`` untouched for bundles refused up front.
+    writer = _CanonicalWriter(out)
+    walked = _walk_stream(source, writer, limits, FORMATS, log)
+    return _conclude(
+        walked.raw, expected, walked.late_problem, walked.admission, wanted, writer, walked.fmt, walked.feed.total, log
+    )
+
+
+@dataclass
+class _Walked:
+    raw: _RawInput
+    fmt: str
+    feed: _TarFeed
+    admission: _Admission
+    late_problem: str | None
+
+
+def _walk_stream(
+    source: BinaryIO, sink: MemberSink, limits: IngestLimits, formats: frozenset[str], log: Callable[[str], None]
+) -> _Walked:
     raw = _RawInput(source, limits.max_bundle_bytes)
     fmt = _detect_format(raw.peek(BLOCK))
+    if fmt not in formats:
+        wanted = " or ".join(f".{name}" for name in sorted(formats))
+        raise BundleRejected(Reason.NOT_AN_ARCHIVE, f"the bundle is a .{fmt} archive, expected {wanted}")
     log(f"bundle format: {fmt}")
     decoder = _make_decoder(fmt, raw)
     feed = _TarFeed(decoder, raw, limits, compressed=fmt != "tar")
     if fmt != "tar":
         _check_inner_tar(feed.peek(BLOCK), decoder, fmt)
-    writer = _CanonicalWriter(out)
     admission = _Admission(limits)
-    _walk(feed, writer, admission, limits, log)
+    _walk(feed, sink, admission, limits, log)
     late_problem = _finish_input(feed, decoder, raw)
-    return _conclude(raw, expected, late_problem, admission, wanted, writer, fmt, feed.total, log)
+    return _Walked(raw, fmt, feed, admission, late_problem)
 
 
 def _conclude(
@@ -202,7 +287,7 @@ def _conclude(
 
 
 def _walk(
-    feed: _TarFeed, writer: _CanonicalWriter, admission: _Admission, limits: IngestLimits, log: Callable[[str], None]
+    feed: _TarFeed, writer: MemberSink, admission: _Admission, limits: IngestLimits, log: Callable[[str], None]
 ) -> None:
     end = _EndMarker()
     try:
@@ -235,7 +320,7 @@ def _walk(
 
 
 def _copy_member(
-    archive: tarfile.TarFile, member: tarfile.TarInfo, admission: _Admission, writer: _CanonicalWriter
+    archive: tarfile.TarFile, member: tarfile.TarInfo, admission: _Admission, writer: MemberSink
 ) -> None:
     path = admission.admit(member)
     if path is None:

@@ -12,6 +12,7 @@ the object moved), which is how version numbers are claimed without locks.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import urllib3
@@ -64,7 +65,8 @@ def load_api_client(pool_size: int = 32) -> client.ApiClient:
     try:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
+        # The client computes its default path at import time; read $KUBECONFIG now instead.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg)
     cfg.connection_pool_maxsize = pool_size
     cfg.retries = urllib3.Retry(total=3, connect=3, read=0, backoff_factor=0.2, allowed_methods=None, status=0)
     return client.ApiClient(cfg)
@@ -75,6 +77,7 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
+        self.calls = 0  # requests made, for benchmarks and the collector's report
         self.custom = client.CustomObjectsApi(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -157,8 +160,8 @@ class Kube:
         """Typed client objects → plain JSON dicts (camelCase), like custom objects."""
         return obj if isinstance(obj, dict) else self.api_client.sanitize_for_serialization(obj)
 
-    @staticmethod
-    def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
         try:
             return fn(*args, **kwargs)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
