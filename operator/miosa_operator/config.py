@@ -40,6 +40,19 @@ class OperatorConfig:
     keep_build_logs: bool = True
     gc_interval: float = 3600.0
     """Seconds between retention sweeps; 0 disables the periodic collector."""
+    source_prefixes: tuple[str, ...] = ()
+    """URI prefixes bundles may come from; ``{namespace}`` is the version's namespace.
+    Empty allows any readable URI except the releases location itself."""
+
+    def source_allowed(self, uri: str, namespace: str) -> bool:
+        """Tenants may not point a version at another tenant's releases (or anything else
+        the operator can read but they cannot): releases are never a source, and when
+        prefixes are configured the bundle must sit under one of them."""
+        if uri.startswith(self.releases_uri.rstrip("/") + "/"):
+            return False
+        if not self.source_prefixes:
+            return True
+        return any(uri.startswith(prefix.format(namespace=namespace)) for prefix in self.source_prefixes)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -54,4 +67,5 @@ class OperatorConfig:
             rollback_window=int(_float("MIOSA_ROLLBACK_WINDOW", defaults.rollback_window)),
             keep_build_logs=os.environ.get("MIOSA_KEEP_BUILD_LOGS", "true").lower() not in ("false", "0", "no"),
             gc_interval=_float("MIOSA_GC_INTERVAL", defaults.gc_interval),
+            source_prefixes=tuple(p.strip() for p in os.environ.get("MIOSA_SOURCE_PREFIXES", "").split(",") if p.strip()),
         )

@@ -246,3 +246,15 @@ def test_checksum_mismatch_fails(env: Environment, objects: Objects, s3_prefix: 
     version = objects.wait_state("site-v1", "ready", "failed")
     assert version["status"]["state"] == "failed"
     assert condition(version, "Ready")["reason"] == "ChecksumMismatch"
+
+
+def test_a_release_of_another_tenant_is_not_an_allowed_source(env: Environment, objects: Objects, s3_prefix: str) -> None:
+    bundle = tar_gz(SITE)
+    uri = upload(env, f"{s3_prefix}s.tar.gz", bundle)
+    objects.create_deployment("site")
+    objects.create_version("site-v1", static_spec("site", uri, sha256(bundle)))
+    first = objects.wait_state("site-v1", "ready")["status"]
+    objects.create_version("copy", static_spec("site", first["artifactUri"], first["artifactSha256"]))
+    version = objects.wait_state("copy", "ready", "failed")
+    assert version["status"]["state"] == "failed"
+    assert condition(version, "Ready")["reason"] == "SourceNotAllowed"

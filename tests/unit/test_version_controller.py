@@ -911,3 +911,14 @@ def test_clock_is_the_injected_one(env: Env) -> None:
     assert version["status"]["readyAt"] == "2030-01-02T03:04:05Z"
     assert ready_condition(version)["lastTransitionTime"] == "2030-01-02T03:04:05Z"
     assert env.path(version["status"]["buildLogUri"]).read_text().startswith("2030-01-02T03:04:05.000Z  ")
+
+
+def test_config_refuses_sources_outside_allowed_prefixes() -> None:
+    from miosa_operator.config import OperatorConfig
+
+    config = OperatorConfig(releases_uri="s3://rel", source_prefixes=("s3://uploads/{namespace}/",))
+    assert config.source_allowed("s3://uploads/acme/site.tar.gz", "acme")
+    assert not config.source_allowed("s3://uploads/globex/site.tar.gz", "acme")
+    assert not config.source_allowed("s3://rel/globex/dep/ver/dist.tar.zst", "acme")
+    assert not OperatorConfig(releases_uri="s3://rel").source_allowed("s3://rel/x/dist.tar.zst", "x")
+    assert OperatorConfig(releases_uri="s3://rel").source_allowed("s3://other/x.tar", "x")

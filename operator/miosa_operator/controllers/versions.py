@@ -218,6 +218,11 @@ class VersionController:
         log = BuildLog(clock=self.clock)
         log.line(f"version {version.metadata.namespace}/{version.metadata.name} ({version.status.id})")
         log.line(f"source {artifact.uri} expecting sha256 {artifact.sha256}")
+        if not self.config.source_allowed(artifact.uri, version.metadata.namespace):
+            message = f"{artifact.uri} is not an allowed source for namespace {version.metadata.namespace!r}"
+            log.line(f"FAILED SourceNotAllowed: {message}")
+            self._write_log(log_uri, log, version)
+            return Failure("SourceNotAllowed", message)
         with tempfile.TemporaryFile(prefix="miosa-release-") as out:
             try:
                 with self.store.open_read(artifact.uri) as source:
