@@ -123,7 +123,8 @@ def describe_transport(exc: BaseException) -> str:
     if isinstance(reason, ConnectionRefusedError) or "connection refused" in text.lower():
         return "connection refused"
     if isinstance(reason, urllib3.exceptions.NewConnectionError):
-        return text.removeprefix("Failed to establish a new connection: ")
+        _, marker, cause = text.partition("Failed to establish a new connection: ")
+        return cause if marker else text
     if isinstance(reason, (TimeoutError, urllib3.exceptions.TimeoutError)):
         return "timed out"
     if isinstance(reason, urllib3.exceptions.SSLError):

@@ -1,0 +1,192 @@
+"""What the plugin prints: the seed's Version shape, tables, JSON and YAML.
+
+Design decisions:
+
+* ``-o json`` prints versions exactly in the seed's shape (snake_case keys, in the seed's
+  order), so a platform that consumed the hosted API can consume the plugin unchanged.
+  Extra keys come last and only add facts: ``name`` (the object to pass to other
+  commands), ``runtime_args`` (the seed has no place for container args) and
+  ``artifacts_collected_at`` (retention).
+* The seed's fields map onto the object as follows: ids, number, state and the canonical
+  artifact come from ``status`` (written by the operator); attribution, source and runtime
+  from the frozen ``spec``; ``created_at`` is ``metadata.creationTimestamp``; ``updated_at``
+  is the latest status timestamp or condition transition (the object has no such field).
+* Timestamps are RFC 3339 UTC with a ``Z`` and second precision, like the seed and like
+  Kubernetes' own ``metav1.Time``, whatever precision or offset the source used.
+* Tables follow kubectl: upper-case headers, three spaces between columns, ``<none>``-free
+  (``-`` for empty), ages like ``5m`` and ``3d``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import yaml
+
+Obj = dict[str, Any]
+
+_STATUS_TIMES = ("readyAt", "promotedAt", "archivedAt", "artifactsCollectedAt")
+
+
+# ---------------------------------------------------------------------------- time
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An aware UTC datetime from an RFC 3339 string (any offset, optional fraction)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def rfc3339(value: Any) -> str | None:
+    moment = parse_time(value)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def age(value: Any, now: datetime) -> str:
+    """kubectl's compact duration: 45s, 5m, 3h, 2d, 1y (coarser the older it gets)."""
+    moment = parse_time(value)
+    if moment is None:
+        return "-"
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size, below in (("s", 1, 120), ("m", 60, 3 * 3600), ("h", 3600, 48 * 3600), ("d", 86400, 2 * 365 * 86400)):
+        if seconds < below:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // (365 * 86400)}y"
+
+
+# ---------------------------------------------------------------------------- the seed shape
+
+
+def _manifest(status: Obj) -> Obj | None:
+    manifest = status.get("artifactManifest")
+    if not manifest:
+        return None
+    return {"files": manifest.get("files"), "total_bytes": manifest.get("totalBytes"), "entrypoint": manifest.get("entrypoint")}
+
+
+def updated_at(body: Obj) -> str | None:
+    """Latest of creation, the status timestamps and the conditions' transitions."""
+    status = body.get("status") or {}
+    candidates = [(body.get("metadata") or {}).get("creationTimestamp")]
+    candidates += [status.get(key) for key in _STATUS_TIMES]
+    candidates += [c.get("lastTransitionTime") for c in status.get("conditions") or []]
+    moments = [m for m in (parse_time(c) for c in candidates) if m is not None]
+    return rfc3339(max(moments)) if moments else None
+
+
+def seed_version(body: Obj) -> Obj:
+    """A DeploymentVersion object as the seed's Version JSON (see the module docstring)."""
+    metadata, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    attribution, source = spec.get("attribution") or {}, spec.get("source") or {}
+    runtime = spec.get("runtime") or {}
+    return {
+        "id": status.get("id"),
+        "deployment_id": status.get("deploymentId"),
+        # The tenant is the namespace; a version not yet seen by the operator has no tenantId.
+        "tenant_id": status.get("tenantId") or metadata.get("namespace"),
+        "created_by": attribution.get("createdBy"),
+        "external_workspace_id": attribution.get("externalWorkspaceId"),
+        "external_user_id": attribution.get("externalUserId"),
+        "external_project_id": attribution.get("externalProjectId"),
+        "source_sandbox_id": source.get("sandboxId"),
+        "build_id": source.get("buildId"),
+        "version_number": status.get("versionNumber"),
+        "kind": spec.get("kind"),
+        "state": status.get("state"),
+        "artifact_uri": status.get("artifactUri"),
+        "artifact_manifest": _manifest(status),
+        "artifact_sha256": status.get("artifactSha256"),
+        "runtime_image": runtime.get("image"),
+        "runtime_command": runtime.get("command"),
+        "runtime_port": runtime.get("port"),
+        "health_check_path": runtime.get("healthCheckPath"),
+        # The operator's build log; an external build's log when the operator wrote none (yet).
+        "build_log_uri": status.get("buildLogUri") or (spec.get("buildLog") or {}).get("uri"),
+        "metadata": dict(spec.get("metadata") or {}),
+        "promoted_at": rfc3339(status.get("promotedAt")),
+        "archived_at": rfc3339(status.get("archivedAt")),
+        "created_at": rfc3339(metadata.get("creationTimestamp")),
+        "updated_at": updated_at(body),
+        "name": metadata.get("name"),
+        "runtime_args": runtime.get("args"),
+        "artifacts_collected_at": rfc3339(status.get("artifactsCollectedAt")),
+    }
+
+
+def history_entries(status: Obj) -> list[Obj]:
+    """status.history (stored oldest first) as plain rows, newest first."""
+    rows = [
+        {
+            "time": rfc3339(entry.get("time")),
+            "action": entry.get("action"),
+            "version": entry.get("version"),
+            "number": entry.get("versionNumber"),
+            "actor": entry.get("actor") or "",
+            "reason": entry.get("reason") or "",
+        }
+        for entry in status.get("history") or []
+    ]
+    return rows[::-1]
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if v in (None, "") else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def versions_table(versions: Iterable[Obj], live: str | None, now: datetime) -> str:
+    """NUMBER NAME STATE KIND WORKSPACE PROMOTED AGE, with ``(live)`` after the live one's state."""
+    rows = []
+    for version in versions:
+        state = version.get("state") or "-"
+        if live and version.get("name") == live:
+            state = f"{state} (live)"
+        promoted = age(version.get("promoted_at"), now) if version.get("promoted_at") else None
+        rows.append(
+            (
+                version.get("version_number"),
+                version.get("name"),
+                state,
+                version.get("kind"),
+                version.get("external_workspace_id"),
+                promoted and f"{promoted} ago",
+                age(version.get("created_at"), now),
+            )
+        )
+    return table(("NUMBER", "NAME", "STATE", "KIND", "WORKSPACE", "PROMOTED", "AGE"), rows)
+
+
+def version_details(version: Mapping[str, Any], live: bool = False) -> str:
+    """``versions show``: one field per line, seed names, nested maps inline as JSON."""
+    width = max(len(key) for key in version)
+    lines = []
+    for key, value in version.items():
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else ("-" if value in (None, "") else str(value))
+        if key == "state" and live:
+            shown += " (live)"
+        lines.append(f"{key + ':':<{width + 1}}  {shown}")
+    return "\n".join(lines)
+
+
+def history_table(entries: Iterable[Mapping[str, Any]]) -> str:
+    rows = [(e["time"], e["action"], e["version"], e["number"], e["actor"], e["reason"]) for e in entries]
+    return table(("TIME", "ACTION", "VERSION", "NUMBER", "ACTOR", "REASON"), rows)
+
+
+def dump(data: Any, fmt: str) -> str:
+    if fmt == "yaml":
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip("\n")
+    return json.dumps(data, indent=2, ensure_ascii=False)
