@@ -23,9 +23,10 @@ unit: venv
 e2e: venv binaries
 	$(PY) -m pytest tests/e2e
 
-## crds: regenerate crds/ from the pydantic models
-crds: venv
+## crds: regenerate crds/ from the pydantic models, and their copies in charts/ and manifests/
+crds: venv binaries
 	$(PY) -m miosa_operator.api.crdgen crds
+	hack/sync-manifests.sh
 
 ## binaries: build etcd, Kubernetes, kwok and versitygw once (cached in ~/.cache/miosa-operator)
 binaries:

@@ -143,10 +143,29 @@ build_versitygw() {
   mark versitygw "$stamp"
 }
 
+build_helm() {
+  local stamp="helm-$HELM_VERSION"
+  built helm "$stamp" && { log "helm $HELM_VERSION cached"; return; }
+  log "building helm v$HELM_VERSION"
+  # Like helm's own Makefile: the version, and the Kubernetes version `helm template` assumes
+  # without a cluster (otherwise v1.20), taken from the client-go helm is built with.
+  local mod minor ld="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+  mod="$(cd "$SRC" && go mod download -json "helm.sh/helm/v3@v$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+  minor="$(awk '$1 == "k8s.io/client-go" {split($2, v, "."); print v[2]; exit}' "$mod")"
+  if [[ -n "$minor" ]]; then
+    for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+      ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+    done
+  fi
+  GOBIN="$BIN" go install -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  mark helm "$stamp"
+}
+
 start=$SECONDS
 build_etcd
 build_versitygw
 build_kwok
 kwok_stages
 build_kubernetes
+build_helm
 log "all binaries ready in $BIN ($((SECONDS - start)) s)"

@@ -27,7 +27,7 @@ from .kube.client import ApiError, Conflict, Kube, TransientApiError
 from .kube.events import KubeEvents
 from .render.runtime import StaticServer
 from .store.router import StoreRouter
-from .webhook import WebhookSettings, self_signed
+from .webhook import ServiceWebhookServer, WebhookSettings, self_signed
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def configure_webhook(settings: kopf.OperatorSettings, webhook: WebhookSettings)
     certfile, keyfile = webhook.certfile, webhook.keyfile
     if not certfile or not keyfile:
         certfile, keyfile = self_signed([host, webhook.addr])
-    settings.admission.server = kopf.WebhookServer(
+    server_settings: dict[str, Any] = dict(
         addr=webhook.addr,
         port=webhook.port,
         host=host,
@@ -115,6 +115,11 @@ def configure_webhook(settings: kopf.OperatorSettings, webhook: WebhookSettings)
         pkeyfile=keyfile,
         cafile=os.environ.get("MIOSA_WEBHOOK_CA") or certfile,
     )
+    if webhook.service:
+        namespace, _, name = webhook.service.partition("/")
+        settings.admission.server = ServiceWebhookServer(service_namespace=namespace, service_name=name, **server_settings)
+    else:
+        settings.admission.server = kopf.WebhookServer(**server_settings)
     settings.admission.managed = meta.GROUP
 
 
@@ -133,7 +138,6 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -
     _run(memo.deployments.reconcile, body, retry)
 
 
-@kopf.on.mutate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id="promotion-actor", operations=["CREATE", "UPDATE"])
 def record_promotion_actor(
     body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch, userinfo: dict[str, Any], **_: Any
 ) -> None:
@@ -144,7 +148,6 @@ def record_promotion_actor(
         patch.setdefault("metadata", {}).setdefault("annotations", {})[meta.ANNOTATION_PROMOTED_BY] = userinfo.get("username", "")
 
 
-@kopf.on.validate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id="promotion", operations=["CREATE", "UPDATE"])
 def validate_promotion(body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, **_: Any) -> None:
     """Refuse a promotedVersion that is missing, foreign, of the wrong kind, not promotable or collected."""
     try:
@@ -153,6 +156,21 @@ def validate_promotion(body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, 
         raise kopf.AdmissionError(f"cannot check spec.promotedVersion right now: {exc}", code=503) from exc
     if error:
         raise kopf.AdmissionError(error, code=422)
+
+
+def register_webhooks() -> None:
+    """Admission handlers exist only with a webhook server: kopf refuses to start otherwise."""
+    operations = ["CREATE", "UPDATE"]
+    kopf.on.mutate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id="promotion-actor", operations=operations)(
+        record_promotion_actor
+    )
+    kopf.on.validate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id="promotion", operations=operations)(
+        validate_promotion
+    )
+
+
+if WebhookSettings.from_env().enabled:
+    register_webhooks()
 
 
 def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body, retry: int) -> None:

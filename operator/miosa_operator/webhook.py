@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import kopf
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,6 +37,7 @@ class WebhookSettings:
     host: str | None = None  # what the API server dials; defaults to addr
     certfile: str | None = None
     keyfile: str | None = None
+    service: str | None = None  # "namespace/name" of the webhook's Service, in a cluster
 
     @classmethod
     def from_env(cls) -> WebhookSettings:
@@ -47,7 +49,28 @@ class WebhookSettings:
             host=env.get("MIOSA_WEBHOOK_HOST") or None,
             certfile=env.get("MIOSA_WEBHOOK_CERT") or None,
             keyfile=env.get("MIOSA_WEBHOOK_KEY") or None,
+            service=env.get("MIOSA_WEBHOOK_SERVICE") or None,
         )
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """kopf's server, registered with the API server by Service reference, not by URL.
+
+    API servers usually cannot resolve cluster DNS names, so ``https://svc.ns.svc`` URLs
+    fail there; a ``service`` client config is routed by the API server itself.  kopf
+    appends each handler's id to ``service.path``.
+    """
+
+    def __init__(self, *, service_namespace: str, service_name: str, service_port: int = 443, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.service = {"namespace": service_namespace, "name": service_name, "port": service_port, "path": "/"}
+
+    async def __call__(self, fn: kopf.WebhookFn):  # type: ignore[override]
+        async for config in super().__call__(fn):
+            by_service = kopf.WebhookClientConfig(service=dict(self.service))  # type: ignore[typeddict-item]
+            if config.get("caBundle"):
+                by_service["caBundle"] = config["caBundle"]
+            yield by_service
 
 
 def self_signed(names: list[str], directory: Path | None = None) -> tuple[str, str]:

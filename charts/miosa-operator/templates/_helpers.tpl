@@ -1,0 +1,82 @@
+{{/* Names.  One operator per cluster: the CRDs, the user ClusterRoles and the kopf-managed
+webhook configurations are cluster-wide. */}}
+{{- define "miosa-operator.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "miosa-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "miosa-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "miosa-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "miosa-operator.labels" -}}
+{{ include "miosa-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: miosa-operator
+{{- if .Values.manifestsMode }}
+app.kubernetes.io/managed-by: kustomize
+{{- else }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+{{- end -}}
+
+{{- define "miosa-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "miosa-operator.webhookService" -}}
+{{- printf "%s-webhook" (include "miosa-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The DNS name the API server verifies the webhook's certificate against. */}}
+{{- define "miosa-operator.webhookHost" -}}
+{{- printf "%s.%s.svc" (include "miosa-operator.webhookService" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "miosa-operator.webhookSecret" -}}
+{{- .Values.webhook.existingSecret | default (printf "%s-webhook-tls" (include "miosa-operator.fullname" .)) -}}
+{{- end -}}
+
+{{/* The Secret with MIOSA_S3_ACCESS_KEY_ID / MIOSA_S3_SECRET_ACCESS_KEY, or "" without one. */}}
+{{- define "miosa-operator.storeSecret" -}}
+{{- if .Values.store.s3.existingSecret -}}
+{{- .Values.store.s3.existingSecret -}}
+{{- else if or .Values.store.s3.accessKeyId .Values.store.s3.secretAccessKey -}}
+{{- printf "%s-store" (include "miosa-operator.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "miosa-operator.fileStore" -}}
+{{- if hasPrefix "file://" .Values.store.releasesUri -}}true{{- end -}}
+{{- end -}}
+
+{{/* Fail early on values that cannot work. */}}
+{{- define "miosa-operator.validate" -}}
+{{- if ne (int .Values.replicas) 1 -}}
+{{- fail "replicas must be 1: the operator runs --standalone (no peering between instances)" -}}
+{{- end -}}
+{{- if and .Values.store.s3.existingSecret (or .Values.store.s3.accessKeyId .Values.store.s3.secretAccessKey) -}}
+{{- fail "store.s3: set existingSecret or accessKeyId/secretAccessKey, not both" -}}
+{{- end -}}
+{{- if ne (empty .Values.store.s3.accessKeyId) (empty .Values.store.s3.secretAccessKey) -}}
+{{- fail "store.s3: accessKeyId and secretAccessKey must be set together" -}}
+{{- end -}}
+{{- if not (or (hasPrefix "s3://" .Values.store.releasesUri) (hasPrefix "file:///" .Values.store.releasesUri)) -}}
+{{- fail "store.releasesUri must be s3://bucket[/prefix] or file:///absolute/dir" -}}
+{{- end -}}
+{{- if and (include "miosa-operator.fileStore" .) (not (hasPrefix "file:///var/lib/miosa-operator/" (printf "%s/" .Values.store.releasesUri))) -}}
+{{- fail "a file:// store.releasesUri must be under /var/lib/miosa-operator (the mounted volume)" -}}
+{{- end -}}
+{{- if not (has .Values.store.volume.type (list "emptyDir" "persistentVolumeClaim")) -}}
+{{- fail "store.volume.type must be emptyDir or persistentVolumeClaim" -}}
+{{- end -}}
+{{- end -}}
