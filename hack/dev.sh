@@ -17,14 +17,17 @@ up() {
   "$HERE/env.sh" up >/dev/null
   # shellcheck disable=SC1091
   source "$ENV_DIR/env"
-  kubectl apply -f "$REPO/crds/" >/dev/null
+  kubectl apply --server-side --force-conflicts -f "$REPO/crds/" >/dev/null
   kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
   start_operator
   upload_examples
   kubectl apply -f "$REPO/examples/" >/dev/null
   log "examples applied; waiting for them to become ready"
   kubectl -n demo wait --for=condition=Ready dver --all --timeout=180s || true
-  kubectl -n demo get mdep,dver
+  # Promotion is a separate step by design: only ready versions can go live.
+  "$VENV/bin/kubectl-miosa" -n demo promote hello-site hello-site-v1 --reason "first launch" --wait --timeout 120 || true
+  "$VENV/bin/kubectl-miosa" -n demo promote hello-api hello-api-v1 --reason "first launch" --wait --timeout 120 || true
+  kubectl -n demo get mdep,dver,deploy,svc
   cat <<EOT
 
 Everything runs on loopback. Try:
