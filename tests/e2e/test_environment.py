@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from typing import Any
 
 import pytest
@@ -13,17 +12,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from .conftest import REPO, UPLOADS_BUCKET, Environment
-
-
-def wait_until(predicate: Any, timeout: float = 60, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+from .helpers import wait_until
 
 
 def test_deployment_becomes_available_and_service_gets_endpoints(api: client.ApiClient, namespace: str) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 from ..api import meta
 from ..api.models import (
-    ConditionStatus,
     Deployment,
     DeploymentVersion,
     HistoryAction,
@@ -275,26 +274,20 @@ class DeploymentController:
                 time=now,
                 reason=why,
             )
-            message = f"{why}; reverted to {previous.metadata.name} (#{previous.status.version_number})"
             status["history"] = self._history(deployment, entry)
-            status["conditions"] = self._conditions(
-                deployment,
-                ready=(True, "Reverted", message),
-                progressing=(False, "ProgressDeadlineExceeded", why),
-                failed=(True, "ProgressDeadlineExceeded", message),
-                now=now,
-            )
-            self.events.warning(object_ref(deployment), "RolloutReverted", message)
+            message = f"{why}; reverted to {previous.metadata.name} (#{previous.status.version_number})"
+            still_live, ready_reason, event = True, "Reverted", "RolloutReverted"
         else:
             message = f"{why}; no previous version to revert to" if previous is None else f"{why}; autoRevert is off"
-            status["conditions"] = self._conditions(
-                deployment,
-                ready=(False, "RolloutFailed", message),
-                progressing=(False, "ProgressDeadlineExceeded", why),
-                failed=(True, "ProgressDeadlineExceeded", message),
-                now=now,
-            )
-            self.events.warning(object_ref(deployment), "RolloutFailed", message)
+            still_live, ready_reason, event = False, "RolloutFailed", "RolloutFailed"
+        status["conditions"] = self._conditions(
+            deployment,
+            ready=(still_live, ready_reason, message),
+            progressing=(False, "ProgressDeadlineExceeded", why),
+            failed=(True, "ProgressDeadlineExceeded", message),
+            now=now,
+        )
+        self.events.warning(object_ref(deployment), event, message)
         self._patch_status(deployment, status)
 
     # ------------------------------------------------------------------ versions
@@ -378,7 +371,7 @@ class DeploymentController:
             conditions = set_condition(
                 conditions,
                 type=type_,
-                status=ConditionStatus.TRUE if status else ConditionStatus.FALSE,
+                status=status,
                 reason=reason,
                 message=message,
                 generation=deployment.metadata.generation,

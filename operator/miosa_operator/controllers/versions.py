@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 from ..api import meta
 from ..api.models import (
-    ConditionStatus,
     DeploymentVersion,
     VersionKind,
     VersionState,
@@ -413,7 +412,7 @@ class VersionController:
         conditions = set_condition(
             version.status.conditions,
             type=READY,
-            status=ConditionStatus.TRUE if ready else ConditionStatus.FALSE,
+            status=ready,
             reason=reason,
             message=message,
             generation=version.metadata.generation,
