@@ -40,6 +40,9 @@ class OperatorConfig:
     keep_build_logs: bool = True
     gc_interval: float = 3600.0
     """Seconds between retention sweeps; 0 disables the periodic collector."""
+    number_order_patience: float = 10.0
+    """Seconds a new version lets unnumbered versions created before it take their numbers
+    first (numbers then follow creation order); 0 numbers in processing order."""
     source_prefixes: tuple[str, ...] = ()
     """URI prefixes bundles may come from; ``{namespace}`` is the version's namespace.
     Empty allows any readable URI except the releases location itself."""
@@ -67,5 +70,6 @@ class OperatorConfig:
             rollback_window=int(_float("MIOSA_ROLLBACK_WINDOW", defaults.rollback_window)),
             keep_build_logs=os.environ.get("MIOSA_KEEP_BUILD_LOGS", "true").lower() not in ("false", "0", "no"),
             gc_interval=_float("MIOSA_GC_INTERVAL", defaults.gc_interval),
+            number_order_patience=_float("MIOSA_NUMBER_ORDER_PATIENCE", defaults.number_order_patience),
             source_prefixes=tuple(p.strip() for p in os.environ.get("MIOSA_SOURCE_PREFIXES", "").split(",") if p.strip()),
         )

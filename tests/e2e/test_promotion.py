@@ -47,8 +47,10 @@ def static_versions(env: Environment, objects: Objects, s3_prefix: str, deployme
         name = f"{deployment}-v{i}"
         objects.create_version(name, static_spec(deployment, f"s3://{UPLOADS_BUCKET}/{key}", sha256(bundle)))
         names.append(name)
-    for name in names:
-        assert objects.wait_state(name, "ready", "failed")["status"]["state"] == "ready"
+    for number, name in enumerate(names, start=1):
+        status = objects.wait_state(name, "ready", "failed")["status"]
+        assert status["state"] == "ready"
+        assert status["versionNumber"] == number, "numbers follow creation order"
     return names
 
 

@@ -275,13 +275,12 @@ class FakeKube:
         self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
     ) -> list[Obj]:
         with self._call("list", plural=plural, namespace=namespace, label_selector=label_selector):
-            if field_selector:
-                raise ApiError("field selectors are not supported by FakeKube", status=400)
             match = _selector(label_selector)
+            fields = _field_selector(field_selector)
             return [
                 copy.deepcopy(obj)
                 for (p, ns, _), obj in sorted(self.objects.items())
-                if p == plural and (namespace is None or ns == namespace) and match(obj)
+                if p == plural and (namespace is None or ns == namespace) and match(obj) and fields(obj)
             ]
 
     def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj:
@@ -499,3 +498,15 @@ def _selector(selector: str) -> Callable[[Obj], bool]:
         return True
 
     return match
+
+
+def _field_selector(selector: str) -> Any:
+    """Equality field selectors (``a.b=c,d=e``), as the CRD's selectableFields allow."""
+    wanted = [term.split("=", 1) for term in selector.split(",") if term]
+
+    def value(obj: Obj, path: str) -> Any:
+        for part in path.split("."):
+            obj = obj.get(part) if isinstance(obj, dict) else None
+        return obj
+
+    return lambda obj: all(str(value(obj, path) or "") == expected for path, expected in wanted)

@@ -93,6 +93,7 @@ class Env:
             releases_uri=f"file://{self.releases}",
             health_gate_timeout=config.pop("health_gate_timeout", 60.0),
             poll_interval=0.5,
+            number_order_patience=config.pop("number_order_patience", 0.0),
             **config,
         )
         self.controller = VersionController(self.kube, self.store, self.config, self.events, self.clock)
@@ -922,3 +923,31 @@ def test_config_refuses_sources_outside_allowed_prefixes() -> None:
     assert not config.source_allowed("s3://rel/globex/dep/ver/dist.tar.zst", "acme")
     assert not OperatorConfig(releases_uri="s3://rel").source_allowed("s3://rel/x/dist.tar.zst", "x")
     assert OperatorConfig(releases_uri="s3://rel").source_allowed("s3://other/x.tar", "x")
+
+
+def test_numbers_follow_creation_order_within_the_patience(tmp_path: Path) -> None:
+    env = Env(tmp_path, number_order_patience=10.0)
+    env.deployment()
+    uri, digest = env.bundle()
+    for name in ("site-a", "site-b", "site-c"):
+        env.static_version(name, "site", uri, digest)
+        env.clock.advance(1)
+    # Processed newest first, each waits for the older ones (kopf retries it shortly).
+    for name in ("site-c", "site-b"):
+        with pytest.raises(Retry, match="earlier version site-a"):
+            env.controller.reconcile(env.get(name))
+    for name in ("site-a", "site-b", "site-c"):
+        env.run(name)
+    assert [env.get(n)["status"]["versionNumber"] for n in ("site-a", "site-b", "site-c")] == [1, 2, 3]
+
+
+def test_an_earlier_version_that_makes_no_progress_delays_numbering_only_boundedly(tmp_path: Path) -> None:
+    env = Env(tmp_path, number_order_patience=10.0)
+    env.deployment()
+    uri, digest = env.bundle()
+    env.static_version("a-stuck", "site", uri, digest)
+    env.static_version("b-later", "site", uri, digest)  # same second: the name breaks the tie
+    with pytest.raises(Retry):
+        env.controller.reconcile(env.get("b-later"))
+    env.clock.advance(11)
+    assert env.run("b-later")["status"]["versionNumber"] == 1

@@ -147,6 +147,7 @@ class VersionController:
             if uid in pending:
                 self._release_claim(ns, dep_name, uid)
             return version
+        self._wait_for_earlier_versions(version, deployment)
         for _ in range(NUMBER_CLAIM_ATTEMPTS):
             deployment = self.kube.get(meta.DEPLOYMENT_PLURAL, ns, dep_name)
             if deployment is None:
@@ -173,6 +174,24 @@ class VersionController:
             self._ensure_labels(version)
             return version
         raise Retry("too much contention on the version counter", delay=1.0, planned=False)
+
+    def _wait_for_earlier_versions(self, version: DeploymentVersion, deployment: Obj | None) -> None:
+        """Let versions created earlier take their numbers first, so numbers follow creation
+        order (creationTimestamp, then name) as users expect.  Bounded by the configured
+        patience: uniqueness and gaplessness never depend on it, only the order does."""
+        created = version.metadata.creation_timestamp
+        patience = timedelta(seconds=self.config.number_order_patience)
+        if created is None or self.clock() - created >= patience:
+            return
+        claimed = ((deployment or {}).get("status") or {}).get("pendingNumbers") or {}
+        mine = (created, version.metadata.name)
+        selector = f"spec.deploymentRef.name={version.spec.deployment_ref.name}"
+        for other in self.kube.list(meta.VERSION_PLURAL, version.metadata.namespace, field_selector=selector):
+            if (other.get("status") or {}).get("versionNumber") or other["metadata"].get("uid") in claimed:
+                continue
+            theirs = (_parse_time(other["metadata"].get("creationTimestamp")), other["metadata"]["name"])
+            if theirs[0] is not None and (theirs[0], theirs[1]) < mine:
+                raise Retry(f"numbering after the earlier version {theirs[1]}", delay=0.3)
 
     def _release_claim(self, namespace: str, deployment: str, uid: str) -> None:
         # A merge patch with null removes the key; it needs no precondition.
