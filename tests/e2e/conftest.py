@@ -181,9 +181,34 @@ def crds(env: Environment) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(env: Environment, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator_kubeconfig(env: Environment, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig for the operator's own ServiceAccount with the packaged least-privilege
+    ClusterRole (manifests/operator), so the whole suite proves those permissions suffice."""
+    operator_dir = REPO / "manifests" / "operator"
+    env.kubectl("create", "namespace", "miosa-system", check=False)
+    for manifest in ("serviceaccount.yaml", "rbac.yaml"):
+        env.kubectl("apply", "-f", str(operator_dir / manifest))
+    token = env.kubectl("-n", "miosa-system", "create", "token", "miosa-operator", "--duration=6h").stdout.strip()
+    config = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
+    ca = Path(env.kubeconfig).parent / "pki" / "ca.crt"
+    server = re.search(r"server: (\S+)", Path(env.kubeconfig).read_text())
+    assert server, "no server in the environment's kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: local, cluster: {{server: '{server.group(1)}', certificate-authority: '{ca}'}}}}]\n"
+        f"users: [{{name: miosa-operator, user: {{token: '{token}'}}}}]\n"
+        "contexts: [{name: operator, context: {cluster: local, user: miosa-operator}}]\n"
+        "current-context: operator\n"
+    )
+    return config
+
+
+@pytest.fixture(scope="session")
+def operator(
+    env: Environment, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     log_dir = Path(os.environ.get("MIOSA_E2E_LOG_DIR", tmp_path_factory.mktemp("operator")))
-    process = OperatorProcess(env, log_dir / "operator.log")
+    process = OperatorProcess(env, log_dir / "operator.log", extra_env={"KUBECONFIG": str(operator_kubeconfig)})
     process.start()
     yield process
     process.stop()

@@ -177,8 +177,9 @@ def test_helm_chart_refuses_values_that_cannot_work(env: Environment, values: li
 
 
 @pytest.fixture
-def miosa_system(env: Environment, api: client.ApiClient) -> Iterator[str]:
-    """The kustomize base's namespace must exist for a server-side dry run of its contents."""
+def miosa_system(env: Environment, api: client.ApiClient, operator_kubeconfig: Path) -> Iterator[str]:
+    """The kustomize base's namespace must exist for a server-side dry run of its contents.
+    (The operator's identity lives there for the whole session, so it is normally there.)"""
     core = client.CoreV1Api(api)
     created = False
     try:
@@ -233,8 +234,12 @@ def test_kustomize_base_is_accepted_by_the_api_server(env: Environment, crds: No
 
 
 @pytest.fixture(scope="module")
-def cluster_roles(env: Environment, crds: None, api: client.ApiClient) -> Iterator[list[dict[str, Any]]]:
-    """The chart's ClusterRoles, applied for real (and nothing else of the chart)."""
+def cluster_roles(
+    env: Environment, crds: None, api: client.ApiClient, operator_kubeconfig: Path
+) -> Iterator[list[dict[str, Any]]]:
+    """The chart's ClusterRoles, applied for real (and nothing else of the chart).
+
+    They stay for the session: the e2e operator runs under the `miosa-operator` one."""
     roles = by_kind(documents(render(env, "miosa-system")), "ClusterRole")
     env.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(roles))
     rbac = client.RbacAuthorizationV1Api(api)
@@ -250,12 +255,6 @@ def cluster_roles(env: Environment, crds: None, api: client.ApiClient) -> Iterat
 
     wait_until(aggregated, timeout=30, what="aggregation into view/edit/admin")
     yield roles
-    for role in roles:
-        try:
-            rbac.delete_cluster_role(role["metadata"]["name"])
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def bind(api: client.ApiClient, namespace: str, role: str) -> str:
