@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: dev down test unit e2e crds binaries env venv
+.PHONY: dev down test unit e2e lint crds binaries env venv
 
 ## dev: local control plane + S3, CRDs, the operator and the examples, all on loopback
 dev: venv binaries
@@ -13,9 +13,12 @@ dev: venv binaries
 down:
 	hack/env.sh down
 
-## test: unit and end-to-end tests (starts and stops its own environment)
-test: venv binaries
+## test: lint, unit and end-to-end tests (starts and stops its own environment)
+test: venv binaries lint
 	$(PY) -m pytest tests
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests
 
 unit: venv
 	$(PY) -m pytest tests/unit

@@ -10,19 +10,18 @@ are blocking anyway.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from typing import Any
 
 import kopf
-
-import os
-from collections.abc import Callable
 
 from .api import meta
 from .config import OperatorConfig
 from .controllers.deployments import DeploymentController
 from .controllers.retention import Collector, PeriodicCollector
-from .domain.retention import Policy
 from .controllers.versions import Retry, VersionController
+from .domain.retention import Policy
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
 from .kube.events import KubeEvents
 from .render.runtime import StaticServer

@@ -370,7 +370,7 @@ def test_write_scope_publishes_and_promotes_but_never_writes_status(
     assert status_writes(writer, namespace, "site", "site-v1") == [403, 403, 403]
     for builtin in ("edit", "admin"):
         user = as_user(bind(api, namespace, builtin))
-        wait_until(lambda: can_list(user, namespace), timeout=30, what=f"{builtin} binding in effect")
+        wait_until(lambda user=user: can_list(user, namespace), timeout=30, what=f"{builtin} binding in effect")
         assert status_writes(user, namespace, "site", "site-v1") == [403, 403, 403], builtin
     assert objects.version("site-v1")["status"]["state"] == "ready"
 
@@ -381,7 +381,7 @@ def test_builtin_roles_get_the_scopes_by_aggregation(
     Objects(api, namespace).create_deployment("site")
     viewer, editor, admin = (as_user(bind(api, namespace, role)) for role in ("view", "edit", "admin"))
     for user in (viewer, editor, admin):
-        wait_until(lambda: can_list(user, namespace), timeout=30, what="built-in binding in effect")
+        wait_until(lambda user=user: can_list(user, namespace), timeout=30, what="built-in binding in effect")
 
     spec = static_spec("site", "s3://nowhere/site.tar.gz", "0" * 64)
     assert status_of(viewer.create_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", version_body("v-view", spec)) == 403

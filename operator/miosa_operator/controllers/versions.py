@@ -36,7 +36,12 @@ from ..ingest.buildlog import BuildLog
 from ..ingest.bundle import BundleRejected, ingest_bundle
 from ..kube.client import Conflict, Kube, TransientApiError
 from ..render import workloads
-from ..store.base import ArtifactNotFound, ArtifactStore, StoreError, TransientStoreError
+from ..store.base import (
+    ArtifactNotFound,
+    ArtifactStore,
+    StoreError,
+    TransientStoreError,
+)
 from ..store.router import join_uri
 
 Obj = dict[str, Any]

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..api import meta
-from ..api.models import Deployment, DeploymentVersion, RetentionPolicySpec, VersionState
+from ..api.models import (
+    Deployment,
+    DeploymentVersion,
+    RetentionPolicySpec,
+    VersionState,
+)
 
 
 @dataclass(frozen=True)

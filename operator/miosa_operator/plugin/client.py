@@ -24,7 +24,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from ..api import meta
-from .errors import ExitCode, PluginError, Request, from_api_exception, from_transport_error
+from .errors import (
+    ExitCode,
+    PluginError,
+    Request,
+    from_api_exception,
+    from_transport_error,
+)
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"

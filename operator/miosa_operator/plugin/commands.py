@@ -37,7 +37,14 @@ from ..store import ArtifactNotFound, StoreError, StoreRouter, TransientStoreErr
 from . import output
 from .client import Cluster
 from .errors import ExitCode, PluginError
-from .selection import AttributionFilter, belongs, newest_first, previous_live, state_selector, version_selector
+from .selection import (
+    AttributionFilter,
+    belongs,
+    newest_first,
+    previous_live,
+    state_selector,
+    version_selector,
+)
 
 Obj = dict[str, Any]
 POLL_INTERVAL = 1.0
