@@ -56,8 +56,8 @@ def test_deployment_becomes_available_and_service_gets_endpoints(api: client.Api
             for address in e.addresses
         ]
 
-    addresses = wait_until(ready_endpoints, timeout=60)
-    assert len(addresses) == 2
+    addresses = wait_until(lambda: len(set(ready_endpoints())) == 2 and ready_endpoints(), timeout=60, what="two ready endpoints")
+    assert sorted(addresses) == sorted(p.status.pod_ip for p in pods)
 
 
 TEST_CRD = {
