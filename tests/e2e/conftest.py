@@ -188,17 +188,22 @@ def operator_kubeconfig(env: Environment, crds: None, tmp_path_factory: pytest.T
     env.kubectl("create", "namespace", "miosa-system", check=False)
     for manifest in ("serviceaccount.yaml", "rbac.yaml"):
         env.kubectl("apply", "-f", str(operator_dir / manifest))
-    token = env.kubectl("-n", "miosa-system", "create", "token", "miosa-operator", "--duration=6h").stdout.strip()
-    config = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
+    return service_account_kubeconfig(env, "miosa-system", "miosa-operator", tmp_path_factory.mktemp("operator-identity"))
+
+
+def service_account_kubeconfig(env: Environment, namespace: str, account: str, directory: Path) -> Path:
+    """A kubeconfig that authenticates as ServiceAccount ``namespace/account`` (a bound token)."""
+    token = env.kubectl("-n", namespace, "create", "token", account, "--duration=6h").stdout.strip()
+    config = directory / f"{namespace}-{account}.kubeconfig"
     ca = Path(env.kubeconfig).parent / "pki" / "ca.crt"
     server = re.search(r"server: (\S+)", Path(env.kubeconfig).read_text())
     assert server, "no server in the environment's kubeconfig"
     config.write_text(
         "apiVersion: v1\nkind: Config\n"
         f"clusters: [{{name: local, cluster: {{server: '{server.group(1)}', certificate-authority: '{ca}'}}}}]\n"
-        f"users: [{{name: miosa-operator, user: {{token: '{token}'}}}}]\n"
-        "contexts: [{name: operator, context: {cluster: local, user: miosa-operator}}]\n"
-        "current-context: operator\n"
+        f"users: [{{name: {account}, user: {{token: '{token}'}}}}]\n"
+        f"contexts: [{{name: {account}, context: {{cluster: local, user: {account}, namespace: {namespace}}}}}]\n"
+        f"current-context: {account}\n"
     )
     return config
 

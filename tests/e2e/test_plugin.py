@@ -19,8 +19,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from .conftest import RELEASES_BUCKET, UPLOADS_BUCKET, Environment, OperatorProcess
-from .helpers import Objects, sha256, static_spec, tar_gz
+from .conftest import RELEASES_BUCKET, UPLOADS_BUCKET, Environment, OperatorProcess, service_account_kubeconfig
+from .helpers import Objects, sha256, static_spec, tar_gz, wait_until
 
 SEED_KEYS = [
     "id", "deployment_id", "tenant_id", "created_by", "external_workspace_id", "external_user_id",
@@ -210,3 +210,23 @@ def test_unreachable_cluster_exits_5(env: Environment, tmp_path: Path) -> None:
     result = plugin(env, "default", "versions", "list", "site", kubeconfig=str(kubeconfig))
     assert result.returncode == 5, result.stderr
     assert result.stderr.strip() == "error: cannot reach the Kubernetes API server at https://127.0.0.1:1: connection refused"
+
+
+def test_forbidden_actions_exit_4_and_say_what_was_refused(
+    env: Environment, objects: Objects, namespace: str, s3_prefix: str, operator_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """A CI bot bound to miosa-deployments-read can list but not promote."""
+    env.kubectl("-n", namespace, "create", "serviceaccount", "reader")
+    env.kubectl("-n", namespace, "create", "rolebinding", "reader", "--clusterrole=miosa-deployments-read", f"--serviceaccount={namespace}:reader")
+    reader = str(service_account_kubeconfig(env, namespace, "reader", tmp_path))
+    objects.create_deployment("site")
+    v1, _ = publish(env, objects, s3_prefix, "site", "site-v1")
+    objects.wait_state(v1, "ready")
+
+    listing = wait_until(lambda: (r := plugin(env, namespace, "versions", "list", "site", "-o", "json", kubeconfig=reader)).returncode == 0 and r,
+                         timeout=30, what="reader binding in effect")
+    assert [v["name"] for v in json.loads(listing.stdout)] == [v1]
+    refused = plugin(env, namespace, "promote", "site", v1, kubeconfig=reader)
+    assert refused.returncode == 4, (refused.returncode, refused.stderr)
+    assert "forbidden" in refused.stderr.lower() and "patch" in refused.stderr and "deployments" in refused.stderr
+    assert "promotedVersion" not in objects.deployment("site")["spec"]
