@@ -1,0 +1,229 @@
+"""Strict tar headers, member paths, and the admission of each member.
+
+The fourth stage of a walk (see ``bundle``): ``Admission`` checks every member (type, path,
+duplicates, sizes) the moment its header is parsed, before its data is read.
+
+Design decisions:
+
+* **tarfile is lenient; we are not.** Stream-mode ``tarfile`` treats an unreadable header in
+  the middle of an archive as a normal end. A ``TarInfo`` subclass (``tarinfo=``, the
+  documented extension point, built by ``strict_tarinfo``) turns header errors into
+  ``CorruptBundle``, records in an ``EndMarker`` that a real end-of-archive block was seen,
+  and caps extended headers (pax, GNU long names) that tarfile would otherwise read into
+  memory whatever their size.
+* Only regular files and directories are admitted; the type is decided here, not by
+  ``TarInfo.isreg()`` (which also accepts contiguous and sparse files).
+* Member names are normalised (leading ``./``, ``.`` components and repeated ``/`` go);
+  two members with the same normalised name, or a file used as a directory, are
+  ``DuplicateMember``: whoever unpacks or serves the release would otherwise have to pick
+  one silently. Names must be valid UTF-8 without control characters.
+* ``EmptyBundle`` and ``MissingEntrypoint`` are only known once every member was seen;
+  ``Admission.check_complete`` is called by ingestion after the checksum (see ``bundle``).
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from dataclasses import dataclass, field
+from typing import Self
+
+from .common import BLOCK, human, show
+from .errors import BundleRejected, Reason
+from .limits import IngestLimits
+
+MAX_EXTENDED_HEADER_BYTES = 64 << 10
+MAX_EXTENSION_CHAIN = 16
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# --------------------------------------------------------------------------- tar headers
+
+_EXTENSION_TYPES = frozenset(
+    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+)
+_LONG_NAME_TYPES = frozenset({tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
+_FILE_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE})
+_TYPE_NAMES = {
+    tarfile.SYMTYPE: "symbolic link",
+    tarfile.LNKTYPE: "hard link",
+    tarfile.CHRTYPE: "character device",
+    tarfile.BLKTYPE: "block device",
+    tarfile.FIFOTYPE: "FIFO",
+    tarfile.CONTTYPE: "contiguous file",
+    tarfile.GNUTYPE_SPARSE: "sparse file",
+}
+
+
+@dataclass
+class EndMarker:
+    seen: bool = False
+
+
+def strict_tarinfo(limits: IngestLimits, end: EndMarker) -> type[tarfile.TarInfo]:
+    """A ``TarInfo`` class whose header parsing is strict and bounded (one per ingestion)."""
+    chain = 0  # consecutive extended headers: tarfile follows them recursively
+
+    class StrictTarInfo(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+            nonlocal chain
+            if len(buf) != BLOCK:
+                raise BundleRejected(
+                    Reason.CORRUPT_BUNDLE, "the tar stream ends without an end-of-archive marker (truncated?)"
+                )
+            if buf.count(0) == BLOCK:
+                end.seen = True
+                return super().frombuf(buf, encoding, errors)  # raises tarfile's own end signal
+            try:
+                info = super().frombuf(buf, encoding, errors)
+            except tarfile.HeaderError as exc:
+                raise BundleRejected(Reason.CORRUPT_BUNDLE, f"invalid tar header: {exc}") from None
+            chain = chain + 1 if info.type in _EXTENSION_TYPES else 0
+            _check_header(info, chain, limits)
+            return info
+
+    return StrictTarInfo
+
+
+def _check_header(info: tarfile.TarInfo, chain: int, limits: IngestLimits) -> None:
+    """Checks that must happen before tarfile reads whatever the header announces."""
+    if chain > MAX_EXTENSION_CHAIN:
+        raise BundleRejected(Reason.CORRUPT_BUNDLE, f"more than {MAX_EXTENSION_CHAIN} extended headers in a row")
+    if info.type in _LONG_NAME_TYPES and info.size > limits.max_path_bytes + 1:
+        raise BundleRejected(Reason.UNSAFE_PATH, f"a member name is longer than {limits.max_path_bytes} bytes")
+    if info.type in _EXTENSION_TYPES and info.size > MAX_EXTENDED_HEADER_BYTES:
+        raise BundleRejected(
+            Reason.CORRUPT_BUNDLE, f"an extended header of {info.size} bytes (limit {MAX_EXTENDED_HEADER_BYTES})"
+        )
+    if info.type == tarfile.GNUTYPE_SPARSE:  # refuse before tarfile walks its sparse map
+        raise _unsafe_type(info.name, "sparse file")
+
+
+# --------------------------------------------------------------------------- members
+
+
+def normalise_member_path(name: str, max_bytes: int, *, is_file: bool) -> str | None:
+    """The canonical relative path of a member, ``None`` for the archive root (``.``).
+
+    Raises ``BundleRejected(UnsafePath)`` for anything a server or an unpacker could
+    misread: absolute paths, ``..``, backslashes, NUL and control characters, invalid
+    UTF-8, empty or over-long names.
+    """
+    if not name:
+        raise BundleRejected(Reason.UNSAFE_PATH, "a member has an empty name")
+    if "\x00" in name:
+        raise BundleRejected(Reason.UNSAFE_PATH, f"{show(name)} contains a NUL byte")
+    if "\\" in name:
+        raise BundleRejected(Reason.UNSAFE_PATH, f"{show(name)} contains a backslash")
+    if _CONTROL_CHARS.search(name):
+        raise BundleRejected(Reason.UNSAFE_PATH, f"{show(name)} contains control characters")
+    if name.startswith("/"):
+        raise BundleRejected(Reason.UNSAFE_PATH, f"{show(name)} is an absolute path")
+    if is_file and name.endswith("/"):
+        raise BundleRejected(Reason.UNSAFE_PATH, f"regular file {show(name)} has a directory name")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise BundleRejected(Reason.UNSAFE_PATH, f"{show(name)} contains a '..' component")
+    if not parts:
+        return None
+    path = "/".join(parts)
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BundleRejected(Reason.UNSAFE_PATH, f"{show(name)} is not valid UTF-8") from None
+    if len(encoded) > max_bytes:
+        raise BundleRejected(Reason.UNSAFE_PATH, f"{show(name)} is longer than {max_bytes} bytes")
+    return path
+
+
+@dataclass
+class Admission:
+    """Checks members one by one and keeps the tallies that become the manifest."""
+
+    limits: IngestLimits
+    members: int = 0
+    files: int = 0
+    dirs: int = 0
+    total_bytes: int = 0
+    _files: set[str] = field(default_factory=set)
+    _dirs: set[str] = field(default_factory=set)
+    _parents: set[str] = field(default_factory=set)
+
+    def admit(self, member: tarfile.TarInfo) -> str | None:
+        """The member's normalised path (None for the root entry), or BundleRejected."""
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise BundleRejected(Reason.TOO_MANY_MEMBERS, f"more than {self.limits.max_members} members")
+        is_file = _is_regular_file(member)
+        path = normalise_member_path(member.name, self.limits.max_path_bytes, is_file=is_file)
+        if path is None:
+            if is_file:
+                raise BundleRejected(Reason.UNSAFE_PATH, f"regular file {show(member.name)} has no name")
+            return None
+        self._claim(path, is_file)
+        if is_file:
+            self._count_file(path, member.size)
+        elif member.size:
+            raise BundleRejected(Reason.CORRUPT_BUNDLE, f"directory {show(path)} declares {member.size} bytes of data")
+        else:
+            self.dirs += 1
+        return path
+
+    def _claim(self, path: str, is_file: bool) -> None:
+        parents = _parents_of(path)
+        for parent in parents:
+            if parent in self._files:
+                raise BundleRejected(
+                    Reason.DUPLICATE_MEMBER, f"{show(path)} is inside {show(parent)}, which is a file"
+                )
+        if path in self._files or path in self._dirs:
+            raise BundleRejected(Reason.DUPLICATE_MEMBER, f"{show(path)} appears more than once")
+        if is_file and path in self._parents:
+            raise BundleRejected(Reason.DUPLICATE_MEMBER, f"{show(path)} is both a file and a directory")
+        (self._files if is_file else self._dirs).add(path)
+        self._parents.update(parents)
+
+    def _count_file(self, path: str, size: int) -> None:
+        if size > self.limits.max_file_bytes:
+            raise BundleRejected(
+                Reason.FILE_TOO_LARGE, f"{show(path)} is {size} bytes (limit {self.limits.max_file_bytes})"
+            )
+        self.files += 1
+        self.total_bytes += size
+        if self.total_bytes > self.limits.max_total_bytes:
+            raise BundleRejected(
+                Reason.BUNDLE_TOO_LARGE,
+                f"the files add up to more than {human(self.limits.max_total_bytes)} "
+                f"({self.limits.max_total_bytes} bytes) uncompressed",
+            )
+
+    def check_complete(self, entrypoint: str) -> None:
+        """Once every member was seen: the bundle has a file, and ``entrypoint`` is one."""
+        if not self.files:
+            raise BundleRejected(Reason.EMPTY_BUNDLE, "the bundle contains no regular file")
+        if entrypoint not in self._files:
+            where = "is a directory" if entrypoint in self._dirs or entrypoint in self._parents else "is missing"
+            raise BundleRejected(Reason.MISSING_ENTRYPOINT, f"entrypoint {show(entrypoint)} {where}")
+
+
+def _is_regular_file(member: tarfile.TarInfo) -> bool:
+    # tarfile's isreg() also says yes to contiguous and sparse files: decide ourselves.
+    if member.type in _FILE_TYPES and member.sparse is None:
+        return True
+    if member.type == tarfile.DIRTYPE:
+        return False
+    kind = "sparse file" if member.sparse is not None else _TYPE_NAMES.get(member.type)
+    raise _unsafe_type(member.name, kind or f"member of type {member.type.decode('ascii', 'backslashreplace')!r}")
+
+
+def _unsafe_type(name: str, kind: str) -> BundleRejected:
+    return BundleRejected(
+        Reason.UNSAFE_MEMBER_TYPE, f"{show(name)} is a {kind}; only regular files and directories are allowed"
+    )
+
+
+def _parents_of(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
