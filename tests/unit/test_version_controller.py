@@ -26,7 +26,9 @@ import zstandard
 from miosa_operator.api import meta
 from miosa_operator.api.models import VersionState
 from miosa_operator.config import OperatorConfig
-from miosa_operator.controllers.versions import MISSING_ARTIFACT_GRACE, Retry, VersionController
+from miosa_operator.controllers.common import Retry
+from miosa_operator.controllers.static_build import MISSING_ARTIFACT_GRACE
+from miosa_operator.controllers.versions import VersionController
 from miosa_operator.ingest.limits import IngestLimits
 from miosa_operator.kube.client import ApiError, Conflict, TransientApiError
 from miosa_operator.store import FileStore, StoreRouter, TransientStoreError

@@ -28,7 +28,7 @@ from ..domain.labels import label_value
 from ..domain.promotion import VersionView, classify, desired_version, promotion_error
 from ..kube.client import Conflict, Kube
 from ..render import runtime
-from .versions import Clock, EventSink, Retry, object_ref, utcnow
+from .common import Clock, EventSink, Retry, object_ref, utcnow
 
 Obj = dict[str, Any]
 

@@ -26,7 +26,7 @@ from ..domain.conditions import READY, set_condition
 from ..domain.retention import Decision, Plan, Policy, plan_sweep
 from ..kube.client import Kube, NotFound
 from ..store.base import ArtifactStore
-from .versions import Clock, EventSink, utcnow
+from .common import Clock, EventSink, utcnow
 
 log = logging.getLogger(__name__)
 
