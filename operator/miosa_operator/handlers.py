@@ -18,9 +18,10 @@ import kopf
 
 from .api import meta
 from .config import OperatorConfig
+from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
 from .controllers.retention import Collector, PeriodicCollector
-from .controllers.versions import Retry, VersionController
+from .controllers.versions import VersionController
 from .domain.retention import Policy
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
 from .kube.events import KubeEvents
@@ -65,6 +66,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING  # our own events say what happened
     settings.persistence.finalizer = f"{meta.GROUP}/finalizer"
     settings.watching.server_timeout = 270
+    # List existing objects in pages: with 10,000 versions one unpaged LIST is ~35 MB of JSON
+    # parsed at once (benchmarks/: restart RSS 316 -> 263 MiB, peak 411 -> 272 MiB).
+    settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
     config = OperatorConfig.from_env()
     kube = Kube.from_environment()
@@ -172,12 +176,26 @@ if WebhookSettings.from_env().enabled:
     register_webhooks()
 
 
+FIRST_POLL = 0.1
+
+
+def planned_delay(delay: float, retry: int) -> float:
+    """A planned wait is checked again after 0.1 s, 0.2 s, 0.4 s, … up to its own delay.
+
+    Rollouts and health gates on a responsive cluster finish in well under a second; waiting
+    the full poll interval (2 s) before the first look made every promote → live take ≥ 2 s
+    (benchmarks/: 2.1 s against 0.2 s for the apps/v1 rollout itself).
+    """
+    return min(delay, FIRST_POLL * 2 ** min(retry, 16))
+
+
 def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body, retry: int) -> None:
     try:
         step(dict(body))
     except Retry as wait:
         prefix = WAITING if wait.planned else ""
-        raise kopf.TemporaryError(f"{prefix}{wait}", delay=wait.delay) from None
+        delay = planned_delay(wait.delay, retry) if wait.planned else wait.delay
+        raise kopf.TemporaryError(f"{prefix}{wait}", delay=delay) from None
     except (TransientApiError, Conflict) as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=backoff(retry)) from exc
     except ApiError as exc:
