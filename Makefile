@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: dev down test unit e2e lint crds binaries env venv
+.PHONY: dev down test unit e2e lint bench crds binaries env venv
 
 ## dev: local control plane + S3, CRDs, the operator and the examples, all on loopback
 dev: venv binaries
@@ -25,6 +25,10 @@ unit: venv
 
 e2e: venv binaries
 	$(PY) -m pytest tests/e2e
+
+## bench: performance benchmarks against their own isolated environment (not part of `make test`)
+bench: venv binaries
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 ## crds: regenerate crds/ from the pydantic models, and their copies in charts/ and manifests/
 crds: venv binaries
