@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +30,7 @@ from ..store.base import ArtifactStore
 from .common import Clock, EventSink, utcnow
 
 log = logging.getLogger(__name__)
+COLLECT_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,12 @@ class Collector:
         deployments = [Deployment.model_validate(o) for o in self.kube.list(meta.DEPLOYMENT_PLURAL, namespace)]
         plan = plan_sweep(versions.values(), deployments, self._policies(namespace), self.default, now)
         collected: list[Decision] = []
-        if not dry_run:
-            for decision in plan.collect:
-                if self._collect(versions[(decision.namespace, decision.name)], decision, now):
-                    collected.append(decision)
+        if not dry_run and plan.collect:
+            # Each collection is a few independent round trips (S3 DELETE, status PATCH, event):
+            # overlap them, as one at a time made 1,000 collections take 21 s (benchmarks/).
+            with ThreadPoolExecutor(max_workers=COLLECT_WORKERS, thread_name_prefix="miosa-gc") as pool:
+                done = pool.map(lambda d: self._collect(versions[(d.namespace, d.name)], d, now), plan.collect)
+                collected = [d for d, ok in zip(plan.collect, done, strict=True) if ok]
         return SweepReport(plan, collected if not dry_run else plan.collect, self.kube.calls - calls_before, dry_run)
 
     def _policies(self, namespace: str | None) -> dict[str, Policy]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import urllib3
@@ -78,6 +79,7 @@ class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
         self.calls = 0  # requests made, for benchmarks and the collector's report
+        self._calls_lock = threading.Lock()
         self.custom = client.CustomObjectsApi(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -161,7 +163,8 @@ class Kube:
         return obj if isinstance(obj, dict) else self.api_client.sanitize_for_serialization(obj)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
+        with self._calls_lock:
+            self.calls += 1
         try:
             return fn(*args, **kwargs)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
