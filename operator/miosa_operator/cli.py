@@ -80,11 +80,11 @@ def _gc(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from .config import OperatorConfig
-    from .handlers import collector
+    from .controllers.retention import Collector
     from .kube.client import Kube
 
     now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
-    sweeper = collector(Kube.from_environment(), OperatorConfig.from_env())
+    sweeper = Collector.from_config(Kube.from_environment(), OperatorConfig.from_env())
     report = sweeper.sweep(dry_run=args.dry_run, now=now, namespace=args.namespace)
     rows = [{"namespace": d.namespace, "name": d.name, "why": d.why, "artifacts": list(d.uris)} for d in report.collected]
     if args.output == "json":

@@ -22,9 +22,7 @@ from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
 from .controllers.retention import Collector, PeriodicCollector
 from .controllers.versions import VersionController
-from .domain.retention import Policy
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
-from .kube.events import KubeEvents
 from .render.runtime import StaticServer
 from .store.router import StoreRouter
 from .webhook import ServiceWebhookServer, WebhookSettings, self_signed
@@ -79,7 +77,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
     configure_webhook(settings, WebhookSettings.from_env())
     if config.gc_interval > 0:
-        memo.collector = PeriodicCollector(collector(kube, config), config.gc_interval)
+        memo.collector = PeriodicCollector(Collector.from_config(kube, config), config.gc_interval)
         memo.collector.start()
     log.info("miosa-operator configured: releases at %s", config.releases_uri)
 
@@ -88,11 +86,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def stop_collector(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "collector", None):
         memo.collector.stop()
-
-
-def collector(kube: Kube, config: OperatorConfig) -> Collector:
-    default = Policy(config.retention_days, config.rollback_window, config.keep_build_logs)
-    return Collector(kube, StoreRouter.from_env(), default, KubeEvents(kube))
 
 
 def static_server(config: OperatorConfig) -> StaticServer:

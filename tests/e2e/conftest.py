@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from kubernetes import client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,14 +55,9 @@ class Environment:
         return subprocess.run(cmd, check=check, capture_output=True, text=True, input=input, timeout=120)
 
     def s3(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.values["MIOSA_S3_ENDPOINT"],
-            region_name=self.values["MIOSA_S3_REGION"],
-            aws_access_key_id=self.values["MIOSA_S3_ACCESS_KEY_ID"],
-            aws_secret_access_key=self.values["MIOSA_S3_SECRET_ACCESS_KEY"],
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-        )
+        from miosa_operator.store.s3store import S3Config
+
+        return S3Config.from_env(self.values).make_client()
 
 
 @pytest.fixture(scope="session")

@@ -65,3 +65,14 @@ def test_view_from_body() -> None:
         "status": {"state": "archived", "versionNumber": 4, "artifactsCollectedAt": "2026-01-01T00:00:00Z", "id": "ver_X"},
     }
     assert VersionView.from_body(body) == VersionView("v", "site", VersionKind.DYNAMIC, S.ARCHIVED, 4, True, "ver_X")
+
+
+def test_view_from_model_matches_view_from_body() -> None:
+    from miosa_operator.api.models import DeploymentVersion
+
+    body = {
+        "metadata": {"name": "v"},
+        "spec": {"deploymentRef": {"name": "site"}, "kind": "static", "artifact": {"uri": "s3://uploads/x.tar", "sha256": "a" * 64}},
+        "status": {"state": "ready", "versionNumber": 2, "id": "ver_" + "1" * 26},
+    }
+    assert VersionView.from_model(DeploymentVersion.model_validate(body)) == VersionView.from_body(body)

@@ -28,7 +28,7 @@ from ..domain.labels import label_value
 from ..domain.promotion import VersionView, classify, desired_version, promotion_error
 from ..kube.client import Conflict, Kube
 from ..render import runtime
-from .common import Clock, EventSink, Retry, object_ref, utcnow
+from .common import Clock, EventSink, Retry, iso, object_ref, utcnow
 
 Obj = dict[str, Any]
 
@@ -123,7 +123,7 @@ class DeploymentController:
             deployment.spec.promotion_policy,
             deployment.spec.promoted_version,
             deployment.metadata.name,
-            [VersionView.from_body(v.model_dump(by_alias=True, mode="json")) for v in versions.values()],
+            [VersionView.from_model(v) for v in versions.values()],
             reverted=reverted,
         )
         failed_again = target in reverted and status.reverted_generation == deployment.metadata.generation
@@ -133,7 +133,7 @@ class DeploymentController:
         return target
 
     def _unpromotable(self, deployment: Deployment, target: str, version: DeploymentVersion | None) -> str | None:
-        view = VersionView.from_body(version.model_dump(by_alias=True, mode="json")) if version else None
+        view = VersionView.from_model(version) if version else None
         if view and target == deployment.status.live_version and view.state == VersionState.READY:
             return None
         return promotion_error(deployment.metadata.name, deployment.spec.kind, target, view)
@@ -204,7 +204,7 @@ class DeploymentController:
             "action": action.value,
             "actor": actor,
             "reason": annotations.get(meta.ANNOTATION_CHANGE_CAUSE, ""),
-            "startedAt": _iso(now),
+            "startedAt": iso(now),
         }
         message = f"{action.value}: rolling out {version.metadata.name} (#{version.status.version_number})"
         self.events.normal(object_ref(deployment), "RolloutStarted", message)
@@ -292,7 +292,7 @@ class DeploymentController:
 
     # ------------------------------------------------------------------ versions
     def _mark_promoted(self, version: DeploymentVersion, now: datetime) -> None:
-        status: Obj = {"promotedAt": _iso(now)}
+        status: Obj = {"promotedAt": iso(now)}
         if version.status.state == VersionState.ARCHIVED:
             status["state"] = VersionState.READY.value  # the one edge back: a rollback target goes live
         self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, status)
@@ -300,7 +300,7 @@ class DeploymentController:
     def _mark_archived(self, version: DeploymentVersion, now: datetime) -> None:
         if version.status.state != VersionState.READY:
             return
-        status = {"state": VersionState.ARCHIVED.value, "archivedAt": _iso(now)}
+        status = {"state": VersionState.ARCHIVED.value, "archivedAt": iso(now)}
         self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, status)
         self.events.normal(object_ref(version), "Archived", "promoted out of; still bootable for rollback")
 
@@ -387,6 +387,3 @@ class DeploymentController:
 def _without_times(conditions: list[Obj]) -> list[Obj]:
     return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]
 
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

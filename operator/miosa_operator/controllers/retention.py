@@ -23,11 +23,14 @@ from datetime import datetime
 
 from ..api import meta
 from ..api.models import ConditionStatus, Deployment, DeploymentVersion, RetentionPolicy
+from ..config import OperatorConfig
 from ..domain.conditions import READY, set_condition
 from ..domain.retention import Decision, Plan, Policy, plan_sweep
 from ..kube.client import Kube, NotFound
+from ..kube.events import KubeEvents
 from ..store.base import ArtifactStore
-from .common import Clock, EventSink, utcnow
+from ..store.router import StoreRouter
+from .common import Clock, EventSink, iso, utcnow
 
 log = logging.getLogger(__name__)
 COLLECT_WORKERS = 8
@@ -44,6 +47,12 @@ class SweepReport:
 class Collector:
     def __init__(self, kube: Kube, store: ArtifactStore, default: Policy, events: EventSink, clock: Clock = utcnow) -> None:
         self.kube, self.store, self.default, self.events, self.clock = kube, store, default, events, clock
+
+    @classmethod
+    def from_config(cls, kube: Kube, config: OperatorConfig) -> Collector:
+        """The operator's collector: its default policy, its stores, events through the API."""
+        default = Policy(config.retention_days, config.rollback_window, config.keep_build_logs)
+        return cls(kube, StoreRouter.from_env(), default, KubeEvents(kube))
 
     def sweep(self, *, dry_run: bool = False, now: datetime | None = None, namespace: str | None = None) -> SweepReport:
         """One pass over every namespace (or just ``namespace``)."""
@@ -88,7 +97,7 @@ class Collector:
             generation=version.metadata.generation,
             now=now,
         )
-        status = {"artifactsCollectedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "conditions": [c.wire() for c in conditions]}
+        status = {"artifactsCollectedAt": iso(now), "conditions": [c.wire() for c in conditions]}
         try:
             self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, status)
         except NotFound:

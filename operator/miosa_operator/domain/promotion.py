@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.models import HistoryAction, PromotionPolicy, VersionKind, VersionState
+from ..api.models import DeploymentVersion, HistoryAction, PromotionPolicy, VersionKind, VersionState
 from .states import PROMOTABLE
 
 
@@ -35,6 +35,19 @@ class VersionView:
     number: int | None
     collected: bool = False
     id: str | None = None
+
+    @classmethod
+    def from_model(cls, version: DeploymentVersion) -> VersionView:
+        status = version.status
+        return cls(
+            name=version.metadata.name,
+            deployment=version.spec.deployment_ref.name,
+            kind=version.spec.kind,
+            state=status.state,
+            number=status.version_number,
+            collected=status.artifacts_collected_at is not None,
+            id=status.id,
+        )
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> VersionView:
