@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: dev down test unit e2e lint bench crds binaries env venv
+.PHONY: dev down test unit e2e lint bench crds binaries env venv test-env test-env-down
 
 ## dev: local control plane + S3, CRDs, the operator and the examples, all on loopback
 dev: venv binaries
@@ -25,6 +25,13 @@ unit: venv
 
 e2e: venv binaries
 	$(PY) -m pytest tests/e2e
+
+## test-env: start the e2e suite's own environment and keep it, for `MIOSA_E2E_REUSE=1 make e2e`
+test-env: venv binaries
+	eval "$$($(PY) tests/e2e/slots.py)" && hack/env.sh up
+
+test-env-down:
+	eval "$$($(PY) tests/e2e/slots.py)" && hack/env.sh down
 
 ## bench: performance benchmarks against their own isolated environment (not part of `make test`)
 bench: venv binaries

@@ -1,9 +1,12 @@
 """End-to-end fixtures: the real local control plane, the real S3 server, the operator.
 
-The session starts the environment with ``hack/env.sh up`` and stops it at the end.  With
-``MIOSA_E2E_REUSE=1`` an environment that is already running (``hack/env.sh up`` by hand) is
-used as is and left running, which makes the edit-test loop fast.  Every test gets a
-namespace of its own (the tenant) and an S3 prefix of its own for the bundles it uploads.
+The session starts an environment of its own with ``hack/env.sh up`` and stops it at the
+end: its own state directory (``~/.cache/miosa-operator/test-env``) and ports, never the
+ones ``make dev`` uses, so the README's two commands can run one after the other (or side by
+side) and no test object is ever seen by the dev environment's operator.  With
+``MIOSA_E2E_REUSE=1`` an environment that is already running in that directory
+(``make test-env``; ``slots.py`` has the directory and ports) is used as is and left running, which makes the edit-test loop fast.  Every test gets a namespace of its own
+(the tenant) and an S3 prefix of its own for the bundles it uploads.
 """
 
 from __future__ import annotations
@@ -24,12 +27,18 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from .slots import CACHE, ENV_DIR, WEBHOOK_PORT, environment_variables
+
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("MIOSA_CACHE", Path.home() / ".cache" / "miosa-operator"))
-ENV_DIR = Path(os.environ.get("MIOSA_ENV_DIR", CACHE / "env"))
 ENV_SCRIPT = REPO / "hack" / "env.sh"
 RELEASES_BUCKET = "miosa-releases"
 UPLOADS_BUCKET = "miosa-uploads"
+
+
+def _env_script(command: str, timeout: float) -> None:
+    subprocess.run(
+        ["bash", str(ENV_SCRIPT), command], check=command == "up", timeout=timeout, env={**os.environ, **environment_variables()}
+    )
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -64,7 +73,7 @@ class Environment:
 def env() -> Iterator[Environment]:
     reuse = os.environ.get("MIOSA_E2E_REUSE") == "1"
     if not reuse:
-        subprocess.run(["bash", str(ENV_SCRIPT), "up"], check=True, timeout=3600)
+        _env_script("up", timeout=3600)
     environment = Environment(_read_env_file(ENV_DIR / "env"))
     saved = {k: os.environ.get(k) for k in environment.values}
     os.environ.update(environment.values)
@@ -77,7 +86,7 @@ def env() -> Iterator[Environment]:
             else:
                 os.environ[key] = value
         if not reuse:
-            subprocess.run(["bash", str(ENV_SCRIPT), "down"], check=False, timeout=120)
+            _env_script("down", timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +125,7 @@ OPERATOR_ENV = {
     "MIOSA_HEALTH_GATE_TIMEOUT": "20",
     "MIOSA_POLL_INTERVAL": "1",
     "MIOSA_WEBHOOK_ADDR": "127.0.0.1",
-    "MIOSA_WEBHOOK_PORT": "19443",
+    "MIOSA_WEBHOOK_PORT": str(WEBHOOK_PORT),
 }
 
 
