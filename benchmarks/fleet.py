@@ -377,11 +377,12 @@ def sweep_dry_run(ctx: Context, fleet: Fleet) -> None:
     from miosa_operator.domain.retention import Policy
     from miosa_operator.kube.client import Kube
     from miosa_operator.kube.events import KubeEvents
+    from miosa_operator.settings import Settings
     from miosa_operator.store.router import StoreRouter
 
     when = fleet.now + timedelta(days=10)
     kube = Kube(ctx.api())
-    collector = Collector(kube, StoreRouter.from_env(), Policy(), KubeEvents(kube))
+    collector = Collector(kube, StoreRouter.from_settings(Settings.load()), Policy(), KubeEvents(kube))
     times = []
     for _ in range(ctx.scale(3, 1)):
         start = time.perf_counter()

@@ -141,6 +141,7 @@ def real_sweep(ctx: Context) -> None:
     from miosa_operator.domain.retention import Policy
     from miosa_operator.kube.client import Kube
     from miosa_operator.kube.events import KubeEvents
+    from miosa_operator.settings import Settings
     from miosa_operator.store.router import StoreRouter
 
     from .fleet import now_utc
@@ -150,7 +151,7 @@ def real_sweep(ctx: Context) -> None:
         ctx.log("real sweep skipped: no throughput namespaces")
         return
     kube = Kube(ctx.api())
-    collector = Collector(kube, StoreRouter.from_env(), Policy(), KubeEvents(kube))
+    collector = Collector(kube, StoreRouter.from_settings(Settings.load()), Policy(), KubeEvents(kube))
     when = now_utc() + timedelta(days=60)
     start = time.perf_counter()
     report = collector.sweep(now=when, namespace=ns)

@@ -36,14 +36,15 @@ def _crds(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     """Exit 0 fetched, 2 bad arguments or configuration, 3 release refused (permanent),
     4 store or local filesystem error (retrying may help)."""
-    from .ingest import IngestLimits
     from .serve.fetch import FetchRefused, fetch_release, parse_sha256
+    from .settings import Settings
     from .store import StoreError, StoreRouter
 
     try:
         expected = parse_sha256(args.sha256)
-        limits = IngestLimits.from_env()
-        store = StoreRouter.from_env()
+        settings = Settings.load()
+        limits = settings.limits
+        store = StoreRouter.from_settings(settings)
     except ValueError as exc:
         print(f"miosa-operator fetch: {exc}", file=sys.stderr)
         return 2
@@ -79,12 +80,12 @@ def _gc(args: argparse.Namespace) -> int:
     import json
     from datetime import datetime
 
-    from .config import OperatorConfig
     from .controllers.retention import Collector
     from .kube.client import Kube
+    from .settings import Settings
 
     now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
-    sweeper = Collector.from_config(Kube.from_environment(), OperatorConfig.from_env())
+    sweeper = Collector.from_config(Kube.from_environment(), Settings.load())
     report = sweeper.sweep(dry_run=args.dry_run, now=now, namespace=args.namespace)
     rows = [{"namespace": d.namespace, "name": d.name, "why": d.why, "artifacts": list(d.uris)} for d in report.collected]
     if args.output == "json":

@@ -10,22 +10,21 @@ are blocking anyway.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from .api import meta
-from .config import OperatorConfig
 from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
 from .controllers.retention import Collector, PeriodicCollector
 from .controllers.versions import VersionController
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
 from .render.runtime import StaticServer
+from .settings import Settings
 from .store.router import StoreRouter
-from .webhook import ServiceWebhookServer, WebhookSettings, self_signed
+from .webhook import ServiceWebhookServer, self_signed
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +67,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # parsed at once (benchmarks/: restart RSS 316 -> 263 MiB, peak 411 -> 272 MiB).
     settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
-    config = OperatorConfig.from_env()
+    config = SETTINGS
     kube = Kube.from_environment()
     memo.config = config
     memo.kube = kube
     events = KopfEvents()
-    memo.versions = VersionController(kube, StoreRouter.from_env(), config, events)
+    memo.versions = VersionController(kube, StoreRouter.from_settings(config), config, events)
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
-    configure_webhook(settings, WebhookSettings.from_env())
+    configure_webhook(settings, config)
     if config.gc_interval > 0:
         memo.collector = PeriodicCollector(Collector.from_config(kube, config), config.gc_interval)
         memo.collector.start()
@@ -88,31 +87,35 @@ def stop_collector(memo: kopf.Memo, **_: Any) -> None:
         memo.collector.stop()
 
 
-def static_server(config: OperatorConfig) -> StaticServer:
+def static_server(config: Settings) -> StaticServer:
     """Static pods get the store's endpoint as plain env and its credentials from a Secret."""
-    names = ("MIOSA_S3_ENDPOINT", "MIOSA_S3_REGION", "MIOSA_S3_ADDRESSING_STYLE")
-    store_env = tuple((n, os.environ[n]) for n in names if os.environ.get(n))
-    return StaticServer(config.static_server_image, store_env, os.environ.get("MIOSA_STORE_SECRET") or None)
+    values = (
+        ("MIOSA_S3_ENDPOINT", config.s3_endpoint),
+        ("MIOSA_S3_REGION", config.s3_region if config.s3_wanted else None),
+        ("MIOSA_S3_ADDRESSING_STYLE", config.s3_addressing_style if config.s3_wanted else None),
+    )
+    store_env = tuple((name, value) for name, value in values if value)
+    return StaticServer(config.static_server_image, store_env, config.store_secret)
 
 
-def configure_webhook(settings: kopf.OperatorSettings, webhook: WebhookSettings) -> None:
-    if not webhook.enabled:
+def configure_webhook(settings: kopf.OperatorSettings, config: Settings) -> None:
+    if not config.webhook_enabled:
         log.warning("admission webhook disabled (MIOSA_WEBHOOK=off): promotions are only checked by the controller")
         return
-    host = webhook.host or webhook.addr
-    certfile, keyfile = webhook.certfile, webhook.keyfile
+    host = config.webhook_host or config.webhook_addr
+    certfile, keyfile = config.webhook_cert, config.webhook_key
     if not certfile or not keyfile:
-        certfile, keyfile = self_signed([host, webhook.addr])
+        certfile, keyfile = self_signed([host, config.webhook_addr])
     server_settings: dict[str, Any] = dict(
-        addr=webhook.addr,
-        port=webhook.port,
+        addr=config.webhook_addr,
+        port=config.webhook_port,
         host=host,
         certfile=certfile,
         pkeyfile=keyfile,
-        cafile=os.environ.get("MIOSA_WEBHOOK_CA") or certfile,
+        cafile=config.webhook_ca or certfile,
     )
-    if webhook.service:
-        namespace, _, name = webhook.service.partition("/")
+    if config.webhook_service:
+        namespace, _, name = config.webhook_service.partition("/")
         settings.admission.server = ServiceWebhookServer(service_namespace=namespace, service_name=name, **server_settings)
     else:
         settings.admission.server = kopf.WebhookServer(**server_settings)
@@ -165,7 +168,9 @@ def register_webhooks() -> None:
     )
 
 
-if WebhookSettings.from_env().enabled:
+# Read once, when the handlers are registered: whether admission handlers exist depends on it.
+SETTINGS = Settings.load()
+if SETTINGS.webhook_enabled:
     register_webhooks()
 
 

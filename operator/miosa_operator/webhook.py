@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import kopf
@@ -27,30 +25,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-
-@dataclass(frozen=True)
-class WebhookSettings:
-    enabled: bool = True
-    addr: str = "127.0.0.1"
-    port: int = 9443
-    host: str | None = None  # what the API server dials; defaults to addr
-    certfile: str | None = None
-    keyfile: str | None = None
-    service: str | None = None  # "namespace/name" of the webhook's Service, in a cluster
-
-    @classmethod
-    def from_env(cls) -> WebhookSettings:
-        env = os.environ
-        return cls(
-            enabled=env.get("MIOSA_WEBHOOK", "on").lower() not in ("off", "false", "0"),
-            addr=env.get("MIOSA_WEBHOOK_ADDR", cls.addr),
-            port=int(env.get("MIOSA_WEBHOOK_PORT", cls.port)),
-            host=env.get("MIOSA_WEBHOOK_HOST") or None,
-            certfile=env.get("MIOSA_WEBHOOK_CERT") or None,
-            keyfile=env.get("MIOSA_WEBHOOK_KEY") or None,
-            service=env.get("MIOSA_WEBHOOK_SERVICE") or None,
-        )
 
 
 class ServiceWebhookServer(kopf.WebhookServer):

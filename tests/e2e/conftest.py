@@ -64,9 +64,9 @@ class Environment:
         return subprocess.run(cmd, check=check, capture_output=True, text=True, input=input, timeout=120)
 
     def s3(self) -> Any:
-        from miosa_operator.store.s3store import S3Config
+        from miosa_operator.settings import Settings
 
-        return S3Config.from_env(self.values).make_client()
+        return Settings.from_env(self.values).s3_config.make_client()
 
 
 @pytest.fixture(scope="session")

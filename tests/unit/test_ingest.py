@@ -456,34 +456,6 @@ def test_output_errors_propagate_unchanged() -> None:
 # --------------------------------------------------------------------------- limits
 
 
-def test_limits_from_env() -> None:
-    limits = IngestLimits.from_env(
-        {
-            "MIOSA_MAX_MEMBERS": "20",
-            "MIOSA_MAX_FILE_BYTES": "1Mi",
-            "MIOSA_MAX_TOTAL_BYTES": "3Gi",
-            "MIOSA_MAX_COMPRESSION_RATIO": "50.5",
-            "MIOSA_MAX_BUNDLE_BYTES": "123456",
-        }
-    )
-    assert limits == IngestLimits(
-        max_members=20,
-        max_file_bytes=1 << 20,
-        max_total_bytes=3 << 30,
-        max_compression_ratio=50.5,
-        max_bundle_bytes=123456,
-    )
-    assert IngestLimits.from_env({}) == IngestLimits()
-
-
-@pytest.mark.parametrize(
-    "env", [{"MIOSA_MAX_MEMBERS": "lots"}, {"MIOSA_MAX_COMPRESSION_RATIO": "x"}, {"MIOSA_MAX_FILE_BYTES": "0"}]
-)
-def test_limits_from_env_rejects_nonsense(env: dict[str, str]) -> None:
-    with pytest.raises(ValueError):
-        IngestLimits.from_env(env)
-
-
 def test_parse_size() -> None:
     assert parse_size("512Mi") == 512 << 20
     assert parse_size(" 10 ") == 10

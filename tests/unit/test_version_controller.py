@@ -25,12 +25,11 @@ import zstandard
 
 from miosa_operator.api import meta
 from miosa_operator.api.models import VersionState
-from miosa_operator.config import OperatorConfig
 from miosa_operator.controllers.common import Retry
 from miosa_operator.controllers.static_build import MISSING_ARTIFACT_GRACE
 from miosa_operator.controllers.versions import VersionController
-from miosa_operator.ingest.limits import IngestLimits
 from miosa_operator.kube.client import ApiError, Conflict, TransientApiError
+from miosa_operator.settings import Settings
 from miosa_operator.store import FileStore, StoreRouter, TransientStoreError
 
 from .fakes import FakeClock, FakeKube, RecordingEvents, merge_patch
@@ -91,7 +90,7 @@ class Env:
         self.events = RecordingEvents()
         self.store = StoreRouter(FileStore())
         self.releases = tmp_path / "releases"
-        self.config = OperatorConfig(
+        self.config = Settings.defaults(
             releases_uri=f"file://{self.releases}",
             health_gate_timeout=config.pop("health_gate_timeout", 60.0),
             poll_interval=0.5,
@@ -642,7 +641,7 @@ def test_checksum_mismatch_fails(env: Env) -> None:
 
 
 def test_bundle_over_the_limits_fails(tmp_path: Path) -> None:
-    env = Env(tmp_path, limits=IngestLimits(max_members=2))
+    env = Env(tmp_path, max_members=2)
     uri, digest = env.bundle()  # three files
     env.deployment("site")
     env.static_version("site-v1", "site", uri, digest)
@@ -917,14 +916,12 @@ def test_clock_is_the_injected_one(env: Env) -> None:
 
 
 def test_config_refuses_sources_outside_allowed_prefixes() -> None:
-    from miosa_operator.config import OperatorConfig
-
-    config = OperatorConfig(releases_uri="s3://rel", source_prefixes=("s3://uploads/{namespace}/",))
+    config = Settings.defaults(releases_uri="s3://rel", source_prefixes=("s3://uploads/{namespace}/",))
     assert config.source_allowed("s3://uploads/acme/site.tar.gz", "acme")
     assert not config.source_allowed("s3://uploads/globex/site.tar.gz", "acme")
     assert not config.source_allowed("s3://rel/globex/dep/ver/dist.tar.zst", "acme")
-    assert not OperatorConfig(releases_uri="s3://rel").source_allowed("s3://rel/x/dist.tar.zst", "x")
-    assert OperatorConfig(releases_uri="s3://rel").source_allowed("s3://other/x.tar", "x")
+    assert not Settings.defaults(releases_uri="s3://rel").source_allowed("s3://rel/x/dist.tar.zst", "x")
+    assert Settings.defaults(releases_uri="s3://rel").source_allowed("s3://other/x.tar", "x")
 
 
 def test_numbers_follow_creation_order_within_the_patience(tmp_path: Path) -> None:

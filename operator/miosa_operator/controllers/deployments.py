@@ -21,13 +21,13 @@ from ..api.models import (
     HistoryEntry,
     VersionState,
 )
-from ..config import OperatorConfig
 from ..domain.conditions import READY, set_condition
 from ..domain.ids import new_deployment_id
 from ..domain.labels import label_value
 from ..domain.promotion import VersionView, classify, desired_version, promotion_error
 from ..kube.client import Conflict, Kube
 from ..render import runtime
+from ..settings import Settings
 from .common import Clock, EventSink, Retry, iso, object_ref, utcnow
 
 Obj = dict[str, Any]
@@ -44,7 +44,7 @@ class DeploymentController:
     def __init__(
         self,
         kube: Kube,
-        config: OperatorConfig,
+        config: Settings,
         events: EventSink,
         static_server: runtime.StaticServer,
         clock: Clock = utcnow,

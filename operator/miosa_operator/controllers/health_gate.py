@@ -13,14 +13,14 @@ from datetime import timedelta
 from typing import Any
 
 from ..api.models import DeploymentVersion, Runtime
-from ..config import OperatorConfig
 from ..kube.client import Conflict, Kube, TransientApiError
 from ..render import workloads
+from ..settings import Settings
 from .common import Clock, EventSink, Failure, Obj, Retry, object_ref, parse_time
 
 
 class HealthGate:
-    def __init__(self, kube: Kube, config: OperatorConfig, events: EventSink, clock: Clock) -> None:
+    def __init__(self, kube: Kube, config: Settings, events: EventSink, clock: Clock) -> None:
         self.kube, self.config, self.events, self.clock = kube, config, events, clock
 
     def check(self, version: DeploymentVersion) -> Failure | None:

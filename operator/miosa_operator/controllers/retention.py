@@ -23,11 +23,11 @@ from datetime import datetime
 
 from ..api import meta
 from ..api.models import ConditionStatus, Deployment, DeploymentVersion, RetentionPolicy
-from ..config import OperatorConfig
 from ..domain.conditions import READY, set_condition
 from ..domain.retention import Decision, Plan, Policy, plan_sweep
 from ..kube.client import Kube, NotFound
 from ..kube.events import KubeEvents
+from ..settings import Settings
 from ..store.base import ArtifactStore
 from ..store.router import StoreRouter
 from .common import Clock, EventSink, iso, utcnow
@@ -49,10 +49,10 @@ class Collector:
         self.kube, self.store, self.default, self.events, self.clock = kube, store, default, events, clock
 
     @classmethod
-    def from_config(cls, kube: Kube, config: OperatorConfig) -> Collector:
+    def from_config(cls, kube: Kube, config: Settings) -> Collector:
         """The operator's collector: its default policy, its stores, events through the API."""
         default = Policy(config.retention_days, config.rollback_window, config.keep_build_logs)
-        return cls(kube, StoreRouter.from_env(), default, KubeEvents(kube))
+        return cls(kube, StoreRouter.from_settings(config), default, KubeEvents(kube))
 
     def sweep(self, *, dry_run: bool = False, now: datetime | None = None, namespace: str | None = None) -> SweepReport:
         """One pass over every namespace (or just ``namespace``)."""

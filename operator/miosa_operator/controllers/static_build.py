@@ -17,9 +17,9 @@ from datetime import timedelta
 from typing import Any
 
 from ..api.models import DeploymentVersion
-from ..config import OperatorConfig
 from ..ingest.buildlog import BuildLog
 from ..ingest.bundle import BundleRejected, IngestResult, ingest_bundle
+from ..settings import Settings
 from ..store.base import ArtifactNotFound, ArtifactStore, StoreError, TransientStoreError
 from ..store.router import join_uri
 from .common import Clock, Failure, Obj, Retry
@@ -43,7 +43,7 @@ class Rejected:
 
 
 class StaticBuild:
-    def __init__(self, store: ArtifactStore, config: OperatorConfig, clock: Clock) -> None:
+    def __init__(self, store: ArtifactStore, config: Settings, clock: Clock) -> None:
         self.store, self.config, self.clock = store, config, clock
 
     def release_prefix(self, version: DeploymentVersion) -> str:

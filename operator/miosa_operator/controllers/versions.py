@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 
 from ..api import meta
 from ..api.models import DeploymentVersion, VersionKind, VersionState
-from ..config import OperatorConfig
 from ..domain import states
 from ..domain.conditions import READY, get_condition, set_condition
 from ..domain.ids import new_deployment_id, new_version_id
 from ..domain.labels import version_labels
 from ..domain.numbering import claim_number, counter_from_status
 from ..kube.client import Conflict, Kube, TransientApiError
+from ..settings import Settings
 from ..store.base import ArtifactStore
 from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, parse_time, utcnow
 from .health_gate import HealthGate
@@ -38,7 +38,7 @@ class VersionController:
         self,
         kube: Kube,
         store: ArtifactStore,
-        config: OperatorConfig,
+        config: Settings,
         events: EventSink,
         clock: Clock = utcnow,
     ) -> None:

@@ -8,14 +8,13 @@ Design decisions:
   after 1 MiB of output: tiny, very compressible bundles (a handful of HTML files) are
   legitimate and would otherwise trip it.
 * Byte sizes in the environment accept plain integers or Kubernetes-style binary suffixes
-  (``512Mi``, ``2Gi``) because that is how the Helm chart's users write them.
+  (``512Mi``, ``2Gi``) because that is how the Helm chart's users write them
+  (``parse_size``, used by ``miosa_operator.settings``).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 KiB = 1 << 10
@@ -52,34 +51,3 @@ class IngestLimits:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         if not self.max_compression_ratio >= 1:
             raise ValueError(f"max_compression_ratio must be >= 1, not {self.max_compression_ratio}")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestLimits:
-        """Defaults overridden by ``MIOSA_MAX_*`` variables; a malformed value is a ValueError."""
-        env = os.environ if environ is None else environ
-        defaults = cls()
-
-        def size(name: str, default: int) -> int:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                return parse_size(raw)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
-
-        def ratio(name: str, default: float) -> float:
-            raw = env.get(name, "").strip()
-            try:
-                return float(raw) if raw else default
-            except ValueError:
-                raise ValueError(f"{name}: not a number: {raw!r}") from None
-
-        return cls(
-            max_members=size("MIOSA_MAX_MEMBERS", defaults.max_members),
-            max_file_bytes=size("MIOSA_MAX_FILE_BYTES", defaults.max_file_bytes),
-            max_total_bytes=size("MIOSA_MAX_TOTAL_BYTES", defaults.max_total_bytes),
-            max_compression_ratio=ratio("MIOSA_MAX_COMPRESSION_RATIO", defaults.max_compression_ratio),
-            max_path_bytes=size("MIOSA_MAX_PATH_BYTES", defaults.max_path_bytes),
-            max_bundle_bytes=size("MIOSA_MAX_BUNDLE_BYTES", defaults.max_bundle_bytes),
-        )

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..api import meta
 from ..api.models import PromotionPolicy
+from ..settings import Settings, SettingsError
 from ..store import ArtifactNotFound, StoreError, StoreRouter, TransientStoreError
 from . import output
 from .client import Cluster
@@ -240,7 +241,11 @@ def logs(cluster: Cluster, args: argparse.Namespace) -> int:
         when = " yet" if state in ("created", "building") else ""
         raise PluginError(f'deploymentversion "{args.version}" has no build log{when} (state: {state})', ExitCode.REFUSED)
     try:
-        with StoreRouter.from_env().open_read(uri) as reader:
+        store = StoreRouter.from_settings(Settings.load())
+    except SettingsError as exc:
+        raise PluginError(f"cannot read build log {uri}: {exc}", ExitCode.USAGE) from exc
+    try:
+        with store.open_read(uri) as reader:
             sys.stdout.flush()
             shutil.copyfileobj(reader, sys.stdout.buffer)
     except ArtifactNotFound as exc:

@@ -7,7 +7,7 @@ Design decisions:
   with the same code path.
 * S3 is optional. Without an S3 backend an ``s3://`` URI is a clear, permanent
   ``StoreError`` (a configuration problem that retrying will not fix).
-* ``from_env`` builds the S3 backend when the environment mentions S3 at all (an endpoint,
+* ``from_settings`` builds the S3 backend when the settings mention S3 at all (an endpoint,
   credentials, IAM-role or profile variables); ``MIOSA_FILE_ROOT`` (optional) confines
   ``file://`` URIs to one directory tree, so tenants cannot point a version at arbitrary
   files of the operator pod.
@@ -15,9 +15,8 @@ Design decisions:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping
-from typing import BinaryIO
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 from .base import (
     DEFAULT_CONTENT_TYPE,
@@ -30,25 +29,12 @@ from .base import (
     parse_uri,
 )
 from .filestore import FileStore
-from .s3store import S3Config, S3Store
+from .s3store import S3Store
+
+if TYPE_CHECKING:  # settings imports this package
+    from ..settings import Settings
 
 __all__ = ["StoreRouter", "join_uri", "parse_uri"]
-
-# Any of these means "the operator is meant to talk to S3" (explicit endpoint, static
-# credentials, or the environment of an IAM role for service accounts / a named profile).
-_S3_HINTS = (
-    "MIOSA_S3_ENDPOINT",
-    "MIOSA_S3_ACCESS_KEY_ID",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_PROFILE",
-)
-
 
 class StoreRouter:
     """Dispatches every call to the file or S3 backend by URI scheme."""
@@ -58,11 +44,9 @@ class StoreRouter:
         self.s3_store = s3_store
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreRouter:
-        env = os.environ if environ is None else environ
-        root = env.get("MIOSA_FILE_ROOT", "").strip() or None
-        s3 = S3Store(S3Config.from_env(env)) if any(env.get(name) for name in _S3_HINTS) else None
-        return cls(FileStore(root), s3)
+    def from_settings(cls, settings: Settings) -> StoreRouter:
+        s3 = S3Store(settings.s3_config) if settings.s3_wanted else None
+        return cls(FileStore(settings.file_root), s3)
 
     def store_for(self, uri: str) -> ArtifactStore:
         scheme, _, _ = parse_uri(uri)

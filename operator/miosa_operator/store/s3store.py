@@ -24,9 +24,8 @@ Design decisions:
 from __future__ import annotations
 
 import io
-import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -71,14 +70,6 @@ _TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
-def _first(environ: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        value = environ.get(name, "").strip()
-        if value:
-            return value
-    return None
-
-
 @dataclass(frozen=True)
 class S3Config:
     endpoint_url: str | None = None
@@ -96,22 +87,6 @@ class S3Config:
             raise ValueError("S3 access key id and secret access key must be set together")
         if self.addressing_style not in ("path", "virtual", "auto"):
             raise ValueError(f"S3 addressing style must be path, virtual or auto, not {self.addressing_style!r}")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Config:
-        """``MIOSA_S3_*`` variables, falling back to the standard ``AWS_*`` ones.
-
-        Without credentials boto3's default chain applies (IRSA, instance profile, ...).
-        """
-        env = os.environ if environ is None else environ
-        return cls(
-            endpoint_url=_first(env, "MIOSA_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
-            region=_first(env, "MIOSA_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
-            access_key_id=_first(env, "MIOSA_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-            secret_access_key=_first(env, "MIOSA_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-            addressing_style=_first(env, "MIOSA_S3_ADDRESSING_STYLE") or "path",
-            session_token=_first(env, "MIOSA_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
-        )
 
     def make_client(self) -> Any:
         """A thread-safe boto3 S3 client (``Any``: boto3 ships without type information)."""

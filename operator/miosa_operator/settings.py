@@ -1,0 +1,406 @@
+"""Every setting of every miosa-operator process, in one object read from the environment.
+
+One ``Settings`` class (pydantic-settings) names every environment variable the operator,
+the ``fetch``/``serve``/``gc`` commands and the chart use; nothing else in the package reads
+``os.environ`` for configuration.  The README's configuration table is generated from it
+(``python -m miosa_operator.settings``) and a unit test fails when the two differ.
+
+Design decisions:
+
+* **The variable is the name.** Every field carries its environment variable as its alias,
+  so an invalid value is reported as ``MIOSA_POLL_INTERVAL: …`` (``SettingsError``), the
+  README table is generated from the same aliases, and ``grep`` finds each variable once.
+* **One boolean and one size parser.** Booleans accept ``true/false``, ``1/0``, ``yes/no``,
+  ``on/off`` (pydantic's rules) everywhere; byte sizes accept ``512Mi``-style suffixes as the
+  chart's users write them (``ingest.limits.parse_size``).
+* **Empty means unset**, as the chart renders optional values as empty strings.
+* **Sub-settings are views.** The pure layers keep their own small frozen dataclasses
+  (``IngestLimits``, ``S3Config``) because they must not depend on how a process is
+  configured; ``Settings`` builds them (``limits``, ``s3_config``).
+* **Tests never read the process environment by accident**: ``Settings.defaults(**fields)``
+  and ``Settings.from_env(mapping)`` read only what they are given; ``Settings.load()`` is
+  what processes call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .ingest.limits import IngestLimits, parse_size
+from .store.s3store import S3Config
+
+
+class SettingsError(ValueError):
+    """An environment variable has an invalid value; the message names the variable."""
+
+
+def _default_releases_uri() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return f"file://{base}/miosa-operator/releases"
+
+
+def _size(value: Any) -> Any:
+    return parse_size(value) if isinstance(value, str) else value
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _present(value: Any) -> Any:
+    """Any non-empty value of one of boto3's own variables means "S3 through boto3"."""
+    return bool(value) if isinstance(value, str) else value
+
+
+def _strip_slash(value: Any) -> Any:
+    return value.rstrip("/") if isinstance(value, str) else value
+
+
+ByteSize = Annotated[int, BeforeValidator(_size)]
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+
+
+def env(name: str, *fallbacks: str, section: str, **kwargs: Any) -> Any:
+    """A field read from ``name`` (or the first set fallback, e.g. boto3's own ``AWS_*``)."""
+    alias: str | AliasChoices = AliasChoices(name, *fallbacks) if fallbacks else name
+    extra = {"section": section, "variables": (name, *fallbacks)}
+    return Field(validation_alias=alias, json_schema_extra=extra, **kwargs)
+
+
+class Settings(BaseSettings):
+    """Operator-wide settings; the Helm chart sets them as environment variables."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    # ------------------------------------------------------------------ store
+    releases_uri: Annotated[str, BeforeValidator(_strip_slash)] = env(
+        "MIOSA_RELEASES_URI",
+        section="store",
+        default_factory=_default_releases_uri,
+        description="Where canonical releases and build logs go: `<releases>/<tenant>/<dep id>/<ver id>/`; "
+        "`s3://bucket[/prefix]` or `file:///dir` (default: `file://$XDG_DATA_HOME/miosa-operator/releases`).",
+    )
+    source_prefixes: CommaList = env(
+        "MIOSA_SOURCE_PREFIXES",
+        section="store",
+        default=(),
+        description="Comma-separated URI prefixes bundles may come from; `{namespace}` is the version's "
+        "namespace. Empty allows any readable URI except the releases location.",
+    )
+    file_root: str | None = env(
+        "MIOSA_FILE_ROOT",
+        section="store",
+        default=None,
+        description="Confines `file://` URIs to this directory tree (symlinks resolved).",
+    )
+    s3_endpoint: str | None = env(
+        "MIOSA_S3_ENDPOINT",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL",
+        section="store",
+        default=None,
+        description="S3-compatible endpoint URL; empty = AWS.",
+    )
+    s3_region: str = env(
+        "MIOSA_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", section="store", default="us-east-1", description="S3 region."
+    )
+    s3_access_key_id: str | None = env(
+        "MIOSA_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", section="store", default=None, description="S3 access key id."
+    )
+    s3_secret_access_key: str | None = env(
+        "MIOSA_S3_SECRET_ACCESS_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        section="store",
+        default=None,
+        repr=False,
+        description="S3 secret access key (set together with the key id).",
+    )
+    s3_session_token: str | None = env(
+        "MIOSA_S3_SESSION_TOKEN",
+        "AWS_SESSION_TOKEN",
+        section="store",
+        default=None,
+        repr=False,
+        description="Temporary S3 session token, if the credentials are temporary.",
+    )
+    s3_addressing_style: Literal["path", "virtual", "auto"] = env(
+        "MIOSA_S3_ADDRESSING_STYLE",
+        section="store",
+        default="path",
+        description="`path` (most S3-compatible servers), `virtual` or `auto`.",
+    )
+    s3_ambient_credentials: Annotated[bool, BeforeValidator(_present)] = env(
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_PROFILE",
+        section="store",
+        default=False,
+        description="Set by the platform (IAM role for service accounts, a container role, a profile): "
+        "S3 through boto3's default credential chain.",
+    )
+    store_secret: str | None = env(
+        "MIOSA_STORE_SECRET",
+        section="store",
+        default=None,
+        description="Secret (in each tenant namespace) with store credentials that static server pods load.",
+    )
+
+    # ------------------------------------------------------------------ ingestion limits
+    max_members: int = env(
+        "MIOSA_MAX_MEMBERS", section="limits", default=IngestLimits.max_members, gt=0, description="Members per bundle."
+    )
+    max_file_bytes: ByteSize = env(
+        "MIOSA_MAX_FILE_BYTES", section="limits", default=IngestLimits.max_file_bytes, gt=0, description="Bytes per file (`512Mi`)."
+    )
+    max_total_bytes: ByteSize = env(
+        "MIOSA_MAX_TOTAL_BYTES",
+        section="limits",
+        default=IngestLimits.max_total_bytes,
+        gt=0, description="Uncompressed bytes of all files of a bundle.",
+    )
+    max_compression_ratio: float = env(
+        "MIOSA_MAX_COMPRESSION_RATIO",
+        section="limits",
+        default=IngestLimits.max_compression_ratio,
+        ge=1, description="Decompressed / compressed bytes, checked after the first MiB.",
+    )
+    max_path_bytes: ByteSize = env(
+        "MIOSA_MAX_PATH_BYTES", section="limits", default=IngestLimits.max_path_bytes, gt=0, description="Bytes of a member's path."
+    )
+    max_bundle_bytes: ByteSize = env(
+        "MIOSA_MAX_BUNDLE_BYTES",
+        section="limits",
+        default=IngestLimits.max_bundle_bytes,
+        gt=0, description="Bytes of the uploaded bundle itself.",
+    )
+
+    # ------------------------------------------------------------------ reconciling
+    health_gate_timeout: float = env(
+        "MIOSA_HEALTH_GATE_TIMEOUT",
+        section="reconciling",
+        default=120.0,
+        gt=0,
+        description="Seconds a dynamic version's verification workload has to become ready.",
+    )
+    poll_interval: float = env(
+        "MIOSA_POLL_INTERVAL",
+        section="reconciling",
+        default=2.0,
+        gt=0,
+        description="Seconds between checks while waiting on something in the cluster.",
+    )
+    number_order_patience: float = env(
+        "MIOSA_NUMBER_ORDER_PATIENCE",
+        section="reconciling",
+        default=10.0,
+        ge=0,
+        description="Seconds a new version lets earlier unnumbered ones take their numbers first "
+        "(numbers follow creation order); 0 numbers in processing order.",
+    )
+    static_server_image: str = env(
+        "MIOSA_STATIC_SERVER_IMAGE",
+        section="reconciling",
+        default="ghcr.io/miosa/miosa-operator:0.1.0",
+        description="Image of the static server pods (runs `miosa-operator fetch`, then serves).",
+    )
+
+    # ------------------------------------------------------------------ retention
+    retention_days: int = env(
+        "MIOSA_RETENTION_DAYS",
+        section="retention",
+        default=30,
+        ge=0,
+        description="Days a version that is not live keeps its artifacts after it became ready or archived "
+        "(a namespace's RetentionPolicy `default` overrides it).",
+    )
+    rollback_window: int = env(
+        "MIOSA_ROLLBACK_WINDOW",
+        section="retention",
+        default=5,
+        ge=0,
+        description="The last N versions that were live are never collected.",
+    )
+    keep_build_logs: bool = env(
+        "MIOSA_KEEP_BUILD_LOGS", section="retention", default=True, description="Keep build logs when collecting artifacts."
+    )
+    gc_interval: float = env(
+        "MIOSA_GC_INTERVAL",
+        section="retention",
+        default=3600.0,
+        ge=0,
+        description="Seconds between retention sweeps; 0 disables the periodic collector.",
+    )
+
+    # ------------------------------------------------------------------ admission webhook
+    webhook_enabled: bool = env(
+        "MIOSA_WEBHOOK", section="webhook", default=True, description="Serve and register the admission webhook."
+    )
+    webhook_addr: str = env("MIOSA_WEBHOOK_ADDR", section="webhook", default="127.0.0.1", description="Address to listen on.")
+    webhook_port: int = env("MIOSA_WEBHOOK_PORT", section="webhook", default=9443, ge=1, le=65535, description="Port.")
+    webhook_host: str | None = env(
+        "MIOSA_WEBHOOK_HOST",
+        section="webhook",
+        default=None,
+        description="Host name or address the API server dials (default: the listen address).",
+    )
+    webhook_cert: str | None = env(
+        "MIOSA_WEBHOOK_CERT",
+        section="webhook",
+        default=None,
+        description="TLS certificate file; without it and the key a self-signed one is made.",
+    )
+    webhook_key: str | None = env("MIOSA_WEBHOOK_KEY", section="webhook", default=None, description="TLS key file.")
+    webhook_ca: str | None = env(
+        "MIOSA_WEBHOOK_CA",
+        section="webhook",
+        default=None,
+        description="CA bundle the API server trusts for the webhook (default: the certificate).",
+    )
+    webhook_service: str | None = env(
+        "MIOSA_WEBHOOK_SERVICE",
+        section="webhook",
+        default=None,
+        description="`namespace/name` of the webhook's Service: registered by Service reference (in a cluster).",
+    )
+
+    _isolated: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,) if cls._isolated else (init_settings, env_settings)
+
+    @classmethod
+    def load(cls) -> Settings:
+        """The process's settings, from its environment; ``SettingsError`` names a bad variable."""
+        return _validated(cls)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Settings from ``environ`` only (tests, and commands given an explicit environment)."""
+        names = set(variable_names())
+        given = {name: value for name, value in environ.items() if name in names and value.strip()}
+        return _validated(_Isolated, **given)
+
+    @classmethod
+    def defaults(cls, **fields: Any) -> Settings:
+        """The defaults with ``fields`` replaced, never reading the environment (tests)."""
+        return _validated(_Isolated, **fields)
+
+    # ------------------------------------------------------------------ views for the layers below
+    @property
+    def limits(self) -> IngestLimits:
+        return IngestLimits(
+            max_members=self.max_members,
+            max_file_bytes=self.max_file_bytes,
+            max_total_bytes=self.max_total_bytes,
+            max_compression_ratio=self.max_compression_ratio,
+            max_path_bytes=self.max_path_bytes,
+            max_bundle_bytes=self.max_bundle_bytes,
+        )
+
+    @property
+    def s3_config(self) -> S3Config:
+        return S3Config(
+            endpoint_url=self.s3_endpoint,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            addressing_style=self.s3_addressing_style,
+            session_token=self.s3_session_token,
+        )
+
+    @property
+    def s3_wanted(self) -> bool:
+        """Whether the operator is meant to talk to S3 at all (an endpoint, keys or an IAM role)."""
+        return bool(self.s3_endpoint or self.s3_access_key_id or self.s3_ambient_credentials)
+
+    def source_allowed(self, uri: str, namespace: str) -> bool:
+        """Tenants may not point a version at another tenant's releases (or anything else
+        the operator can read but they cannot): releases are never a source, and when
+        prefixes are configured the bundle must sit under one of them."""
+        if uri.startswith(self.releases_uri.rstrip("/") + "/"):
+            return False
+        if not self.source_prefixes:
+            return True
+        return any(uri.startswith(prefix.format(namespace=namespace)) for prefix in self.source_prefixes)
+
+
+class _Isolated(Settings):
+    """Settings that read only what they are given (``Settings.defaults``/``from_env``); a
+    misspelt field is an error here, where the environment may hold anything."""
+
+    model_config = SettingsConfigDict(**{**Settings.model_config, "extra": "forbid"})
+    _isolated: ClassVar[bool] = True
+
+
+def _validated(cls: type[Settings], **given: Any) -> Settings:
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+# ---------------------------------------------------------------------- documentation
+
+
+def _variables(info: FieldInfo) -> tuple[str, ...]:
+    extra = info.json_schema_extra
+    assert isinstance(extra, dict), "every setting is declared with env()"
+    return tuple(str(name) for name in extra["variables"])  # type: ignore[union-attr]
+
+
+def variable_names() -> list[str]:
+    """Every environment variable a setting is read from (primary names and fallbacks)."""
+    return [name for info in Settings.model_fields.values() for name in _variables(info)]
+
+
+def _default_text(name: str, info: FieldInfo) -> str:
+    if name == "releases_uri":
+        return "`file://…/miosa-operator/releases`"
+    default = info.get_default(call_default_factory=False)
+    if default is None or default == ():
+        return "—"
+    if isinstance(default, bool):
+        return "`true`" if default else "`false`"
+    for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20)):
+        if isinstance(default, int) and default >= unit and default % unit == 0:
+            return f"`{default // unit}{suffix}`"
+    return f"`{default}`"
+
+
+TABLE_START = "<!-- settings table: generated by `python -m miosa_operator.settings` -->"
+TABLE_END = "<!-- end of settings table -->"
+
+
+def markdown_table() -> str:
+    """The README's configuration table (between ``TABLE_START`` and ``TABLE_END``)."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        primary, *fallbacks = _variables(info)
+        also = f" (or {', '.join(f'`{f}`' for f in fallbacks)})" if fallbacks else ""
+        rows.append(f"| `{primary}`{also} | {_default_text(name, info)} | {info.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
