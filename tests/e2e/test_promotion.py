@@ -164,7 +164,9 @@ def test_rollout_that_cannot_become_available_is_reverted(
     assert status["liveVersion"] == "app-v1"
     assert status["history"][-1]["action"] == "revert" and status["history"][-1]["version"] == "app-v1"
     assert "app-v2 did not become available within 15s" in condition(dep, "RolloutFailed")["message"]
-    assert condition(dep, "Ready")["reason"] == "Reverted"
+    # The commit's promotedVersion is not live: not Ready, and Stalled (kstatus "Failed").
+    assert (condition(dep, "Ready")["status"], condition(dep, "Ready")["reason"]) == ("False", "RolloutReverted")
+    assert (condition(dep, "Stalled")["status"], condition(dep, "Stalled")["reason"]) == ("True", "RolloutReverted")
     assert objects.version("app-v2")["status"]["state"] == "ready"  # never promoted, still promotable
     assert objects.version("app-v1")["status"]["state"] == "ready"
     wait_until(

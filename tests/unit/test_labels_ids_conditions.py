@@ -4,10 +4,13 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from miosa_operator.api import meta
+from miosa_operator.api.conditions import Reason
 from miosa_operator.api.models import ConditionStatus, DeploymentVersionSpec
-from miosa_operator.domain.conditions import get_condition, set_condition
+from miosa_operator.domain.conditions import Health, get_condition, health_conditions, set_condition
 from miosa_operator.domain.ids import new_deployment_id, new_version_id, ulid
 from miosa_operator.domain.labels import label_value, version_labels
+
+from .kstatus import kstatus
 
 LABEL_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -62,3 +65,23 @@ def test_ready_condition_comes_first() -> None:
     conditions = set_condition(None, type="Available", status=True, reason="x", message="", generation=1, now=t0)
     conditions = set_condition(conditions, type="Ready", status=True, reason="x", message="", generation=1, now=t0)
     assert [c.type for c in conditions] == ["Ready", "Available"]
+
+
+def test_health_sets_the_kstatus_trio_together() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    cases = {
+        Health.reconciling(Reason.BUILDING, "verifying"): ("False", "True", "False", "InProgress"),
+        Health(True, Reason.READY, "promotable"): ("True", "False", "False", "Current"),
+        Health.stalled(Reason.CHECKSUM_MISMATCH, "wrong bytes"): ("False", "False", "True", "Failed"),
+        Health(True, Reason.NOTHING_PROMOTED, "nothing runs"): ("True", "False", "False", "Current"),
+        Health.stalled(Reason.ROLLOUT_REVERTED, "put back"): ("False", "False", "True", "Failed"),
+    }
+    earlier = health_conditions(None, Health.reconciling(Reason.PENDING, "numbering"), generation=1, now=t0)
+    for health, (ready, reconciling, stalled, computed) in cases.items():
+        conditions = health_conditions(earlier, health, generation=1, now=t0 + timedelta(1))
+        by_type = {c.type: c for c in conditions}
+        assert [c.type for c in conditions][0] == "Ready"
+        assert (by_type["Ready"].status, by_type["Reconciling"].status, by_type["Stalled"].status) == (ready, reconciling, stalled)
+        assert {c.reason for c in conditions} == {health.reason} and {c.message for c in conditions} == {health.message}
+        body = {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [c.wire() for c in conditions]}}
+        assert kstatus(body) == computed, health

@@ -592,14 +592,17 @@ def test_rollout_outcome() -> None:
     assert commands.rollout_outcome(_status(liveVersion="v2"), "v2", 5).done
     assert commands.rollout_outcome(_status(liveVersion="v1", rollout={"version": "v2"}), "v2", 5) is None
     assert commands.rollout_outcome(_status(liveVersion="v1", observedGeneration=4), "v2", 5) is None  # not seen yet
-    reverted = _status(
-        liveVersion="v1",
-        observedGeneration=5,
-        conditions=[{"type": "RolloutFailed", "status": "True", "observedGeneration": 5, "message": "v2 did not become available"}],
-    )
-    assert commands.rollout_outcome(reverted, "v2", 5) == commands.Outcome(False, "v2 did not become available")
-    refused = _status(observedGeneration=5, conditions=[{"type": "Ready", "reason": "InvalidPromotion", "message": "no"}])
-    assert commands.rollout_outcome(refused, "v2", 5) == commands.Outcome(False, "no")
+    def stalled(reason: str, message: str, generation: int = 5) -> dict[str, object]:
+        condition = {"type": "Stalled", "status": "True", "reason": reason, "message": message, "observedGeneration": generation}
+        return _status(liveVersion="v1", observedGeneration=5, conditions=[condition])
+
+    reverted = stalled("RolloutReverted", "v2 did not become available")
+    assert commands.rollout_outcome(reverted, "v2", 5) == commands.Outcome(False, "RolloutReverted: v2 did not become available")
+    refused = stalled("InvalidPromotion", "no")
+    assert commands.rollout_outcome(refused, "v2", 5) == commands.Outcome(False, "InvalidPromotion: no")
+    assert commands.rollout_outcome(stalled("VersionFailed", "old news", generation=4), "v2", 5) is None
+    waiting = _status(observedGeneration=5, conditions=[{"type": "Reconciling", "status": "True", "reason": "WaitingForVersion"}])
+    assert commands.rollout_outcome(waiting, "v2", 5) is None
 
 
 def test_wait_polls_until_live_and_times_out() -> None:

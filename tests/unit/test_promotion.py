@@ -76,3 +76,24 @@ def test_view_from_model_matches_view_from_body() -> None:
         "status": {"state": "ready", "versionNumber": 2, "id": "ver_" + "1" * 26},
     }
     assert VersionView.from_model(DeploymentVersion.model_validate(body)) == VersionView.from_body(body)
+
+
+def test_refusals_say_whether_waiting_can_help() -> None:
+    from miosa_operator.api.conditions import Reason
+    from miosa_operator.domain.promotion import check_promotable
+
+    cases = {
+        None: Reason.WAITING_FOR_VERSION,
+        view("v", None, None): Reason.WAITING_FOR_VERSION,
+        view("v", 1, S.CREATED): Reason.WAITING_FOR_VERSION,
+        view("v", 1, S.BUILDING): Reason.WAITING_FOR_VERSION,
+        view("v", 1, S.FAILED): Reason.VERSION_FAILED,
+        view("v", 1, S.READY, deployment="other"): Reason.INVALID_PROMOTION,
+        view("v", 1, S.READY, kind=VersionKind.DYNAMIC): Reason.INVALID_PROMOTION,
+        view("v", 1, S.ARCHIVED, collected=True): Reason.INVALID_PROMOTION,
+    }
+    for version, reason in cases.items():
+        refusal = check_promotable("site", VersionKind.STATIC, "v", version)
+        assert refusal is not None and refusal.reason == reason, version
+        assert refusal.final == (reason != Reason.WAITING_FOR_VERSION)
+    assert check_promotable("site", VersionKind.STATIC, "v", view("v", 1, S.ARCHIVED)) is None

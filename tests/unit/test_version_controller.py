@@ -33,6 +33,7 @@ from miosa_operator.settings import Settings
 from miosa_operator.store import FileStore, StoreRouter, TransientStoreError
 
 from .fakes import FakeClock, FakeKube, RecordingEvents, merge_patch
+from .kstatus import kstatus
 
 Obj = dict[str, Any]
 
@@ -340,6 +341,7 @@ def test_static_version_becomes_ready_with_a_verified_canonical_release(env: Env
     assert status["observedGeneration"] == 1
     assert status["readyAt"] == "2026-05-14T12:00:00Z"
     assert states_written(env, "site-v1") == ["created", "building", "ready"]
+    assert kstatus(version) == "Current"
 
     labels = version["metadata"]["labels"]
     assert labels == {
@@ -613,6 +615,7 @@ def test_hostile_bundle_fails_with_its_reason_and_only_a_build_log(
     assert status["state"] == "failed"
     ready = ready_condition(version)
     assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert kstatus(version) == "Failed"  # Stalled: Flux and Argo CD report the failure
     assert "artifactUri" not in status and "artifactSha256" not in status and "readyAt" not in status
     log_rel = f"{NS}/{status['deploymentId']}/{status['id']}/build.log"
     assert status["buildLogUri"] == f"file://{env.releases}/{log_rel}"

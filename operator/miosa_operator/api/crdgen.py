@@ -134,6 +134,10 @@ def _column(name: str, path: str, type_: str = "string", priority: int = 0) -> d
 
 
 AGE = _column("Age", ".metadata.creationTimestamp", "date")
+# Why an object is (not) ready, at a glance: the Ready condition's reason (kstatus table in
+# api.conditions); the message with -o wide.
+REASON = _column("Reason", '.status.conditions[?(@.type=="Ready")].reason')
+MESSAGE = _column("Message", '.status.conditions[?(@.type=="Ready")].message', priority=1)
 
 
 def version_crd() -> dict[str, Any]:
@@ -149,9 +153,11 @@ def version_crd() -> dict[str, Any]:
             _column("Number", ".status.versionNumber", "integer"),
             _column("State", ".status.state"),
             _column("Kind", ".spec.kind"),
+            REASON,
             _column("Workspace", ".spec.attribution.externalWorkspaceId"),
             _column("Promoted", ".status.promotedAt", "date", priority=1),
             _column("Id", ".status.id", priority=1),
+            MESSAGE,
             AGE,
         ],
         selectable=[".spec.deploymentRef.name", ".spec.kind", ".status.state"],
@@ -172,7 +178,9 @@ def deployment_crd() -> dict[str, Any]:
             _column("Live", ".status.liveVersion"),
             _column("Policy", ".spec.promotionPolicy"),
             _column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+            REASON,
             _column("Id", ".status.id", priority=1),
+            MESSAGE,
             AGE,
         ],
         selectable=[".spec.kind"],

@@ -34,5 +34,6 @@ ANNOTATION_RETAIN = f"{GROUP}/retain"
 ANNOTATION_PROMOTED_BY = f"{GROUP}/promoted-by"
 # Optional, set by users or `kubectl miosa`: why (recorded in status.history).
 ANNOTATION_CHANGE_CAUSE = f"{GROUP}/change-cause"
-# Set by the operator on a Deployment when one of its versions becomes ready (wakes Auto).
-ANNOTATION_NEWEST_READY = f"{GROUP}/newest-ready"
+# Set by the operator on a Deployment when one of its versions becomes ready or fails, if the
+# Deployment may act on it (Auto, or promotedVersion names it): "<version>:<state>".
+ANNOTATION_VERSION_SETTLED = f"{GROUP}/version-settled"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..api.conditions import Reason
+
 Obj = dict[str, Any]
 Clock = Callable[[], datetime]
 
@@ -41,7 +43,7 @@ class EventSink(Protocol):
 class Failure:
     """A decision that the version cannot become ready: the Ready condition's reason."""
 
-    reason: str
+    reason: Reason
     message: str
 
 

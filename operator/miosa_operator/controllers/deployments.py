@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api import meta
+from ..api.conditions import ConditionType, EventReason, Reason
 from ..api.models import (
     Deployment,
     DeploymentVersion,
@@ -21,10 +22,10 @@ from ..api.models import (
     HistoryEntry,
     VersionState,
 )
-from ..domain.conditions import READY, set_condition
+from ..domain.conditions import Health, health_conditions, set_condition
 from ..domain.ids import new_deployment_id
 from ..domain.labels import label_value
-from ..domain.promotion import VersionView, classify, desired_version, promotion_error
+from ..domain.promotion import Refusal, VersionView, check_promotable, classify, desired_version, promotion_error
 from ..kube.client import Conflict, Kube
 from ..render import runtime
 from ..settings import Settings
@@ -32,12 +33,11 @@ from .common import Clock, EventSink, Retry, iso, object_ref, utcnow
 
 Obj = dict[str, Any]
 
-PROGRESSING = "Progressing"
-ROLLOUT_FAILED = "RolloutFailed"
 OPERATOR_ACTOR = "miosa-operator"
 HISTORY_LIMIT = 50
-_STAY_FAILED = "\0stay-failed"  # sentinel target: a failed first rollout, nothing to revert to
 REVERTED_LIMIT = 20
+# Written by earlier releases; Reconciling replaces it (kstatus), so it is dropped when seen.
+_RETIRED_PROGRESSING = "Progressing"
 
 
 class DeploymentController:
@@ -71,19 +71,19 @@ class DeploymentController:
         versions = self._versions(deployment)
         self._prune_claims(deployment, versions)
         target = self._target(deployment, versions)
-        live = deployment.status.live_version
-        if target is _STAY_FAILED:
-            return  # the failed rollout's conditions stay until the spec changes
         if target is None:
             self._nothing_to_run(deployment)
             return
+        if self._held_after_revert(deployment, target):
+            self._hold_after_revert(deployment, target, versions)
+            return
         version = versions.get(target)
-        problem = self._unpromotable(deployment, target, version)
-        if problem:
-            self._refuse(deployment, problem)
+        refusal = self._unpromotable(deployment, target, version)
+        if refusal:
+            self._refuse(deployment, refusal)
             return
         assert version is not None
-        if target == live and deployment.status.rollout is None:
+        if target == deployment.status.live_version and deployment.status.rollout is None:
             self._keep_live(deployment, version)
             return
         self._roll_out(deployment, version, versions)
@@ -117,59 +117,69 @@ class DeploymentController:
             self._patch_status(deployment, {"pendingNumbers": {uid: None for uid in stale}})
 
     def _target(self, deployment: Deployment, versions: dict[str, DeploymentVersion]) -> str | None:
-        status = deployment.status
-        reverted = status.reverted_versions or []
-        target = desired_version(
+        return desired_version(
             deployment.spec.promotion_policy,
             deployment.spec.promoted_version,
             deployment.metadata.name,
             [VersionView.from_model(v) for v in versions.values()],
-            reverted=reverted,
+            reverted=deployment.status.reverted_versions or [],
         )
-        failed_again = target in reverted and status.reverted_generation == deployment.metadata.generation
-        if failed_again and status.rollout is None:
-            # Do not retry a reverted rollout until the spec changes.
-            return status.live_version or _STAY_FAILED
-        return target
 
-    def _unpromotable(self, deployment: Deployment, target: str, version: DeploymentVersion | None) -> str | None:
+    def _held_after_revert(self, deployment: Deployment, target: str) -> bool:
+        """A reverted rollout is not retried until the spec changes (a new generation)."""
+        status = deployment.status
+        reverted = target in (status.reverted_versions or [])
+        return reverted and status.reverted_generation == deployment.metadata.generation and status.rollout is None
+
+    def _unpromotable(self, deployment: Deployment, target: str, version: DeploymentVersion | None) -> Refusal | None:
         view = VersionView.from_model(version) if version else None
         if view and target == deployment.status.live_version and view.state == VersionState.READY:
             return None
-        return promotion_error(deployment.metadata.name, deployment.spec.kind, target, view)
+        return check_promotable(deployment.metadata.name, deployment.spec.kind, target, view)
 
     # ------------------------------------------------------------------ steady state
     def _keep_live(self, deployment: Deployment, version: DeploymentVersion) -> None:
         workload = self._apply(deployment, version)
         if runtime.rolled_out(workload, version.status.id or "", deployment.spec.replicas):
-            self._write_conditions(
-                deployment,
-                ready=(True, "Live", f"version {version.metadata.name} (#{version.status.version_number}) is live"),
-                progressing=(False, "Stable", "no rollout in progress"),
-            )
+            message = f"version {version.metadata.name} (#{version.status.version_number}) is live"
+            self._write_health(deployment, Health(True, Reason.LIVE, message))
             return
-        self._write_conditions(
-            deployment,
-            ready=(False, "Scaling", f"waiting for {deployment.spec.replicas} available replicas"),
-            progressing=(True, "Scaling", "the live workload is not fully available"),
-        )
+        message = f"the live workload is not fully available: waiting for {deployment.spec.replicas} available replicas"
+        self._write_health(deployment, Health.reconciling(Reason.SCALING, message))
         raise Retry("live workload not fully available", delay=self.config.poll_interval)
 
     def _nothing_to_run(self, deployment: Deployment) -> None:
-        self._write_conditions(
-            deployment,
-            ready=(False, "NoVersion", "no version is promoted (spec.promotedVersion is empty)"),
-            progressing=(False, "NoVersion", "nothing to roll out"),
-        )
+        message = "no version is promoted (spec.promotedVersion is empty); nothing runs"
+        self._write_health(deployment, Health(True, Reason.NOTHING_PROMOTED, message))
 
-    def _refuse(self, deployment: Deployment, problem: str) -> None:
-        self.events.warning(object_ref(deployment), "InvalidPromotion", problem)
+    def _refuse(self, deployment: Deployment, refusal: Refusal) -> None:
+        """The target cannot go live (yet): the live version, if any, keeps serving.
+
+        Waiting ends by itself: the version controller wakes this Deployment when the version
+        it names becomes ready or fails (``ANNOTATION_VERSION_SETTLED``), and a restarted
+        operator resumes every Deployment.
+        """
         live = deployment.status.live_version
-        self._write_conditions(
-            deployment,
-            ready=(bool(live), "InvalidPromotion", f"{problem}; {live or 'nothing'} stays live"),
-            progressing=(False, "InvalidPromotion", problem),
-        )
+        message = f"{refusal.message}; {live or 'nothing'} stays live"
+        if not refusal.final:
+            self._write_health(deployment, Health.reconciling(refusal.reason, f"{message} until it is ready"))
+            return
+        if self._write_health(deployment, Health.stalled(refusal.reason, message)):
+            self.events.warning(object_ref(deployment), refusal.reason, refusal.message)
+
+    def _hold_after_revert(self, deployment: Deployment, target: str, versions: dict[str, DeploymentVersion]) -> None:
+        """Keep the version the revert put back serving, and keep saying why the target is not live."""
+        live = versions.get(deployment.status.live_version or "")
+        if live is not None:
+            self._apply(deployment, live)
+            message = (
+                f"the rollout of {target} failed and was reverted; {live.metadata.name} (#{live.status.version_number}) "
+                "stays live until spec changes"
+            )
+            self._write_health(deployment, Health.stalled(Reason.ROLLOUT_REVERTED, message))
+            return
+        message = f"the rollout of {target} failed and there was nothing to revert to; change spec to retry"
+        self._write_health(deployment, Health.stalled(Reason.PROGRESS_DEADLINE_EXCEEDED, message))
 
     # ------------------------------------------------------------------ rollouts
     def _roll_out(self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]) -> None:
@@ -207,10 +217,8 @@ class DeploymentController:
             "startedAt": iso(now),
         }
         message = f"{action.value}: rolling out {version.metadata.name} (#{version.status.version_number})"
-        self.events.normal(object_ref(deployment), "RolloutStarted", message)
-        conditions = self._conditions(
-            deployment, progressing=(True, "RollingOut", message), ready=None, failed=None, now=now
-        )
+        self.events.normal(object_ref(deployment), EventReason.ROLLOUT_STARTED, message)
+        conditions = self._conditions(deployment, Health.reconciling(Reason.ROLLING_OUT, message), now=now)
         return self._patch_status(deployment, {"rollout": rollout, "conditions": conditions})
 
     def _complete(self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]) -> None:
@@ -238,14 +246,13 @@ class DeploymentController:
             "observedGeneration": deployment.metadata.generation,
             "conditions": self._conditions(
                 deployment,
-                ready=(True, "Live", message),
-                progressing=(False, "RolloutComplete", message),
-                failed=(False, "RolloutComplete", "the last rollout completed"),
+                Health(True, Reason.LIVE, message),
+                rollout_failed=(False, Reason.ROLLOUT_COMPLETE, "the last rollout completed"),
                 now=now,
             ),
         }
         self._patch_status(deployment, status)
-        reason = "RolledBack" if rollout.action == HistoryAction.ROLLBACK else "Promoted"
+        reason = EventReason.ROLLED_BACK if rollout.action == HistoryAction.ROLLBACK else EventReason.PROMOTED
         self.events.normal(object_ref(deployment), reason, message)
 
     def _rollout_failed(
@@ -276,15 +283,14 @@ class DeploymentController:
             )
             status["history"] = self._history(deployment, entry)
             message = f"{why}; reverted to {previous.metadata.name} (#{previous.status.version_number})"
-            still_live, ready_reason, event = True, "Reverted", "RolloutReverted"
+            reason, event = Reason.ROLLOUT_REVERTED, Reason.ROLLOUT_REVERTED
         else:
             message = f"{why}; no previous version to revert to" if previous is None else f"{why}; autoRevert is off"
-            still_live, ready_reason, event = False, "RolloutFailed", "RolloutFailed"
+            reason, event = Reason.PROGRESS_DEADLINE_EXCEEDED, EventReason.ROLLOUT_FAILED
         status["conditions"] = self._conditions(
             deployment,
-            ready=(still_live, ready_reason, message),
-            progressing=(False, "ProgressDeadlineExceeded", why),
-            failed=(True, "ProgressDeadlineExceeded", message),
+            Health.stalled(reason, message),
+            rollout_failed=(True, Reason.PROGRESS_DEADLINE_EXCEEDED, message),
             now=now,
         )
         self.events.warning(object_ref(deployment), event, message)
@@ -302,7 +308,7 @@ class DeploymentController:
             return
         status = {"state": VersionState.ARCHIVED.value, "archivedAt": iso(now)}
         self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, status)
-        self.events.normal(object_ref(version), "Archived", "promoted out of; still bootable for rollback")
+        self.events.normal(object_ref(version), EventReason.ARCHIVED, "promoted out of; still bootable for rollback")
 
     # ------------------------------------------------------------------ workload
     def _apply(self, deployment: Deployment, version: DeploymentVersion) -> Obj:
@@ -341,43 +347,39 @@ class DeploymentController:
         history = [*(deployment.status.history or []), entry][-HISTORY_LIMIT:]
         return [h.wire() for h in history]
 
-    def _write_conditions(
-        self,
-        deployment: Deployment,
-        *,
-        ready: tuple[bool, str, str],
-        progressing: tuple[bool, str, str],
-    ) -> None:
-        conditions = self._conditions(deployment, ready=ready, progressing=progressing, failed=None, now=self.clock())
+    def _write_health(self, deployment: Deployment, health: Health) -> bool:
+        """Write the conditions for ``health`` unless they are already there; True if written."""
+        conditions = self._conditions(deployment, health, now=self.clock())
         current = [c.wire() for c in deployment.status.conditions or []]
-        if _without_times(conditions) == _without_times(current) and deployment.status.observed_generation == deployment.metadata.generation:
-            return
-        self._patch_status(deployment, {"conditions": conditions, "observedGeneration": deployment.metadata.generation})
+        generation = deployment.metadata.generation
+        if _without_times(conditions) == _without_times(current) and deployment.status.observed_generation == generation:
+            return False
+        self._patch_status(deployment, {"conditions": conditions, "observedGeneration": generation})
+        return True
 
     def _conditions(
         self,
         deployment: Deployment,
+        health: Health,
         *,
-        ready: tuple[bool, str, str] | None,
-        progressing: tuple[bool, str, str] | None,
-        failed: tuple[bool, str, str] | None,
+        rollout_failed: tuple[bool, Reason, str] | None = None,
         now: datetime,
     ) -> list[Obj]:
-        conditions = deployment.status.conditions
-        for type_, value in ((READY, ready), (PROGRESSING, progressing), (ROLLOUT_FAILED, failed)):
-            if value is None:
-                continue
-            status, reason, message = value
+        generation = deployment.metadata.generation
+        conditions = health_conditions(deployment.status.conditions, health, generation=generation, now=now)
+        conditions = [c for c in conditions if c.type != _RETIRED_PROGRESSING]
+        if rollout_failed is not None:
+            status, reason, message = rollout_failed
             conditions = set_condition(
                 conditions,
-                type=type_,
+                type=ConditionType.ROLLOUT_FAILED,
                 status=status,
                 reason=reason,
                 message=message,
-                generation=deployment.metadata.generation,
+                generation=generation,
                 now=now,
             )
-        return [c.wire() for c in conditions or []]
+        return [c.wire() for c in conditions]
 
     def _patch_status(self, deployment: Deployment, status: Obj) -> Deployment:
         body = self.kube.patch_status(meta.DEPLOYMENT_PLURAL, deployment.metadata.namespace, deployment.metadata.name, status)
@@ -386,4 +388,3 @@ class DeploymentController:
 
 def _without_times(conditions: list[Obj]) -> list[Obj]:
     return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]
-

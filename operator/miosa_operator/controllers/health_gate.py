@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from ..api.conditions import EventReason, Reason
 from ..api.models import DeploymentVersion, Runtime
 from ..kube.client import Conflict, Kube, TransientApiError
 from ..render import workloads
@@ -29,7 +30,7 @@ class HealthGate:
         assert runtime is not None, "the CRD requires a runtime for dynamic versions"
         invalid = validate_runtime(runtime)
         if invalid:
-            return Failure("InvalidRuntime", invalid)
+            return Failure(Reason.INVALID_RUNTIME, invalid)
         ns = version.metadata.namespace
         name = workloads.verification_name(version)
         timeout = self.config.health_gate_timeout
@@ -44,7 +45,7 @@ class HealthGate:
             detail = self._why_not_ready(ns, workload)
             self.kube.delete_workload(ns, name)
             return Failure(
-                "HealthCheckFailed",
+                Reason.HEALTH_CHECK_FAILED,
                 f"verification workload did not become ready on {runtime.health_check_path} "
                 f"(port {runtime.port}) within {timeout:.0f}s: {detail}",
             )
@@ -57,7 +58,7 @@ class HealthGate:
         except Conflict:  # created by an earlier attempt a moment ago
             workload = self.kube.get_workload(version.metadata.namespace, body["metadata"]["name"]) or body
         self.events.normal(
-            object_ref(version), "HealthGateStarted", f"verification workload {body['metadata']['name']} created"
+            object_ref(version), EventReason.HEALTH_GATE_STARTED, f"verification workload {body['metadata']['name']} created"
         )
         return workload
 

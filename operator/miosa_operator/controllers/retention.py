@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..api import meta
-from ..api.models import ConditionStatus, Deployment, DeploymentVersion, RetentionPolicy
-from ..domain.conditions import READY, set_condition
+from ..api.conditions import Reason
+from ..api.models import Deployment, DeploymentVersion, RetentionPolicy
+from ..domain.conditions import Health, health_conditions
 from ..domain.retention import Decision, Plan, Policy, plan_sweep
 from ..kube.client import Kube, NotFound
 from ..kube.events import KubeEvents
@@ -88,12 +89,9 @@ class Collector:
             f"artifacts collected by retention ({decision.why}); the record stays for audit; "
             "this version can no longer be promoted"
         )
-        conditions = set_condition(
+        conditions = health_conditions(
             version.status.conditions,
-            type=READY,
-            status=ConditionStatus.FALSE,
-            reason="ArtifactsCollected",
-            message=message,
+            Health(False, Reason.ARTIFACTS_COLLECTED, message),
             generation=version.metadata.generation,
             now=now,
         )
@@ -107,7 +105,7 @@ class Collector:
             "kind": meta.VERSION_KIND,
             "metadata": {"name": version.metadata.name, "namespace": version.metadata.namespace, "uid": version.metadata.uid},
         }
-        self.events.normal(ref, "ArtifactsCollected", message)
+        self.events.normal(ref, Reason.ARTIFACTS_COLLECTED, message)
         return True
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from ..api.conditions import Reason
 from ..api.models import DeploymentVersion
 from ..ingest.buildlog import BuildLog
 from ..ingest.bundle import BundleRejected, IngestResult, ingest_bundle
@@ -60,13 +61,13 @@ class StaticBuild:
         log.line(f"version {version.metadata.namespace}/{version.metadata.name} ({version.status.id})")
         log.line(f"source {artifact.uri} expecting sha256 {artifact.sha256}")
 
-        def reject(reason: str, message: str) -> Rejected:
+        def reject(reason: Reason, message: str) -> Rejected:
             log.line(f"FAILED {reason}: {message}")
             self._write_log(log_uri, log)
             return Rejected(Failure(reason, message), log_uri)
 
         if not self.config.source_allowed(artifact.uri, version.metadata.namespace):
-            return reject("SourceNotAllowed", f"{artifact.uri} is not an allowed source for namespace {version.metadata.namespace!r}")
+            return reject(Reason.SOURCE_NOT_ALLOWED, f"{artifact.uri} is not an allowed source for namespace {version.metadata.namespace!r}")
         with tempfile.TemporaryFile(prefix="miosa-release-") as out:
             try:
                 with self.store.open_read(artifact.uri) as source:
@@ -79,16 +80,16 @@ class StaticBuild:
                         log=log.line,
                     )
             except BundleRejected as rejected:
-                return reject(rejected.reason, rejected.message)
+                return reject(Reason(rejected.reason), rejected.message)
             except ArtifactNotFound as exc:
                 created = version.metadata.creation_timestamp or self.clock()
                 if self.clock() - created < MISSING_ARTIFACT_GRACE:
                     raise Retry(f"artifact {artifact.uri} not found yet", delay=5.0) from exc
-                return reject("ArtifactNotFound", f"artifact {artifact.uri} does not exist in the store")
+                return reject(Reason.ARTIFACT_NOT_FOUND, f"artifact {artifact.uri} does not exist in the store")
             except TransientStoreError as exc:
                 raise Retry(f"artifact store: {exc}", delay=5.0, planned=False) from exc
             except StoreError as exc:  # a URI this operator may not or cannot read: the tenant's mistake
-                return reject("ArtifactUnreadable", f"cannot read {artifact.uri}: {exc}")
+                return reject(Reason.ARTIFACT_UNREADABLE, f"cannot read {artifact.uri}: {exc}")
             out.seek(0)
             stored_sha = self._store_canonical(canonical_uri, out, result.canonical_bytes, result.canonical_sha256, log)
         log.line(f"ready: {result.manifest.files} files, {result.manifest.total_bytes} bytes, release {canonical_uri}")

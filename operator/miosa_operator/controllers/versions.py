@@ -16,9 +16,10 @@ import time
 from datetime import datetime, timedelta
 
 from ..api import meta
+from ..api.conditions import Reason
 from ..api.models import DeploymentVersion, VersionKind, VersionState
 from ..domain import states
-from ..domain.conditions import READY, get_condition, set_condition
+from ..domain.conditions import READY, Health, get_condition, health_conditions
 from ..domain.ids import new_deployment_id, new_version_id
 from ..domain.labels import version_labels
 from ..domain.numbering import claim_number, counter_from_status
@@ -60,14 +61,15 @@ class VersionController:
         assert deployment is not None
         version = self._ensure_number(version, deployment)
         if version.status.state == VersionState.CREATED:
-            version = self._set_state(version, VersionState.BUILDING, "Building", "verifying the artifact")
+            version = self._set_state(version, VersionState.BUILDING, Health.reconciling(Reason.BUILDING, "verifying the artifact"))
         failure = self._check_kind(version, deployment)
         if failure is None:
             failure = self._build(version)
         if failure is not None:
             self._fail(version, failure)
+            self._wake_deployment(version, deployment, VersionState.FAILED)
             return VersionState.FAILED
-        self._wake_auto_promotion(version, deployment)
+        self._wake_deployment(version, deployment, VersionState.READY)
         return VersionState.READY
 
     # ------------------------------------------------------------------ identity and numbering
@@ -80,19 +82,18 @@ class VersionController:
             "tenantId": version.metadata.namespace,
             "state": VersionState.CREATED.value,
             "observedGeneration": version.metadata.generation,
-            "conditions": self._conditions(version, False, "Pending", "waiting to be numbered", now),
+            "conditions": self._conditions(version, Health.reconciling(Reason.PENDING, "waiting to be numbered"), now),
         }
         return self._patch_status(version, status)
 
     def _wait_for_deployment(self, version: DeploymentVersion) -> None:
         name = version.spec.deployment_ref.name
         ready = get_condition(version.status.conditions, READY)
-        if ready is None or ready.reason != "DeploymentNotFound":
+        if ready is None or ready.reason != Reason.DEPLOYMENT_NOT_FOUND:
             message = f"Deployment {name!r} does not exist in namespace {version.metadata.namespace!r}; waiting for it"
-            self._patch_status(
-                version, {"conditions": self._conditions(version, False, "DeploymentNotFound", message, self.clock())}
-            )
-            self.events.normal(object_ref(version), "DeploymentNotFound", message)
+            health = Health.reconciling(Reason.DEPLOYMENT_NOT_FOUND, message)
+            self._patch_status(version, {"conditions": self._conditions(version, health, self.clock())})
+            self.events.normal(object_ref(version), Reason.DEPLOYMENT_NOT_FOUND, message)
         raise Retry(f"waiting for Deployment {name}", delay=max(self.config.poll_interval, 1.0))
 
     def _ensure_number(self, version: DeploymentVersion, deployment: Obj | None = None) -> DeploymentVersion:
@@ -171,7 +172,7 @@ class VersionController:
         dep_kind = (deployment.get("spec") or {}).get("kind")
         if dep_kind and dep_kind != version.spec.kind.value:
             return Failure(
-                "KindMismatch",
+                Reason.KIND_MISMATCH,
                 f"version kind {version.spec.kind.value!r} does not match Deployment kind {dep_kind!r}",
             )
         return None
@@ -190,15 +191,16 @@ class VersionController:
             self._become_ready(version, {})
         return failure
 
-    def release_prefix(self, version: DeploymentVersion) -> str:
-        return self.static_build.release_prefix(version)
-
-    def _wake_auto_promotion(self, version: DeploymentVersion, deployment: Obj) -> None:
-        """An Auto Deployment reacts to a new ready version through this annotation."""
-        if (deployment.get("spec") or {}).get("promotionPolicy") != "Auto":
+    def _wake_deployment(self, version: DeploymentVersion, deployment: Obj, state: VersionState) -> None:
+        """A Deployment that may act on this outcome hears of it through an annotation: an
+        Auto one (a new ready version), or one whose promotedVersion names this version
+        (promotion is intent: it waits with WaitingForVersion until the version settles)."""
+        spec = deployment.get("spec") or {}
+        if spec.get("promotionPolicy") != "Auto" and spec.get("promotedVersion") != version.metadata.name:
             return
-        patch = {"metadata": {"annotations": {meta.ANNOTATION_NEWEST_READY: version.metadata.name}}}
-        # The version is already ready, so a later reconcile would not come back here: retry inline.
+        settled = f"{version.metadata.name}:{state.value}"
+        patch = {"metadata": {"annotations": {meta.ANNOTATION_VERSION_SETTLED: settled}}}
+        # The version is settled, so a later reconcile would not come back here: retry inline.
         for attempt in range(WAKE_ATTEMPTS):
             try:
                 self.kube.patch(meta.DEPLOYMENT_PLURAL, version.metadata.namespace, version.spec.deployment_ref.name, patch)
@@ -216,43 +218,34 @@ class VersionController:
             "state": VersionState.READY.value,
             "readyAt": iso(now),
             "observedGeneration": version.metadata.generation,
-            "conditions": self._conditions(version, True, "Ready", "artifact verified and stored; promotable", now),
+            "conditions": self._conditions(version, Health(True, Reason.READY, "artifact verified and stored; promotable"), now),
         }
         if version.status.build_log_uri and "buildLogUri" not in status:
             status["buildLogUri"] = version.status.build_log_uri
         self._patch_status(version, status)
-        self.events.normal(object_ref(version), "Ready", "version is ready to be promoted")
+        self.events.normal(object_ref(version), Reason.READY, "version is ready to be promoted")
 
     def _fail(self, version: DeploymentVersion, failure: Failure) -> None:
         now = self.clock()
         status: Obj = {
             "state": VersionState.FAILED.value,
             "observedGeneration": version.metadata.generation,
-            "conditions": self._conditions(version, False, failure.reason, failure.message, now),
+            "conditions": self._conditions(version, Health.stalled(failure.reason, failure.message), now),
         }
         if version.status.build_log_uri:
             status["buildLogUri"] = version.status.build_log_uri
         self._patch_status(version, status)
         self.events.warning(object_ref(version), failure.reason, failure.message)
 
-    def _set_state(self, version: DeploymentVersion, state: VersionState, reason: str, message: str) -> DeploymentVersion:
+    def _set_state(self, version: DeploymentVersion, state: VersionState, health: Health) -> DeploymentVersion:
         states.transition(version.status.state, state)
         return self._patch_status(
-            version,
-            {"state": state.value, "conditions": self._conditions(version, False, reason, message, self.clock())},
+            version, {"state": state.value, "conditions": self._conditions(version, health, self.clock())}
         )
 
-    def _conditions(
-        self, version: DeploymentVersion, ready: bool, reason: str, message: str, now: datetime
-    ) -> list[Obj]:
-        conditions = set_condition(
-            version.status.conditions,
-            type=READY,
-            status=ready,
-            reason=reason,
-            message=message,
-            generation=version.metadata.generation,
-            now=now,
+    def _conditions(self, version: DeploymentVersion, health: Health, now: datetime) -> list[Obj]:
+        conditions = health_conditions(
+            version.status.conditions, health, generation=version.metadata.generation, now=now
         )
         return [c.wire() for c in conditions]
 

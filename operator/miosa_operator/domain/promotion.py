@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.conditions import Reason
 from ..api.models import DeploymentVersion, HistoryAction, PromotionPolicy, VersionKind, VersionState
 from .states import PROMOTABLE
 
@@ -64,20 +65,47 @@ class VersionView:
         )
 
 
-def promotion_error(deployment: str, kind: VersionKind, requested: str, version: VersionView | None) -> str | None:
-    """Why ``requested`` may not become the live version of ``deployment``; None if it may."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why a version is not (or not yet) going live: a condition reason and its message."""
+
+    reason: Reason
+    """``WaitingForVersion`` (it may still become promotable), ``VersionFailed`` or
+    ``InvalidPromotion`` (it never will)."""
+    message: str
+
+    @property
+    def final(self) -> bool:
+        return self.reason != Reason.WAITING_FOR_VERSION
+
+
+def check_promotable(deployment: str, kind: VersionKind, requested: str, version: VersionView | None) -> Refusal | None:
+    """Why ``requested`` cannot become the live version of ``deployment`` now; None if it can."""
+    prefix = f"promotedVersion {requested!r}"
     if version is None:
-        return f"promotedVersion {requested!r}: no DeploymentVersion of that name exists in this namespace"
+        return Refusal(Reason.WAITING_FOR_VERSION, f"{prefix}: no DeploymentVersion of that name exists in this namespace")
     if version.deployment != deployment:
-        return f"promotedVersion {requested!r} belongs to Deployment {version.deployment!r}, not {deployment!r}"
+        return Refusal(Reason.INVALID_PROMOTION, f"{prefix} belongs to Deployment {version.deployment!r}, not {deployment!r}")
     if version.kind != kind:
-        return f"promotedVersion {requested!r} is a {version.kind.value} version; Deployment {deployment!r} is {kind.value}"
+        return Refusal(
+            Reason.INVALID_PROMOTION, f"{prefix} is a {version.kind.value} version; Deployment {deployment!r} is {kind.value}"
+        )
     if version.collected:
-        return f"promotedVersion {requested!r}: its artifacts were garbage-collected by retention; it is no longer bootable"
+        return Refusal(
+            Reason.INVALID_PROMOTION,
+            f"{prefix}: its artifacts were garbage-collected by retention; it is no longer bootable",
+        )
     if version.state not in PROMOTABLE:
         state = version.state.value if version.state else "not yet numbered"
-        return f"promotedVersion {requested!r} is {state}; only ready or archived versions can be promoted"
+        reason = Reason.VERSION_FAILED if version.state == VersionState.FAILED else Reason.WAITING_FOR_VERSION
+        return Refusal(reason, f"{prefix} is {state}; only ready or archived versions can be promoted")
     return None
+
+
+def promotion_error(deployment: str, kind: VersionKind, requested: str, version: VersionView | None) -> str | None:
+    """``check_promotable``'s message, for callers that refuse whatever is not promotable now."""
+    refusal = check_promotable(deployment, kind, requested, version)
+    return refusal.message if refusal else None
 
 
 def newest_ready(deployment: str, versions: Iterable[VersionView], excluded: Iterable[str] = ()) -> VersionView | None:

@@ -2,6 +2,8 @@
 
 The bottom of the ``ingest`` package: every other module raises these, so they live apart
 from the public API module (``bundle`` re-exports ``Reason`` and ``BundleRejected``).
+``Reason`` is the API's one table of condition reasons (``api.conditions``): a rejected
+bundle's reason is what the version's ``Ready`` condition says.
 
 Design decision: **the caller's streams are not the bundle.** An exception raised by the
 caller's ``source`` or ``out`` (a store timeout, a full disk) must reach the caller unchanged,
@@ -13,24 +15,9 @@ own errors mean a broken bundle, so their exceptions travel as ``StreamFailure``
 
 from __future__ import annotations
 
-from enum import StrEnum
+from ..api.conditions import Reason
 
-
-class Reason(StrEnum):
-    """Kubernetes condition reasons for a rejected bundle."""
-
-    CHECKSUM_MISMATCH = "ChecksumMismatch"
-    NOT_AN_ARCHIVE = "NotAnArchive"
-    CORRUPT_BUNDLE = "CorruptBundle"
-    EMPTY_BUNDLE = "EmptyBundle"
-    MISSING_ENTRYPOINT = "MissingEntrypoint"
-    UNSAFE_MEMBER_TYPE = "UnsafeMemberType"
-    UNSAFE_PATH = "UnsafePath"
-    DUPLICATE_MEMBER = "DuplicateMember"
-    TOO_MANY_MEMBERS = "TooManyMembers"
-    FILE_TOO_LARGE = "FileTooLarge"
-    BUNDLE_TOO_LARGE = "BundleTooLarge"
-    COMPRESSION_RATIO_EXCEEDED = "CompressionRatioExceeded"
+__all__ = ["BundleRejected", "Reason", "StreamFailure"]
 
 
 class BundleRejected(Exception):

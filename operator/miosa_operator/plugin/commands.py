@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..api import meta
+from ..api.conditions import ConditionType
 from ..api.models import PromotionPolicy
 from ..settings import Settings, SettingsError
 from ..store import ArtifactNotFound, StoreError, StoreRouter, TransientStoreError
@@ -188,12 +189,10 @@ def rollout_outcome(body: Obj, version: str, generation: int) -> Outcome | None:
         return Outcome(True)
     if status.get("rollout") or int(status.get("observedGeneration") or 0) < generation:
         return None  # rolling out, or the operator has not looked at our change yet
-    failed = _condition(status, "RolloutFailed")
-    if failed.get("status") == "True" and int(failed.get("observedGeneration") or 0) >= generation:
-        return Outcome(False, failed.get("message") or "the rollout failed")
-    ready = _condition(status, "Ready")
-    if ready.get("reason") == "InvalidPromotion":
-        return Outcome(False, ready.get("message") or "the operator refused the promotion")
+    # Stalled (kstatus "Failed"): reverted, failed or unpromotable; WaitingForVersion keeps waiting.
+    stalled = _condition(status, ConditionType.STALLED)
+    if stalled.get("status") == "True" and int(stalled.get("observedGeneration") or 0) >= generation:
+        return Outcome(False, f"{stalled.get('reason')}: {stalled.get('message') or 'the operator cannot make it live'}")
     return None
 
 
@@ -214,7 +213,7 @@ def wait_for_rollout(
         if outcome is not None:
             raise PluginError(f"{version} did not go live: {outcome.message}", ExitCode.REFUSED)
         if clock() >= deadline:
-            ready = _condition(body.get("status") or {}, "Ready").get("message") or "no Ready condition yet"
+            ready = _condition(body.get("status") or {}, ConditionType.READY).get("message") or "no Ready condition yet"
             raise PluginError(f"timed out after {timeout:g}s waiting for {version} to go live ({ready})", ExitCode.REFUSED)
         sleep(POLL_INTERVAL)
 
