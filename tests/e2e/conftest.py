@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,20 +96,67 @@ def api(env: Environment) -> client.ApiClient:
     return load_api_client()
 
 
-@pytest.fixture
-def namespace(env: Environment, api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
-    name = f"e2e-{slug}-{uuid.uuid4().hex[:5]}"
+def create_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | None = None) -> None:
     core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name, "labels": {"miosa.io/e2e": "true"}}})
+    core.create_namespace({"metadata": {"name": name, "labels": {"miosa.io/e2e": "true", **(labels or {})}}})
     # Pods need the namespace's default ServiceAccount, which the controller-manager creates.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items):
             break
         time.sleep(0.2)
+
+
+def _slug(request: pytest.FixtureRequest, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:limit].rstrip("-")
+
+
+@pytest.fixture
+def namespace(env: Environment, api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"e2e-{_slug(request)}-{uuid.uuid4().hex[:5]}"
+    create_namespace(api, name)
     yield name
-    core.delete_namespace(name)
+    client.CoreV1Api(api).delete_namespace(name)
+
+
+# ---------------------------------------------------------------------------- tenants
+
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
+@dataclass
+class Tenant:
+    """A tenant as the product sees one: a namespace under Pod Security "restricted", driven
+    through a real ServiceAccount token (``ci``) bound only to ``miosa-deployments-write``."""
+
+    namespace: str
+    kubeconfig: Path
+    api: client.ApiClient
+    """Authenticated as the tenant's ``ci`` ServiceAccount: only what the write role grants."""
+
+
+@pytest.fixture
+def tenants(
+    env: Environment, api: client.ApiClient, operator_kubeconfig: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Tenant]]:
+    """``tenants("a")`` makes tenant ``a`` of this test (each call a new namespace);
+    ``role=`` binds another ClusterRole (e.g. ``edit`` for an attacker with more rights)."""
+    from kubernetes import config as kube_config
+
+    created: list[str] = []
+
+    def make(label: str, role: str = "miosa-deployments-write", labels: dict[str, str] | None = None) -> Tenant:
+        name = f"e2e-{_slug(request, 30)}-{label}-{uuid.uuid4().hex[:4]}"
+        create_namespace(api, name, {**RESTRICTED, **(labels or {})})
+        created.append(name)
+        env.kubectl("-n", name, "create", "serviceaccount", "ci")
+        env.kubectl("-n", name, "create", "rolebinding", "ci", f"--clusterrole={role}", f"--serviceaccount={name}:ci")
+        kubeconfig = service_account_kubeconfig(env, name, "ci", tmp_path)
+        return Tenant(name, kubeconfig, kube_config.new_client_from_config(config_file=str(kubeconfig)))
+
+    yield make
+    for name in created:
+        client.CoreV1Api(api).delete_namespace(name)
 
 
 @pytest.fixture
