@@ -111,3 +111,14 @@ def test_bounded_names_stay_unique_and_short() -> None:
     assert len(bounded(long_a, "verify")) <= 63
     assert bounded(long_a, "verify") != bounded(long_b, "verify")
     assert bounded("short", "verify") == "short-verify"
+
+
+def test_security_contexts_meet_pod_security_restricted() -> None:
+    from miosa_operator.render.security import container_security_context, pod_security_context
+
+    pod = pod_security_context(run_as_user=65532)
+    assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"} and pod["runAsUser"] == 65532
+    container = container_security_context()
+    assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
+    assert container["readOnlyRootFilesystem"] is True
+    assert container_security_context(read_only_root=False)["readOnlyRootFilesystem"] is False
