@@ -35,32 +35,54 @@ def _crds(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     """Exit 0 fetched, 2 bad arguments or configuration, 3 release refused (permanent),
-    4 store or local filesystem error (retrying may help)."""
+    4 the release could not be had (endpoint or store unavailable or refusing, after
+    retries) or the local filesystem failed."""
+    from .serve.client import EndpointSource, ReleaseUnavailable, ReleaseUnreadable, fetch_with_retries
     from .serve.fetch import FetchRefused, fetch_release, parse_sha256
     from .settings import Settings
-    from .store import StoreError, StoreRouter
 
     try:
         expected = parse_sha256(args.sha256)
         settings = Settings.load()
-        limits = settings.limits
-        store = StoreRouter.from_settings(settings)
+        if args.release:
+            source, name = EndpointSource(settings.artifacts_pod_url, settings.artifacts_token_file), args.release
+        else:
+            from .store import StoreRouter
+
+            source, name = StoreRouter.from_settings(settings), args.uri
     except ValueError as exc:
         print(f"miosa-operator fetch: {exc}", file=sys.stderr)
         return 2
+
+    def attempt() -> object:
+        return fetch_release(source, name, expected, Path(args.dest), settings.limits)
+
+    def report(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     try:
-        result = fetch_release(store, args.uri, expected, Path(args.dest), limits)
+        result = fetch_with_retries(attempt, deadline=args.retry_for, report=report)
+    except ValueError as exc:
+        print(f"miosa-operator fetch: {exc}", file=sys.stderr)
+        return 2
     except FetchRefused as refused:
         print(f"refused: {refused.reason}: {refused.message}", file=sys.stderr)
         return 3
-    except StoreError as exc:
-        print(f"store error: {exc}", file=sys.stderr)
+    except (ReleaseUnavailable, ReleaseUnreadable) as exc:
+        print(f"cannot download the release: {exc}", file=sys.stderr)
         return 4
     except OSError as exc:
         print(f"cannot unpack into {args.dest}: {exc}", file=sys.stderr)
         return 4
-    summary = f"{result.files} files, {result.total_bytes} bytes, sha256 {result.sha256}"
-    print(f"fetched {args.uri}: {summary} -> {args.dest}")
+    except Exception as exc:
+        from .store import StoreError
+
+        if isinstance(exc, StoreError):
+            print(f"store error: {exc}", file=sys.stderr)
+            return 4
+        raise
+    summary = f"{result.files} files, {result.total_bytes} bytes, sha256 {result.sha256}"  # type: ignore[attr-defined]
+    print(f"fetched {name}: {summary} -> {args.dest}")
     return 0
 
 
@@ -68,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve.server import serve
 
     try:
-        serve(Path(args.dir), args.port, entrypoint=args.entrypoint, host=args.host)
+        serve(Path(args.dir), args.port, entrypoint=args.entrypoint, host=args.host, cache_bytes=args.cache_bytes)
     except ValueError as exc:
         print(f"miosa-operator serve: {exc}", file=sys.stderr)
         return 2
@@ -115,9 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     fetch = sub.add_parser("fetch", help="download, verify and unpack a static release (init container)")
-    fetch.add_argument("--uri", required=True, help="the release, s3://… or file:///…/dist.tar.zst")
+    source = fetch.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--release",
+        help="<namespace>/<dep id>/<ver id>, downloaded from the artifact endpoint ($MIOSA_ARTIFACTS_URL) "
+        "with the token in $MIOSA_ARTIFACTS_TOKEN_FILE (what static pods do)",
+    )
+    source.add_argument("--uri", help="s3://… or file:///…/dist.tar.zst, read with the store's own credentials")
     fetch.add_argument("--sha256", required=True, help="its expected sha256 (the version's status.artifactSha256)")
     fetch.add_argument("--dest", required=True, help="directory to create; its parent must be writable")
+    fetch.add_argument(
+        "--retry-for", type=float, default=300.0, metavar="SECONDS",
+        help="keep retrying an unavailable endpoint this long (default: 300)",
+    )
     fetch.set_defaults(func=_fetch)
 
     serve = sub.add_parser("serve", help="serve an unpacked static release over HTTP")
@@ -125,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", required=True, type=int)
     serve.add_argument("--entrypoint", default="index.html", help="file served for / (default: index.html)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    serve.add_argument(
+        "--cache-bytes", type=int, default=32 << 20, help="memory for keeping small files (default: 32 MiB)"
+    )
     serve.set_defaults(func=_serve)
     gc = sub.add_parser("gc", help="collect artifacts of versions past retention (one sweep)")
     gc.add_argument("--dry-run", action="store_true", help="only report what would be collected")

@@ -21,7 +21,9 @@ from .controllers.deployments import DeploymentController
 from .controllers.retention import Collector, PeriodicCollector
 from .controllers.versions import VersionController
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
+from .kube.tokenreview import TokenReviewer, api_review
 from .render.runtime import StaticServer
+from .serve.artifacts import ArtifactEndpoint, EndpointLimits
 from .settings import Settings
 from .store.router import StoreRouter
 from .webhook import ServiceWebhookServer, self_signed
@@ -74,6 +76,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     events = KopfEvents()
     memo.versions = VersionController(kube, StoreRouter.from_settings(config), config, events)
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
+    memo.artifacts = artifact_endpoint(config, kube)
     configure_webhook(settings, config)
     if config.gc_interval > 0:
         memo.collector = PeriodicCollector(Collector.from_config(kube, config), config.gc_interval)
@@ -85,17 +88,32 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def stop_collector(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "collector", None):
         memo.collector.stop()
+    if getattr(memo, "artifacts", None):
+        memo.artifacts.stop()
 
 
 def static_server(config: Settings) -> StaticServer:
-    """Static pods get the store's endpoint as plain env and its credentials from a Secret."""
-    values = (
-        ("MIOSA_S3_ENDPOINT", config.s3_endpoint),
-        ("MIOSA_S3_REGION", config.s3_region if config.s3_wanted else None),
-        ("MIOSA_S3_ADDRESSING_STYLE", config.s3_addressing_style if config.s3_wanted else None),
+    """Static pods download from the artifact endpoint and check with the operator's limits."""
+    limits = tuple(sorted(config.limits_environment().items()))
+    return StaticServer(config.static_server_image, config.artifacts_pod_url, config.artifacts_audience, limits)
+
+
+def artifact_endpoint(config: Settings, kube: Kube) -> ArtifactEndpoint:
+    """The endpoint static pods download releases from, on its own thread and event loop."""
+    reviewer = TokenReviewer(api_review(kube.api_client), config.artifacts_audience)
+    limits = EndpointLimits(
+        max_streams=config.artifacts_max_streams, max_streams_per_tenant=config.artifacts_max_streams_per_tenant
     )
-    store_env = tuple((name, value) for name, value in values if value)
-    return StaticServer(config.static_server_image, store_env, config.store_secret)
+    endpoint = ArtifactEndpoint(
+        StoreRouter.from_settings(config),
+        config.releases_uri,
+        reviewer,
+        host=config.artifacts_addr,
+        port=config.artifacts_port,
+        limits=limits,
+    )
+    endpoint.start()
+    return endpoint
 
 
 def configure_webhook(settings: kopf.OperatorSettings, config: Settings) -> None:

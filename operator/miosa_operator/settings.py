@@ -149,12 +149,6 @@ class Settings(BaseSettings):
         description="Set by the platform (IAM role for service accounts, a container role, a profile): "
         "S3 through boto3's default credential chain.",
     )
-    store_secret: str | None = env(
-        "MIOSA_STORE_SECRET",
-        section="store",
-        default=None,
-        description="Secret (in each tenant namespace) with store credentials that static server pods load.",
-    )
 
     # ------------------------------------------------------------------ ingestion limits
     max_members: int = env(
@@ -212,7 +206,49 @@ class Settings(BaseSettings):
         "MIOSA_STATIC_SERVER_IMAGE",
         section="reconciling",
         default="ghcr.io/miosa/miosa-operator:0.1.0",
-        description="Image of the static server pods (runs `miosa-operator fetch`, then serves).",
+        description="The operator's own image, run by static pods: `miosa-operator fetch` (always this image) "
+        "and `serve` (unless the Deployment names another server image).",
+    )
+
+    # ------------------------------------------------------------------ artifact endpoint
+    artifacts_addr: str = env(
+        "MIOSA_ARTIFACTS_ADDR",
+        section="artifacts",
+        default="127.0.0.1",
+        description="Address the artifact endpoint (static pods download releases from it) listens on.",
+    )
+    artifacts_port: int = env(
+        "MIOSA_ARTIFACTS_PORT", section="artifacts", default=8081, ge=0, le=65535, description="Its port."
+    )
+    artifacts_url: str | None = env(
+        "MIOSA_ARTIFACTS_URL",
+        section="artifacts",
+        default=None,
+        description="URL static pods reach the endpoint at, e.g. its Service "
+        "`http://miosa-operator-artifacts.miosa-system.svc:8081` (default: `http://<addr>:<port>`).",
+    )
+    artifacts_audience: str = env(
+        "MIOSA_ARTIFACTS_AUDIENCE",
+        section="artifacts",
+        default="miosa-artifacts",
+        min_length=1,
+        description="Audience of the ServiceAccount tokens static pods present (and the only one accepted).",
+    )
+    artifacts_token_file: str = env(
+        "MIOSA_ARTIFACTS_TOKEN_FILE",
+        section="artifacts",
+        default="/var/run/secrets/miosa/artifacts/token",
+        description="`fetch`: the pod's projected token for the endpoint.",
+    )
+    artifacts_max_streams: int = env(
+        "MIOSA_ARTIFACTS_MAX_STREAMS", section="artifacts", default=32, gt=0, description="Downloads served at once."
+    )
+    artifacts_max_streams_per_tenant: int = env(
+        "MIOSA_ARTIFACTS_MAX_STREAMS_PER_TENANT",
+        section="artifacts",
+        default=4,
+        gt=0,
+        description="Downloads served at once for one namespace (the others wait and retry).",
     )
 
     # ------------------------------------------------------------------ retention
@@ -329,6 +365,24 @@ class Settings(BaseSettings):
         )
 
     @property
+    def artifacts_pod_url(self) -> str:
+        """Where static pods download releases (``MIOSA_ARTIFACTS_URL`` or the listen address)."""
+        if self.artifacts_url:
+            return self.artifacts_url.rstrip("/")
+        host = self.artifacts_addr if self.artifacts_addr not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.artifacts_port}"
+
+    def limits_environment(self) -> dict[str, str]:
+        """The ingestion limits as the environment variables that set them, for the pods that
+        verify releases with the very limits the operator ingested them with."""
+        values = self.model_dump()
+        return {
+            _variables(info)[0]: str(values[name])
+            for name, info in Settings.model_fields.items()
+            if _section(info) == "limits"
+        }
+
+    @property
     def s3_wanted(self) -> bool:
         """Whether the operator is meant to talk to S3 at all (an endpoint, keys or an IAM role)."""
         return bool(self.s3_endpoint or self.s3_access_key_id or self.s3_ambient_credentials)
@@ -367,6 +421,12 @@ def _variables(info: FieldInfo) -> tuple[str, ...]:
     extra = info.json_schema_extra
     assert isinstance(extra, dict), "every setting is declared with env()"
     return tuple(str(name) for name in extra["variables"])  # type: ignore[union-attr]
+
+
+def _section(info: FieldInfo) -> str:
+    extra = info.json_schema_extra
+    assert isinstance(extra, dict), "every setting is declared with env()"
+    return str(extra["section"])
 
 
 def variable_names() -> list[str]:

@@ -2,9 +2,16 @@
 
 * dynamic: the version's frozen runtime (image, command, port, env, readiness probe on its
   health path), rendered by the same function as the health gate's verification workload.
-* static: a static server.  An init container runs ``miosa-operator fetch``, which downloads
-  the canonical release, verifies its sha256 and unpacks it into an emptyDir (a tampered
-  artifact never gets served); the server container then serves it, ready on ``/healthz``.
+* static: a static server.  An init container runs ``miosa-operator fetch`` from the
+  operator's own image (never a tenant's), which downloads the canonical release from the
+  operator's artifact endpoint, verifies its sha256 and every member with the operator's
+  ingestion limits and unpacks it into an emptyDir (a tampered artifact never gets served);
+  the server container then serves it, ready on ``/healthz``.  The pod holds no store
+  credentials: the init container alone mounts a projected ServiceAccount token whose
+  audience is the artifact endpoint (useless against the API server), and the endpoint
+  serves a token of namespace N only N's releases (``serve.artifacts``).  The pod gets no
+  API token at all.  Every container meets Pod Security "restricted" (``render.security``),
+  with memory limits and an emptyDir ``sizeLimit`` derived from the release's size.
 
 The version id sits in the pod template's annotations, so promoting another version always
 rolls the pods, and a hash of the rendered spec sits on the workload so the controller
@@ -23,6 +30,7 @@ from typing import Any
 from ..api import meta
 from ..api.models import Deployment, DeploymentVersion, VersionKind
 from .names import bounded
+from .security import NONROOT_UID, container_security_context, pod_security_context
 from .workloads import ANNOTATION_VERSION_ID, runtime_container
 
 Obj = dict[str, Any]
@@ -32,13 +40,25 @@ ANNOTATION_RENDERED_HASH = f"{meta.GROUP}/rendered-hash"
 SITE_DIR = "/srv/site"
 
 
+MiB = 1 << 20
+TOKEN_DIR = "/var/run/secrets/miosa/artifacts"
+TOKEN_SECONDS = 600
+"""Lifetime of the pod's endpoint token: the API server's minimum; the kubelet renews it."""
+SERVER_CACHE_BYTES = 32 * MiB
+"""Memory the static server may spend keeping small files (``serve --cache-bytes``)."""
+
+
 @dataclass(frozen=True)
 class StaticServer:
-    """How static pods reach the artifact store (operator-wide settings)."""
+    """How static pods get their release (operator-wide settings)."""
 
     image: str
-    store_env: tuple[tuple[str, str], ...] = ()  # non-secret settings, e.g. MIOSA_S3_ENDPOINT
-    credentials_secret: str | None = None  # Secret with MIOSA_S3_ACCESS_KEY_ID/…, mounted as env
+    """The operator's own image: runs ``fetch`` always, ``serve`` unless the Deployment names a server image."""
+    artifacts_url: str
+    """The artifact endpoint as pods reach it (``MIOSA_ARTIFACTS_URL``)."""
+    audience: str = "miosa-artifacts"
+    limits_env: tuple[tuple[str, str], ...] = ()
+    """The operator's ingestion limits as ``MIOSA_MAX_*`` variables: fetch checks with exactly these."""
 
 
 def workload_name(deployment: Deployment) -> str:
@@ -68,37 +88,72 @@ def serving_port(deployment: Deployment, version: DeploymentVersion) -> int:
 
 def static_pod_spec(deployment: Deployment, version: DeploymentVersion, server: StaticServer) -> Obj:
     status = version.status
-    assert status.artifact_uri and status.artifact_sha256, "only ready versions are rendered"
-    entrypoint = status.artifact_manifest.entrypoint if status.artifact_manifest else "index.html"
+    assert status.artifact_uri and status.artifact_sha256 and status.id and status.deployment_id, "only ready versions"
+    manifest = status.artifact_manifest
+    entrypoint = manifest.entrypoint if manifest else "index.html"
     port = serving_port(deployment, version)
     image = (deployment.spec.static.image if deployment.spec.static else None) or server.image
-    env: list[Obj] = [{"name": k, "value": v} for k, v in server.store_env]
-    env_from = [{"secretRef": {"name": server.credentials_secret, "optional": True}}] if server.credentials_secret else []
-    mount = [{"name": "site", "mountPath": "/srv"}]
+    release = f"{version.metadata.namespace}/{status.deployment_id}/{status.id}"
+    site = {"name": "site", "mountPath": "/srv"}
     fetch: Obj = {
         "name": "fetch",
-        "image": image,
-        "command": ["miosa-operator", "fetch", "--uri", status.artifact_uri, "--sha256", status.artifact_sha256, "--dest", SITE_DIR],
-        "env": env,
-        "volumeMounts": mount,
+        "image": server.image,  # the only container that touches the release: never the tenant's image
+        "command": ["miosa-operator", "fetch", "--release", release, "--sha256", status.artifact_sha256, "--dest", SITE_DIR],
+        "env": [
+            {"name": "MIOSA_ARTIFACTS_URL", "value": server.artifacts_url},
+            {"name": "MIOSA_ARTIFACTS_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"},
+            *({"name": name, "value": value} for name, value in server.limits_env),
+        ],
+        "volumeMounts": [site, {"name": "artifacts-token", "mountPath": TOKEN_DIR, "readOnly": True}],
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     }
-    if env_from:
-        fetch["envFrom"] = env_from
+    probe = {"httpGet": {"path": "/healthz", "port": port}}
     return {
         "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(run_as_user=NONROOT_UID),
         "initContainers": [fetch],
         "containers": [
             {
                 "name": "server",
                 "image": image,
-                "command": ["miosa-operator", "serve", "--dir", SITE_DIR, "--port", str(port), "--entrypoint", entrypoint],
+                "command": [
+                    "miosa-operator", "serve", "--dir", SITE_DIR, "--port", str(port), "--entrypoint", entrypoint,
+                    "--cache-bytes", str(SERVER_CACHE_BYTES),
+                ],
                 "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-                "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 2},
-                "volumeMounts": mount,
+                "readinessProbe": {**probe, "periodSeconds": 2},
+                "livenessProbe": {**probe, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+                "volumeMounts": [{**site, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}],
+                "securityContext": container_security_context(),
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                    "limits": {"memory": f"{(128 * MiB + SERVER_CACHE_BYTES) // MiB}Mi"},
+                },
             }
         ],
-        "volumes": [{"name": "site", "emptyDir": {}}],
+        "volumes": [
+            {"name": "site", "emptyDir": {"sizeLimit": site_size_limit(manifest.files if manifest else 0,
+                                                                       manifest.total_bytes if manifest else 0)}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+            {
+                "name": "artifacts-token",
+                "projected": {
+                    "sources": [
+                        {"serviceAccountToken": {"audience": server.audience, "expirationSeconds": TOKEN_SECONDS, "path": "token"}}
+                    ]
+                },
+            },
+        ],
     }
+
+
+def site_size_limit(files: int, total_bytes: int) -> str:
+    """The emptyDir holding the unpacked release: twice the tree (a re-run fetch unpacks the new
+    tree before removing the old), each file rounded up to 4 KiB blocks, plus 16 MiB slack."""
+    tree = total_bytes + files * 4096
+    return f"{(2 * tree + 16 * MiB + MiB - 1) // MiB}Mi"
 
 
 def dynamic_pod_spec(version: DeploymentVersion) -> Obj:

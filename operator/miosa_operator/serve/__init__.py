@@ -1,18 +1,11 @@
-"""The static server's two halves, both run from the operator image by static pods: ``fetch``
-(init container: download, verify and unpack the canonical release into an emptyDir) and
-``server`` (serve that tree over HTTP, with ``/healthz`` as the readiness probe)."""
+"""Static releases from the store to an end-customer's browser.
 
-from __future__ import annotations
+* ``artifacts``: the operator's artifact endpoint (tenant pods download their own tenant's
+  releases with their ServiceAccount token; the store's credentials stay in the operator).
+* ``client`` and ``fetch``: the static pods' init container (download from that endpoint,
+  verify the sha256 and every member, unpack into an emptyDir).
+* ``server``: the static pods' server (serves that tree to end-customers).
 
-from .fetch import FetchRefused, FetchResult, fetch_release, parse_sha256
-from .server import HEALTH_PATH, make_server, serve
-
-__all__ = [
-    "HEALTH_PATH",
-    "FetchRefused",
-    "FetchResult",
-    "fetch_release",
-    "make_server",
-    "parse_sha256",
-    "serve",
-]
+The submodules are imported where needed: the init container must not pay for aiohttp or
+the Kubernetes client, nor the server for boto3.
+"""

@@ -19,6 +19,12 @@ Design decisions:
   check or the decoder fails half-way, the rest of the object is still read (up to the
   bundle size cap) and hashed: wrong bytes are reported as ``ChecksumMismatch`` (with the
   symptom in the message), right bytes with a bad member as that member's reason.
+* **The operator's own limits, not the upload's.**  Members are checked with the limits the
+  operator ingested the release with (the rendered pod gets them as ``MIOSA_MAX_*``), so
+  what ingestion accepted is never refused here.  The compression-ratio cap is not applied:
+  it guards against untrusted uploads, while a release is the operator's own output,
+  verified by its sha256 (a plain tar holding 50 MiB of zeros is a tiny ``dist.tar.zst``).
+  The size caps still bound what lands on disk, checksum or not.
 * **Only canonical releases.** The format must be ``tar.zst``; ``.tar`` or ``.tar.gz``
   uploads are ingestion's input, never a release.
 * **No symlink is ever followed.** Members are created relative to directory file
@@ -34,8 +40,10 @@ Design decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
+import math
 import os
 import shutil
 import stat
@@ -44,13 +52,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from typing import IO, BinaryIO, ContextManager, Protocol, cast
 
 from ..ingest.bundle import CANONICAL_FORMAT, CHUNK, BundleRejected, Reason, walk_bundle
 from ..ingest.limits import IngestLimits
 
-if TYPE_CHECKING:  # the store package imports boto3, which the server process does not need
-    from ..store.base import ArtifactStore
+
+class ReleaseSource(Protocol):
+    """Anything that opens a release by name: the artifact endpoint's client, or a store."""
+
+    def open_read(self, name: str) -> ContextManager[IO[bytes]]: ...
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -89,19 +100,26 @@ def parse_sha256(value: str) -> str:
     return digest
 
 
-def fetch_release(
-    store: ArtifactStore, uri: str, expected_sha256: str, dest: Path, limits: IngestLimits
-) -> FetchResult:
-    """Download the release at ``uri``, verify ``expected_sha256`` and unpack it at ``dest``.
+def release_limits(limits: IngestLimits) -> IngestLimits:
+    """The limits a stored release is checked with: ingestion's, without the ratio cap."""
+    return dataclasses.replace(limits, max_compression_ratio=math.inf)
 
+
+def fetch_release(
+    source: ReleaseSource, name: str, expected_sha256: str, dest: Path, limits: IngestLimits
+) -> FetchResult:
+    """Download release ``name`` from ``source``, verify ``expected_sha256``, unpack it at ``dest``.
+
+    ``limits`` are the operator's ingestion limits (``release_limits`` is applied here).
     ``dest`` must be absent, an empty directory, or a directory holding an earlier fetch
-    (replaced only once the new tree is verified). Raises ``FetchRefused``, ``StoreError``,
-    ``OSError`` or, for a malformed ``expected_sha256``, ``ValueError``.
+    (replaced only once the new tree is verified). Raises ``FetchRefused``, the source's own
+    errors, ``OSError`` or, for a malformed ``expected_sha256``, ``ValueError``.
     """
     expected = parse_sha256(expected_sha256)
+    limits = release_limits(limits)
     dest = Path(os.path.abspath(dest))
     _check_dest(dest)
-    with store.open_read(uri) as stream, _staging(dest) as staged:
+    with source.open_read(name) as stream, _staging(dest) as staged:
         reader = _HashingReader(stream)
         result = _unpack_verified(reader, staged, expected, limits)
         _install(staged, dest)
