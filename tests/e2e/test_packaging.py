@@ -100,9 +100,20 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     assert variables["MIOSA_RELEASES_URI"] == "file:///var/lib/miosa-operator/releases"
     assert (variables["MIOSA_RETENTION_DAYS"], variables["MIOSA_ROLLBACK_WINDOW"]) == ("30", "5")
     assert variables["MIOSA_HEALTH_GATE_TIMEOUT"] == "120"
-    assert "MIOSA_STORE_SECRET" not in variables  # no S3 credentials configured
-    (service,) = by_kind(docs, "Service")
-    assert {(p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {(443, "webhook"), (9443, "webhook")}
+    assert not any(name.startswith("MIOSA_S3_") for name in variables)  # no S3 configured
+    # The embedded default store keeps its releases on a claim, and serves them to static pods
+    # through the artifact endpoint's Service.
+    (claim,) = by_kind(docs, "PersistentVolumeClaim")
+    assert {"name": "releases", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in pod["volumes"]
+    assert variables["MIOSA_ARTIFACTS_URL"] == f"http://{RELEASE}-artifacts.{namespace}.svc:8081"
+    assert variables["MIOSA_ARTIFACTS_ADDR"] == "0.0.0.0" and variables["MIOSA_ARTIFACTS_AUDIENCE"] == "miosa-artifacts"
+    assert {"name": "artifacts", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    webhook, artifacts = services[f"{RELEASE}-webhook"], services[f"{RELEASE}-artifacts"]
+    assert {(p["port"], p["targetPort"]) for p in webhook["spec"]["ports"]} == {(443, "webhook"), (9443, "webhook")}
+    assert {(p["port"], p["targetPort"]) for p in artifacts["spec"]["ports"]} == {(8081, "artifacts")}
+    role = next(r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == RELEASE)
+    assert {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]} in role["rules"]
 
     # The generated certificate is valid for the Service's DNS name and chains to ca.crt.
     (secret,) = by_kind(docs, "Secret")
@@ -116,7 +127,7 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
 
 
 def test_helm_chart_variants_are_accepted(env: Environment, crds: None, namespace: str) -> None:
-    # S3 with credentials the chart turns into a Secret; static pods load it by name.
+    # S3 with credentials the chart turns into a Secret, read by the operator only.
     text = render(
         env, namespace,
         "store.releasesUri=s3://releases/prod", "store.s3.endpoint=https://s3.example.com",
@@ -128,23 +139,27 @@ def test_helm_chart_variants_are_accepted(env: Environment, crds: None, namespac
     store = next(d for d in by_kind(docs, "Secret") if d["type"] == "Opaque")
     assert set(store["stringData"]) == {"MIOSA_S3_ACCESS_KEY_ID", "MIOSA_S3_SECRET_ACCESS_KEY"}
     variables = container_env(by_kind(docs, "Deployment")[0])
-    assert variables["MIOSA_STORE_SECRET"] == store["metadata"]["name"]
+    assert not any("SECRET" in name and not name.startswith("MIOSA_S3_") for name in variables)
     assert variables["MIOSA_S3_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": store["metadata"]["name"], "key": "MIOSA_S3_ACCESS_KEY_ID"}}
     assert variables["MIOSA_S3_ENDPOINT"] == "https://s3.example.com"
     assert (variables["MIOSA_RETENTION_DAYS"], variables["MIOSA_HEALTH_GATE_TIMEOUT"]) == ("7", "45")
     assert not by_kind(docs, "PersistentVolumeClaim")
 
-    # A file:// store on a claim the chart creates; an existing S3 Secret; no webhook.
-    text = render(env, namespace, "store.volume.type=persistentVolumeClaim", "webhook.enabled=false")
+    # A file:// store on an emptyDir (evaluation only); an existing S3 Secret; no webhook; a
+    # NetworkPolicy for the artifact port.
+    text = render(env, namespace, "store.volume.type=emptyDir", "webhook.enabled=false", "artifacts.networkPolicy.enabled=true")
     docs = documents(text)
     dry_run(env, text)
-    assert len(by_kind(docs, "PersistentVolumeClaim")) == 1 and not by_kind(docs, "Service")
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    assert [s["metadata"]["name"] for s in by_kind(docs, "Service")] == [f"{RELEASE}-artifacts"]
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "artifacts", "protocol": "TCP"}]
     assert container_env(by_kind(docs, "Deployment")[0])["MIOSA_WEBHOOK"] == "off"
     text = render(env, namespace, "store.releasesUri=s3://r", "store.s3.existingSecret=mine", "webhook.existingSecret=tls")
     docs = documents(text)
     dry_run(env, text)
     assert not by_kind(docs, "Secret")
-    assert container_env(by_kind(docs, "Deployment")[0])["MIOSA_STORE_SECRET"] == "mine"
+    assert container_env(by_kind(docs, "Deployment")[0])["MIOSA_S3_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "mine"
 
     # cert-manager is not installed here: check the rendering only.
     docs = documents(render(env, namespace, "webhook.certManager.enabled=true"))

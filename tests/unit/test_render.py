@@ -8,7 +8,9 @@ from miosa_operator.render.names import bounded
 
 V1, V2 = "ver_" + "1" * 26, "ver_" + "2" * 26
 RELEASE = f"s3://rel/acme/dep/{V1}/dist.tar.zst"
-SERVER = runtime.StaticServer("miosa/operator:1", (("MIOSA_S3_ENDPOINT", "http://s3:9000"),), "miosa-store")
+ENDPOINT = "http://miosa-operator-artifacts.miosa-system.svc:8081"
+SERVER = runtime.StaticServer("miosa/operator:1", ENDPOINT, "miosa-artifacts", (("MIOSA_MAX_MEMBERS", "20000"),))
+DEP_ID = "dep_" + "0" * 26
 
 
 def deployment(**spec: Any) -> Deployment:
@@ -24,11 +26,12 @@ def static_version() -> DeploymentVersion:
             "spec": {"deploymentRef": {"name": "site"}, "kind": "static", "artifact": {"uri": "s3://uploads/x.tar", "sha256": "a" * 64}},
             "status": {
                 "id": V1,
+                "deploymentId": DEP_ID,
                 "versionNumber": 7,
                 "state": "ready",
                 "artifactUri": RELEASE,
                 "artifactSha256": "b" * 64,
-                "artifactManifest": {"files": 2, "totalBytes": 10, "entrypoint": "home.html"},
+                "artifactManifest": {"files": 2, "totalBytes": 100 << 20, "entrypoint": "home.html"},
             },
         }
     )
@@ -53,17 +56,61 @@ def test_static_workload_fetches_verifies_and_serves() -> None:
     pod = body["spec"]["template"]["spec"]
     fetch = pod["initContainers"][0]
     assert fetch["command"] == [
-        "miosa-operator", "fetch", "--uri", RELEASE, "--sha256", "b" * 64, "--dest", "/srv/site"
+        "miosa-operator", "fetch", "--release", f"acme/{DEP_ID}/{V1}", "--sha256", "b" * 64, "--dest", "/srv/site"
     ]
-    assert fetch["env"] == [{"name": "MIOSA_S3_ENDPOINT", "value": "http://s3:9000"}]
-    assert fetch["envFrom"] == [{"secretRef": {"name": "miosa-store", "optional": True}}]
+    assert fetch["env"] == [
+        {"name": "MIOSA_ARTIFACTS_URL", "value": ENDPOINT},
+        {"name": "MIOSA_ARTIFACTS_TOKEN_FILE", "value": "/var/run/secrets/miosa/artifacts/token"},
+        {"name": "MIOSA_MAX_MEMBERS", "value": "20000"},  # the operator's own limits, not fetch's defaults
+    ]
     server = pod["containers"][0]
-    assert server["command"][-2:] == ["--entrypoint", "home.html"]
+    assert server["command"][:8] == ["miosa-operator", "serve", "--dir", "/srv/site", "--port", "8080", "--entrypoint", "home.html"]
     assert server["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
     assert body["spec"]["replicas"] == 3
     assert body["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert body["spec"]["template"]["metadata"]["annotations"]["deploy.miosa.io/version-id"] == V1
     assert body["metadata"]["ownerReferences"][0]["uid"] == "dep-uid"
+
+
+def test_static_pods_hold_no_credentials_and_run_no_tenant_code_near_the_release() -> None:
+    pod = runtime.static_pod_spec(deployment(static={"image": "tenant/evil:1"}), static_version(), SERVER)
+    fetch, server = pod["initContainers"][0], pod["containers"][0]
+    assert fetch["image"] == "miosa/operator:1"  # the tenant's image never sees the token or the download
+    assert server["image"] == "tenant/evil:1"
+    assert "envFrom" not in fetch and "env" not in server
+    assert not any("S3" in var["name"] or "SECRET" in var["name"] for var in fetch["env"])
+    assert pod["automountServiceAccountToken"] is False  # no API token anywhere in the pod
+    [token] = [v for v in pod["volumes"] if v["name"] == "artifacts-token"]
+    assert token["projected"]["sources"] == [
+        {"serviceAccountToken": {"audience": "miosa-artifacts", "expirationSeconds": 600, "path": "token"}}
+    ]
+    assert [m["name"] for m in fetch["volumeMounts"]] == ["site", "artifacts-token"]
+    assert "artifacts-token" not in [m["name"] for m in server["volumeMounts"]]
+    assert {"name": "site", "mountPath": "/srv", "readOnly": True} in server["volumeMounts"]
+
+
+def test_static_pods_meet_pod_security_restricted() -> None:
+    pod = runtime.static_pod_spec(deployment(), static_version(), SERVER)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+        assert context["readOnlyRootFilesystem"] is True and context["runAsNonRoot"] is True
+        assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"]
+        assert container["resources"]["requests"]["cpu"]
+    for volume in pod["volumes"]:
+        assert "hostPath" not in volume
+        if "emptyDir" in volume:
+            assert volume["emptyDir"]["sizeLimit"]
+
+
+def test_the_site_volume_is_sized_from_the_release() -> None:
+    pod = runtime.static_pod_spec(deployment(), static_version(), SERVER)
+    [site] = [v for v in pod["volumes"] if v["name"] == "site"]
+    assert site["emptyDir"]["sizeLimit"] == "217Mi"  # 2 x (100 MiB + 2 files x 4 KiB) + 16 MiB, rounded up
+    assert runtime.site_size_limit(0, 0) == "16Mi"
+    assert runtime.site_size_limit(10_000, 2 << 30) == f"{(2 * ((2 << 30) + 10_000 * 4096) + (16 << 20) + (1 << 20) - 1) >> 20}Mi"
 
 
 def test_dynamic_workload_uses_frozen_runtime() -> None:

@@ -42,6 +42,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s.%s.svc" (include "miosa-operator.webhookService" .) .Release.Namespace -}}
 {{- end -}}
 
+{{- define "miosa-operator.artifactsService" -}}
+{{- printf "%s-artifacts" (include "miosa-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The URL static pods download releases from. */}}
+{{- define "miosa-operator.artifactsUrl" -}}
+{{- printf "http://%s.%s.svc:%v" (include "miosa-operator.artifactsService" .) .Release.Namespace .Values.artifacts.port -}}
+{{- end -}}
+
 {{- define "miosa-operator.webhookSecret" -}}
 {{- .Values.webhook.existingSecret | default (printf "%s-webhook-tls" (include "miosa-operator.fullname" .)) -}}
 {{- end -}}

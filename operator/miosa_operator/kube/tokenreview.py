@@ -36,7 +36,7 @@ from kubernetes.client.exceptions import ApiException
 
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
-MAX_TOKEN_BYTES = 16 * 1024
+MAX_TOKEN_BYTES = 8 * 1024
 """Anything longer is not a Kubernetes token; refused without asking the API server."""
 
 

@@ -44,11 +44,14 @@ from aiohttp import web
 
 from ..kube.tokenreview import ReviewUnavailable, TokenReviewer, bearer_token
 from .releases import RELEASE_OBJECT, parse_release_path
+from .server import NotOurError
 
 if TYPE_CHECKING:
     from ..store.base import ArtifactStore
 
 log = logging.getLogger(__name__)
+_HTTP_LOG = logging.getLogger(f"{__name__}.http")
+_HTTP_LOG.addFilter(NotOurError())
 
 CHUNK = 256 * 1024
 NOT_FOUND = "no such release\n"
@@ -218,7 +221,10 @@ class ArtifactEndpoint:
 
     async def _serve(self, ready: threading.Event) -> None:
         self._stopped = asyncio.Event()
-        runner = web.AppRunner(self.application(), access_log=None, handle_signals=False, shutdown_timeout=5)
+        runner = web.AppRunner(
+            self.application(), access_log=None, handle_signals=False, shutdown_timeout=5, logger=_HTTP_LOG,
+            keepalive_timeout=15,
+        )
         await runner.setup()
         self._runner = runner
         try:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import mimetypes
 import os
 import re
@@ -338,6 +339,7 @@ class _FileStream(web.StreamResponse):
         super().__init__(**kwargs)
         self._site_root, self._parts, self._first, self._end = root, parts, start, stop
         self.content_length = stop - start
+        self.sent = 0
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         if self.prepared:
@@ -353,13 +355,13 @@ class _FileStream(web.StreamResponse):
             if request.method == "HEAD":
                 return writer
             try:
-                await _send(request, data, self._first, self._end)
+                self.sent = await _send(request, data, self._first, self._end)
             except (TimeoutError, ConnectionError, OSError):
                 _abort(request)
         return writer
 
 
-async def _send(request: web.BaseRequest, data: Any, start: int, stop: int) -> None:
+async def _send(request: web.BaseRequest, data: Any, start: int, stop: int) -> int:
     loop, transport = asyncio.get_running_loop(), request.transport
     offset = start
     while offset < stop and transport is not None and not transport.is_closing():
@@ -374,6 +376,7 @@ async def _send(request: web.BaseRequest, data: Any, start: int, stop: int) -> N
         if not sent:
             raise ConnectionResetError("the client went away")
         offset += sent
+    return offset - start
 
 
 def _range(request: web.BaseRequest, entry: Entry) -> tuple[int, int] | str | None:
@@ -450,7 +453,7 @@ class AccessLog(AbstractAccessLogger):
         version = f"HTTP/{request.version.major}.{request.version.minor}"
         line = (
             f'{request.remote or "-"} - - [{when}] "{escape(request.method)} {escape(request.raw_path)} {version}" '
-            f"{response.status} {response.body_length} "
+            f"{response.status} {getattr(response, 'sent', None) or response.body_length} "
             f'"{escape(request.headers.get("Referer", "-"))}" "{escape(request.headers.get("User-Agent", "-"))}" '
             f"{time_taken:.6f}\n"
         )
@@ -490,6 +493,7 @@ def make_server(
     *,
     cache_bytes: int = CACHE_BYTES,
     max_connections: int = MAX_CONNECTIONS,
+    request_timeout: float = REQUEST_TIMEOUT,
     access_log: bool = True,
 ) -> web.Server:
     """The aiohttp protocol factory serving ``root`` (not yet listening; needs a running loop)."""
@@ -500,7 +504,8 @@ def make_server(
     return _CappedServer(
         SiteHandler(site),
         max_connections,
-        keepalive_timeout=REQUEST_TIMEOUT,
+        keepalive_timeout=request_timeout,
+        logger=_SERVER_LOG,
         lingering_time=0,
         max_line_size=MAX_PATH_BYTES * 3 + 64,
         max_field_size=8190,
@@ -520,16 +525,29 @@ def checked_entrypoint(entrypoint: str) -> str:
 
 
 def _stdout_logger() -> Any:
-    import logging
-
     return logging.getLogger("miosa_operator.serve.access")  # required by aiohttp; AccessLog writes to stdout
+
+
+class NotOurError(logging.Filter):
+    """A malformed request is the client's doing: it is in the access log as a 400, and must
+    not flood the error log (aiohttp logs each one with a traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Error handling request")
+
+
+_SERVER_LOG = logging.getLogger("miosa_operator.serve.server")
+_SERVER_LOG.addFilter(NotOurError())
 
 
 async def run(root: Path, port: int, entrypoint: str = INDEX, host: str = "0.0.0.0", *,
               cache_bytes: int = CACHE_BYTES, max_connections: int = MAX_CONNECTIONS,
+              request_timeout: float = REQUEST_TIMEOUT,
               ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or forever); ``ready`` gets the bound port."""
-    server = make_server(root, entrypoint, cache_bytes=cache_bytes, max_connections=max_connections)
+    server = make_server(
+        root, entrypoint, cache_bytes=cache_bytes, max_connections=max_connections, request_timeout=request_timeout
+    )
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

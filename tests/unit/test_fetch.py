@@ -1,4 +1,4 @@
-"""Release fetching (verify, then unpack) and the static file server.
+"""Release fetching: verify, then unpack (the static pods' init container).
 
 Releases are made with ``ingest_bundle``, so they are real canonical artifacts; hostile
 releases (links, ``..`` paths) are built by hand, as only a tampered store could hold them.
@@ -7,13 +7,10 @@ releases (links, ``..`` paths) are built by hand, as only a tampered store could
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import os
 import stat
 import tarfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +18,7 @@ import zstandard
 
 from miosa_operator.cli import main
 from miosa_operator.ingest import IngestLimits, ingest_bundle
-from miosa_operator.serve import FetchRefused, fetch_release, make_server
-from miosa_operator.serve.server import CACHE_FINGERPRINTED, CACHE_HTML, CACHE_OTHER, request_parts
+from miosa_operator.serve.fetch import FetchRefused, fetch_release
 from miosa_operator.store import ArtifactNotFound, FileStore
 
 MTIME = 1_700_000_000
@@ -314,146 +310,43 @@ def test_cli_fetch_honours_the_file_root(
     assert "outside the store root" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- server
+# --------------------------------------------------------------------------- what ingestion accepts, fetch serves
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    root = tmp_path / "site"
-    for name, data in {
-        "index.html": b"<h1>home</h1>",
-        "css/x.css": b"a{}",
-        "docs/index.html": b"<h1>docs</h1>",
-        "app.3f9a1c2b.js": b"console.log(1)",
-        "data.json": b"{}",
-        "404.html": b"<h1>custom 404</h1>",
-    }.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    secret = tmp_path / "secret.txt"
-    secret.write_text("top secret")
-    (root / "link.txt").symlink_to(secret)
-    (root / "linkdir").symlink_to(tmp_path)
-    return root
+def test_the_most_compressible_bundle_ingestion_accepts_is_fetched(tmp_path: Path) -> None:
+    """A plain tar holding one file of zeros as large as the limits allow: no ratio to check on
+    the way in, a tiny release on the way out.  The ratio cap is for uploads, not releases."""
+    limits = IngestLimits(max_file_bytes=16 << 20, max_total_bytes=(16 << 20) + 1024)
+    zeros = bytes(limits.max_file_bytes)
+    bundle = tar_of([member("index.html", b"<h1>z</h1>"), member("zeros.bin", zeros)], {"index.html": b"<h1>z</h1>", "zeros.bin": zeros})
+    out = io.BytesIO()
+    ingested = ingest_bundle(io.BytesIO(bundle), out, expected_sha256=hashlib.sha256(bundle).hexdigest(), limits=limits)
+    release = out.getvalue()
+    assert len(zeros) / len(release) > limits.max_compression_ratio * 10  # far beyond the upload cap
+
+    result = fetch_release(FileStore(), store_object(tmp_path, release), ingested.canonical_sha256, tmp_path / "site", limits)
+
+    assert result.files == 2 and (tmp_path / "site" / "zeros.bin").stat().st_size == len(zeros)
 
 
-@pytest.fixture
-def server(site: Path) -> Iterator[tuple[str, int]]:
-    httpd = make_server(site, 0, host="127.0.0.1")
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield "127.0.0.1", httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+def test_release_size_caps_still_apply_without_the_ratio_cap(tmp_path: Path) -> None:
+    zeros = bytes(4 << 20)
+    data, sha = hostile_release([member("index.html", b"x"), member("zeros.bin", zeros)], {"index.html": b"x", "zeros.bin": zeros})
+    with pytest.raises(FetchRefused) as refused:
+        fetch_release(FileStore(), store_object(tmp_path, data), sha, tmp_path / "site", IngestLimits(max_file_bytes=1 << 20))
+    assert refused.value.reason == "FileTooLarge"
+    assert not (tmp_path / "site").exists()
 
 
-def fetch(address: tuple[str, int], path: str, method: str = "GET", **headers: str) -> http.client.HTTPResponse:
-    connection = http.client.HTTPConnection(*address, timeout=5)
-    connection.request(method, path, headers=headers)  # sent as is: no client-side normalisation
-    response = connection.getresponse()
-    response.body = response.read()  # type: ignore[attr-defined]
-    connection.close()
-    return response
-
-
-def body(response: http.client.HTTPResponse) -> bytes:
-    return response.body  # type: ignore[attr-defined,no-any-return]
-
-
-def test_root_serves_the_entrypoint(server: tuple[str, int]) -> None:
-    response = fetch(server, "/")
-    assert response.status == 200
-    assert body(response) == b"<h1>home</h1>"
-    assert response.getheader("Content-Type") == "text/html; charset=utf-8"
-    assert response.getheader("Cache-Control") == CACHE_HTML
-    assert response.getheader("Content-Length") == str(len(b"<h1>home</h1>"))
-
-
-def test_content_types_and_caching(server: tuple[str, int]) -> None:
-    css = fetch(server, "/css/x.css?v=1")
-    assert (css.status, body(css)) == (200, b"a{}")
-    assert css.getheader("Content-Type") == "text/css; charset=utf-8"
-    assert css.getheader("Cache-Control") == CACHE_OTHER
-    js = fetch(server, "/app.3f9a1c2b.js")
-    assert js.getheader("Content-Type") == "text/javascript; charset=utf-8"
-    assert js.getheader("Cache-Control") == CACHE_FINGERPRINTED
-    assert fetch(server, "/data.json").getheader("Content-Type") == "application/json; charset=utf-8"
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/../etc/passwd",
-        "/%2e%2e/%2e%2e/etc/passwd",
-        "/%2e%2e%2fsecret.txt",
-        "/css/..%2f..%2fsecret.txt",
-        "/..%5csecret.txt",
-        "/index.html%00.css",
-        "/%ff",
-        "/link.txt",  # symlink to a file outside the root
-        "/linkdir/secret.txt",  # through a symlinked directory
-        "/nope.html",
-    ],
-)
-def test_traversal_links_and_misses_are_404(server: tuple[str, int], path: str) -> None:
-    response = fetch(server, path)
-    assert response.status == 404
-    assert b"secret" not in body(response)
-    assert body(response) == b"<h1>custom 404</h1>"  # the release's own 404 page
-
-
-def test_healthz_follows_the_entrypoint(site: Path, server: tuple[str, int]) -> None:
-    ok = fetch(server, "/healthz")
-    assert (ok.status, body(ok)) == (200, b"ok\n")
-    (site / "index.html").unlink()
-    assert fetch(server, "/healthz").status == 503
-
-
-def test_directories_redirect_then_serve_their_index(server: tuple[str, int]) -> None:
-    moved = fetch(server, "/docs?x=1")
-    assert moved.status == 301 and moved.getheader("Location") == "/docs/?x=1"
-    docs = fetch(server, "/docs/")
-    assert (docs.status, body(docs)) == (200, b"<h1>docs</h1>")
-    assert fetch(server, "/css/").status == 404  # no index.html there
-
-
-def test_head_etag_and_methods(server: tuple[str, int]) -> None:
-    head = fetch(server, "/css/x.css", method="HEAD")
-    assert head.status == 200 and body(head) == b"" and head.getheader("Content-Length") == "3"
-    etag = head.getheader("ETag")
-    assert etag and etag == fetch(server, "/css/x.css").getheader("ETag")
-    assert fetch(server, "/css/x.css", **{"If-None-Match": etag}).status == 304
-    post = fetch(server, "/", method="POST")
-    assert post.status == 405 and post.getheader("Allow") == "GET, HEAD"
-
-
-def test_custom_entrypoint_and_plain_404(tmp_path: Path) -> None:
-    (tmp_path / "app.html").write_bytes(b"app")
-    httpd = make_server(tmp_path, 0, entrypoint="app.html", host="127.0.0.1")
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        address = ("127.0.0.1", httpd.server_address[1])
-        assert body(fetch(address, "/")) == b"app"
-        assert fetch(address, "/healthz").status == 200
-        missing = fetch(address, "/missing")
-        assert (missing.status, body(missing)) == (404, b"not found\n")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-@pytest.mark.parametrize("entrypoint", ["../x.html", "/abs.html", "", "dir/"])
-def test_unsafe_entrypoints_are_refused(tmp_path: Path, entrypoint: str) -> None:
-    with pytest.raises(ValueError):
-        make_server(tmp_path, 0, entrypoint=entrypoint, host="127.0.0.1")
-
-
-@pytest.mark.parametrize(
-    ("target", "parts"),
-    [("/", []), ("/a/b.css?q#f", ["a", "b.css"]), ("//a/./b", ["a", "b"]), ("/a%20b", ["a b"]), ("/../a", None),
-     ("http://x/a", None), ("/a\\b", None)],
-)
-def test_request_parts(target: str, parts: list[str] | None) -> None:
-    assert request_parts(target) == parts
+@pytest.mark.usefixtures("clean_env")
+def test_cli_fetch_checks_with_the_limits_in_its_environment(
+    tmp_path: Path, release: tuple[str, str, bytes], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rendered pod passes the operator's limits as MIOSA_MAX_*: fetch must use them."""
+    uri, sha, _ = release
+    monkeypatch.setenv("MIOSA_MAX_MEMBERS", "2")
+    assert run_cli("fetch", "--uri", uri, "--sha256", sha, "--dest", str(tmp_path / "site")) == 3
+    assert capsys.readouterr().err.startswith("refused: TooManyMembers: ")
+    monkeypatch.setenv("MIOSA_MAX_MEMBERS", "20000")  # above the default: allowed because configured
+    monkeypatch.setenv("MIOSA_MAX_COMPRESSION_RATIO", "1")  # ignored for releases
+    assert run_cli("fetch", "--uri", uri, "--sha256", sha, "--dest", str(tmp_path / "site")) == 0
