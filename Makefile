@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: dev down test unit e2e lint bench crds binaries env venv test-env test-env-down
+.PHONY: dev down test unit e2e lint bench bench-serving crds binaries env venv test-env test-env-down
 
 ## dev: local control plane + S3, CRDs, the operator and the examples, all on loopback
 dev: venv binaries
@@ -36,6 +36,10 @@ test-env-down:
 ## bench: performance benchmarks against their own isolated environment (not part of `make test`)
 bench: venv binaries
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+## bench-serving: the static server against Debian's nginx (installs nginx, wrk and ab with apt-get)
+bench-serving: venv
+	$(PY) -m benchmarks.serving $(BENCH_ARGS)
 
 ## crds: regenerate crds/ from the pydantic models, and their copies in charts/ and manifests/
 crds: venv binaries

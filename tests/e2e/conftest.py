@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from .slots import CACHE, ENV_DIR, WEBHOOK_PORT, environment_variables
+from .slots import ARTIFACTS_PORT, CACHE, ENV_DIR, WEBHOOK_PORT, environment_variables
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_SCRIPT = REPO / "hack" / "env.sh"
@@ -173,6 +173,8 @@ OPERATOR_ENV = {
     "MIOSA_POLL_INTERVAL": "1",
     "MIOSA_WEBHOOK_ADDR": "127.0.0.1",
     "MIOSA_WEBHOOK_PORT": str(WEBHOOK_PORT),
+    "MIOSA_ARTIFACTS_ADDR": "127.0.0.1",
+    "MIOSA_ARTIFACTS_PORT": str(ARTIFACTS_PORT),
 }
 
 

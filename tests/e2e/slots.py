@@ -32,6 +32,8 @@ ENV_PORTS = {
 }
 WEBHOOK_PORT = 20500 + SLOT
 """The suite's operator serves its admission webhook here."""
+ARTIFACTS_PORT = 20600 + SLOT
+"""... and its artifact endpoint (static pods download releases from it) here."""
 SPARE_PORTS = range(21000 + 100 * SLOT, 21100 + 100 * SLOT)
 """Free for tests that start servers of their own (an API process, a second operator…)."""
 
