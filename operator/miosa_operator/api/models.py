@@ -306,7 +306,12 @@ class RolloutSettings(ApiModel):
 
 
 class StaticServerSettings(ApiModel):
-    image: str | None = Field(default=None, max_length=1024, description="Static file server image (operator default if empty).")
+    image: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Image of the server container, which serves the verified tree read-only (the operator's image if "
+        "empty). The release is always downloaded and verified by the operator's own image.",
+    )
     port: int = Field(default=8080, ge=1, le=65535, description="Port the static server listens on.")
 
 

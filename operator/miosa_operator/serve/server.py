@@ -355,13 +355,13 @@ class _FileStream(web.StreamResponse):
             if request.method == "HEAD":
                 return writer
             try:
-                self.sent = await _send(request, data, self._first, self._end)
+                self.sent = await _send(self, request, data, self._first, self._end)
             except (TimeoutError, ConnectionError, OSError):
                 _abort(request)
         return writer
 
 
-async def _send(request: web.BaseRequest, data: Any, start: int, stop: int) -> int:
+async def _send(response: web.StreamResponse, request: web.BaseRequest, data: Any, start: int, stop: int) -> int:
     loop, transport = asyncio.get_running_loop(), request.transport
     offset = start
     while offset < stop and transport is not None and not transport.is_closing():
@@ -369,10 +369,11 @@ async def _send(request: web.BaseRequest, data: Any, start: int, stop: int) -> i
         async with asyncio.timeout(SEND_TIMEOUT):
             try:
                 sent = await loop.sendfile(transport, data, offset, count)
-            except NotImplementedError:  # e.g. TLS: no sendfile
+            except NotImplementedError:  # a transport without sendfile (TLS, some event loops)
                 data.seek(offset)
-                await request._payload_writer.write(data.read(count))  # type: ignore[attr-defined]
-                sent = count
+                chunk = data.read(min(count, _CHUNK))
+                await response.write(chunk)
+                sent = len(chunk)
         if not sent:
             raise ConnectionResetError("the client went away")
         offset += sent
