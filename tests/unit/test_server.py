@@ -328,6 +328,24 @@ def test_slow_clients_do_not_starve_a_normal_one(site: Path, log_lines: list[str
                 sock.close()
 
 
+def test_a_client_that_stops_reading_is_dropped(tmp_path: Path, log_lines: list[str]) -> None:
+    (tmp_path / "index.html").write_bytes(b"x")
+    (tmp_path / "huge.bin").write_bytes(bytes(64 << 20))  # far more than the socket buffers hold
+    with running(tmp_path, send_timeout=1.0) as address:
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(3)  # read nothing: the server gives up on this client
+            received = 0
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert received < 64 << 20, "the whole file was sent to a client that did not read"
+        assert get(address, "/").status == 200
+
+
 def test_connections_beyond_the_cap_are_refused_quickly(site: Path, log_lines: list[str]) -> None:
     with running(site, max_connections=3) as address:
         idle = [socket.create_connection(address, timeout=5) for _ in range(3)]

@@ -255,8 +255,9 @@ class Site:
 class SiteHandler:
     """The request handler given to aiohttp's low-level server."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, send_timeout: float = SEND_TIMEOUT) -> None:
         self.site = site
+        self.send_timeout = send_timeout
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         response = await self._respond(request)
@@ -266,7 +267,7 @@ class SiteHandler:
         if isinstance(response, _FileStream):
             return response  # sends with a timeout per chunk
         try:
-            async with asyncio.timeout(SEND_TIMEOUT):
+            async with asyncio.timeout(self.send_timeout):
                 await response.prepare(request)
                 await response.write_eof()
         except TimeoutError:
@@ -329,15 +330,16 @@ class SiteHandler:
     def _body(self, entry: Entry, headers: dict[str, str], status: int, start: int, stop: int) -> web.StreamResponse:
         if entry.body is not None:
             return web.Response(status=status, body=entry.body[start:stop], headers=headers)
-        return _FileStream(self.site.root, entry.parts, start, stop, status=status, headers=headers)
+        return _FileStream(self.site.root, entry.parts, start, stop, self.send_timeout, status=status, headers=headers)
 
 
 class _FileStream(web.StreamResponse):
     """A large file sent with sendfile(2) from a descriptor opened (without following links) now."""
 
-    def __init__(self, root: Path, parts: tuple[str, ...], start: int, stop: int, **kwargs: Any) -> None:
+    def __init__(self, root: Path, parts: tuple[str, ...], start: int, stop: int, send_timeout: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._site_root, self._parts, self._first, self._end = root, parts, start, stop
+        self._send_timeout = send_timeout
         self.content_length = stop - start
         self.sent = 0
 
@@ -355,18 +357,20 @@ class _FileStream(web.StreamResponse):
             if request.method == "HEAD":
                 return writer
             try:
-                self.sent = await _send(self, request, data, self._first, self._end)
+                self.sent = await _send(self, request, data, self._first, self._end, self._send_timeout)
             except (TimeoutError, ConnectionError, OSError):
                 _abort(request)
         return writer
 
 
-async def _send(response: web.StreamResponse, request: web.BaseRequest, data: Any, start: int, stop: int) -> int:
+async def _send(
+    response: web.StreamResponse, request: web.BaseRequest, data: Any, start: int, stop: int, timeout: float
+) -> int:
     loop, transport = asyncio.get_running_loop(), request.transport
     offset = start
     while offset < stop and transport is not None and not transport.is_closing():
         count = min(_SENDFILE_CHUNK, stop - offset)
-        async with asyncio.timeout(SEND_TIMEOUT):
+        async with asyncio.timeout(timeout):
             try:
                 sent = await loop.sendfile(transport, data, offset, count)
             except NotImplementedError:  # a transport without sendfile (TLS, some event loops)
@@ -495,6 +499,7 @@ def make_server(
     cache_bytes: int = CACHE_BYTES,
     max_connections: int = MAX_CONNECTIONS,
     request_timeout: float = REQUEST_TIMEOUT,
+    send_timeout: float = SEND_TIMEOUT,
     access_log: bool = True,
 ) -> web.Server:
     """The aiohttp protocol factory serving ``root`` (not yet listening; needs a running loop)."""
@@ -503,7 +508,7 @@ def make_server(
         "access_log": None
     }
     return _CappedServer(
-        SiteHandler(site),
+        SiteHandler(site, send_timeout),
         max_connections,
         keepalive_timeout=request_timeout,
         logger=_SERVER_LOG,
@@ -543,11 +548,12 @@ _SERVER_LOG.addFilter(NotOurError())
 
 async def run(root: Path, port: int, entrypoint: str = INDEX, host: str = "0.0.0.0", *,
               cache_bytes: int = CACHE_BYTES, max_connections: int = MAX_CONNECTIONS,
-              request_timeout: float = REQUEST_TIMEOUT,
+              request_timeout: float = REQUEST_TIMEOUT, send_timeout: float = SEND_TIMEOUT,
               ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or forever); ``ready`` gets the bound port."""
     server = make_server(
-        root, entrypoint, cache_bytes=cache_bytes, max_connections=max_connections, request_timeout=request_timeout
+        root, entrypoint, cache_bytes=cache_bytes, max_connections=max_connections, request_timeout=request_timeout,
+        send_timeout=send_timeout,
     )
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
