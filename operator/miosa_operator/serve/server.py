@@ -437,8 +437,13 @@ def _redirect_to_directory(target: str) -> web.Response:
 # --------------------------------------------------------------------------- access log
 
 
+_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
 def escape(text: str) -> str:
     """Request-controlled text for one log line: printable ASCII stays, the rest is ``\\xHH``."""
+    if _PLAIN.fullmatch(text):
+        return text
     out = []
     for byte in text.encode("utf-8", "surrogateescape"):
         if 0x20 <= byte < 0x7F and byte not in (0x22, 0x5C):
