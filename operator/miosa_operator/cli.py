@@ -38,12 +38,13 @@ def _fetch(args: argparse.Namespace) -> int:
     4 the release could not be had (endpoint or store unavailable or refusing, after
     retries) or the local filesystem failed."""
     from .serve.client import EndpointSource, ReleaseUnavailable, ReleaseUnreadable, fetch_with_retries
-    from .serve.fetch import FetchRefused, fetch_release, parse_sha256
+    from .serve.fetch import FetchRefused, FetchResult, ReleaseSource, fetch_release, parse_sha256
     from .settings import Settings
 
     try:
         expected = parse_sha256(args.sha256)
         settings = Settings.load()
+        source: ReleaseSource
         if args.release:
             source, name = EndpointSource(settings.artifacts_pod_url, settings.artifacts_token_file), args.release
         else:
@@ -54,7 +55,7 @@ def _fetch(args: argparse.Namespace) -> int:
         print(f"miosa-operator fetch: {exc}", file=sys.stderr)
         return 2
 
-    def attempt() -> object:
+    def attempt() -> FetchResult:
         return fetch_release(source, name, expected, Path(args.dest), settings.limits)
 
     def report(message: str) -> None:
@@ -81,7 +82,7 @@ def _fetch(args: argparse.Namespace) -> int:
             print(f"store error: {exc}", file=sys.stderr)
             return 4
         raise
-    summary = f"{result.files} files, {result.total_bytes} bytes, sha256 {result.sha256}"  # type: ignore[attr-defined]
+    summary = f"{result.files} files, {result.total_bytes} bytes, sha256 {result.sha256}"
     print(f"fetched {name}: {summary} -> {args.dest}")
     return 0
 

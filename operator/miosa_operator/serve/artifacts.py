@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import web
 
-from ..kube.tokenreview import ReviewUnavailable, TokenReviewer, bearer_token
+from ..kube.tokenreview import Reviewed, ReviewUnavailable, TokenReviewer, bearer_token
+from ..store.base import ArtifactNotFound, StoreError
 from .releases import RELEASE_OBJECT, parse_release_path
 from .server import NotOurError
 
@@ -124,15 +125,10 @@ class ArtifactEndpoint:
     async def _release(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             return _text(405, "only GET\n", headers={"Allow": "GET, HEAD"})
-        token = bearer_token(request.headers.get("Authorization"))
-        identity = await self._authenticate(token) if token else None
-        if isinstance(identity, web.Response):
-            return identity
-        account = identity.service_account if identity else None
-        if account is None:
-            return _text(401, "a ServiceAccount token for this endpoint's audience is required\n",
-                         headers={"WWW-Authenticate": f'Bearer realm="{self.reviewer.audience or "kubernetes"}"'})
-        tenant = account[0]
+        try:
+            tenant = await self._tenant(request)
+        except _Refused as refused:
+            return refused.response
         release = parse_release_path(request.path)
         if release is None or release[0] != tenant:
             return _text(404, NOT_FOUND)  # another tenant's release looks exactly like a missing one
@@ -143,21 +139,30 @@ class ArtifactEndpoint:
         finally:
             self._slots.give_back(tenant)
 
-    async def _authenticate(self, token: str) -> object:
+    async def _tenant(self, request: web.Request) -> str:
+        """The namespace of the ServiceAccount whose token the request carries; ``_Refused`` otherwise."""
+        token = bearer_token(request.headers.get("Authorization"))
+        reviewed = await self._review(token) if token else None
+        account = reviewed.service_account if reviewed else None
+        if account is None:
+            audience = self.reviewer.audience or "kubernetes"
+            raise _Refused(_text(401, "a ServiceAccount token for this endpoint's audience is required\n",
+                                 headers={"WWW-Authenticate": f'Bearer realm="{audience}"'}))
+        return account[0]
+
+    async def _review(self, token: str) -> Reviewed | None:
         if self._pending_reviews >= self.limits.max_pending_reviews:
-            return _text(503, "too many token reviews in flight, retry\n", headers={"Retry-After": "1"})
+            raise _Refused(_text(503, "too many token reviews in flight, retry\n", headers={"Retry-After": "1"}))
         self._pending_reviews += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._review_pool, self.reviewer.authenticate, token)
         except ReviewUnavailable as exc:
             log.warning("artifact endpoint: %s", exc)
-            return _text(503, "cannot check the token right now, retry\n", headers={"Retry-After": "2"})
+            raise _Refused(_text(503, "cannot check the token right now, retry\n", headers={"Retry-After": "2"})) from None
         finally:
             self._pending_reviews -= 1
 
     async def _stream(self, request: web.Request, uri: str, tenant: str) -> web.StreamResponse:
-        from ..store.base import ArtifactNotFound, StoreError
-
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
@@ -246,6 +251,14 @@ class ArtifactEndpoint:
             self._thread.join(timeout=10)
         self._store_pool.shutdown(wait=False, cancel_futures=True)
         self._review_pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Refused(Exception):
+    """Stop handling the request and send ``response``."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 def _text(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
