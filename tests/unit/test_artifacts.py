@@ -299,3 +299,12 @@ def test_a_download_cut_short_is_retryable(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_the_pods_get_the_operators_limits_and_the_endpoint_url() -> None:
+    settings = Settings.defaults(max_members=20000, max_file_bytes=1 << 30, artifacts_addr="0.0.0.0", artifacts_port=9000)
+    passed = settings.limits_environment()
+    assert Settings.from_env(passed).limits == settings.limits  # what fetch reads is what ingestion used
+    assert set(passed) == {name for name in passed if name.startswith("MIOSA_MAX_")}
+    assert settings.artifacts_pod_url == "http://127.0.0.1:9000"
+    assert Settings.defaults(artifacts_url="http://ep.ns.svc:8081/").artifacts_pod_url == "http://ep.ns.svc:8081"
