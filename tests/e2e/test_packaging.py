@@ -100,7 +100,7 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     assert variables["MIOSA_RELEASES_URI"] == "file:///var/lib/miosa-operator/releases"
     assert (variables["MIOSA_RETENTION_DAYS"], variables["MIOSA_ROLLBACK_WINDOW"]) == ("30", "5")
     assert variables["MIOSA_HEALTH_GATE_TIMEOUT"] == "120"
-    assert not any(name.startswith("MIOSA_S3_") for name in variables)  # no S3 configured
+    assert "MIOSA_S3_ACCESS_KEY_ID" not in variables and "MIOSA_S3_ENDPOINT" not in variables  # no S3 configured
     # The embedded default store keeps its releases on a claim, and serves them to static pods
     # through the artifact endpoint's Service.
     (claim,) = by_kind(docs, "PersistentVolumeClaim")
@@ -212,8 +212,9 @@ def test_kustomize_base_is_accepted_by_the_api_server(env: Environment, crds: No
     rendered = env.kubectl("kustomize", str(MANIFESTS)).stdout
     docs = documents(rendered)
     assert {d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")} == {*USER_ROLES, RELEASE}
-    namespaced = [d for d in docs if d["kind"] in ("Deployment", "Service", "ServiceAccount")]
-    assert len(namespaced) == 3 and {d["metadata"]["namespace"] for d in namespaced} == {miosa_system}
+    namespaced = [d for d in docs if d["kind"] in ("Deployment", "Service", "ServiceAccount", "PersistentVolumeClaim")]
+    assert sorted(d["kind"] for d in namespaced) == ["Deployment", "PersistentVolumeClaim", "Service", "Service", "ServiceAccount"]
+    assert {d["metadata"]["namespace"] for d in namespaced} == {miosa_system}
     assert "helm.sh/chart" not in rendered and "app.kubernetes.io/managed-by: Helm" not in rendered
     result = env.kubectl("apply", "-k", str(MANIFESTS), "--dry-run=server", check=False)
     assert result.returncode == 0, result.stderr
