@@ -357,15 +357,13 @@ class _FileStream(web.StreamResponse):
             if request.method == "HEAD":
                 return writer
             try:
-                self.sent = await _send(self, request, data, self._first, self._end, self._send_timeout)
+                await _send(self, request, data, self._first, self._end, self._send_timeout)
             except (TimeoutError, ConnectionError, OSError):
                 _abort(request)
         return writer
 
 
-async def _send(
-    response: web.StreamResponse, request: web.BaseRequest, data: Any, start: int, stop: int, timeout: float
-) -> int:
+async def _send(response: _FileStream, request: web.BaseRequest, data: Any, start: int, stop: int, timeout: float) -> None:
     loop, transport = asyncio.get_running_loop(), request.transport
     offset = start
     while offset < stop and transport is not None and not transport.is_closing():
@@ -381,7 +379,7 @@ async def _send(
         if not sent:
             raise ConnectionResetError("the client went away")
         offset += sent
-    return offset - start
+        response.sent += sent  # for the access log, also when the client is dropped half-way
 
 
 def _range(request: web.BaseRequest, entry: Entry) -> tuple[int, int] | str | None:
