@@ -5,7 +5,8 @@
 #   hack/env.sh down    stop everything, leave no process behind
 #   hack/env.sh status  say what runs
 #
-# etcd, kube-apiserver (TLS, RBAC, admission webhooks, service-account tokens),
+# etcd, kube-apiserver (TLS, RBAC, admission webhooks and policies, service-account tokens,
+# a client certificate it presents to admission webhooks),
 # kube-controller-manager, kube-scheduler, kwok with fake nodes (so pods of apps/v1
 # Deployments become Ready) and versitygw (S3 over a local directory).
 #
@@ -60,6 +61,48 @@ EOF
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
   touch "$PKI/.done"
+}
+
+# The API server's identity towards admission webhooks: a CA of its own (webhooks trust only
+# it, not the cluster CA that also signs the admin's certificate) and a client certificate
+# it presents to every webhook (AdmissionConfiguration -> kubeConfigFile, user "*").
+make_admission_pki() {
+  [[ -f "$PKI/.admission-done" ]] && return
+  (
+    cd "$PKI"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=miosa-admission-client-ca" \
+      -keyout admission-ca.key -out admission-ca.crt 2>/dev/null
+    printf 'extendedKeyUsage = clientAuth\n' >admission-client.ext
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver-admission" \
+      -keyout admission-client.key -out admission-client.csr 2>/dev/null
+    openssl x509 -req -in admission-client.csr -CA admission-ca.crt -CAkey admission-ca.key \
+      -CAcreateserial -days 3650 -extfile admission-client.ext -out admission-client.crt 2>/dev/null
+    cat >admission-kubeconfig <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user:
+    client-certificate: $PKI/admission-client.crt
+    client-key: $PKI/admission-client.key
+EOF
+    cat >admission-config.yaml <<EOF
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: ValidatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $PKI/admission-kubeconfig
+- name: MutatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $PKI/admission-kubeconfig
+EOF
+  )
+  touch "$PKI/.admission-done"
 }
 
 # issue NAME SUBJECT EXTFILE: a key and a certificate signed by the local CA.
@@ -148,7 +191,8 @@ start_apiserver() {
     --service-account-signing-key-file "$PKI/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \
     --authorization-mode RBAC \
-    --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy \
+    --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionPolicy,MutatingAdmissionWebhook,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook \
+    --admission-control-config-file "$PKI/admission-config.yaml" \
     --endpoint-reconciler-type none \
     --allow-privileged=true --profiling=false --v=1
   wait_for kube-apiserver 60 apiserver_ready
@@ -276,6 +320,7 @@ cmd_up() {
   rm -rf "$ENV_DIR/data" "$LOGS"
   mkdir -p "$ENV_DIR/data" "$LOGS" "$RUN"
   make_pki
+  make_admission_pki
   write_kubeconfig
   write_env_file
   # A start that fails half-way must not leave processes behind.

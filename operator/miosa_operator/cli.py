@@ -108,7 +108,8 @@ def _gc(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
-    sweeper = Collector.from_config(Kube.from_environment(), Settings.load())
+    settings = Settings.load()
+    sweeper = Collector.from_config(Kube.from_environment(settings.kube_timeouts), settings)
     report = sweeper.sweep(dry_run=args.dry_run, now=now, namespace=args.namespace)
     rows = [{"namespace": d.namespace, "name": d.name, "why": d.why, "artifacts": list(d.uris)} for d in report.collected]
     if args.output == "json":

@@ -2,15 +2,18 @@
 
 Handlers hold no decisions.  They build the controllers once at startup (into kopf's
 ``memo``), hand them the raw body, and translate the controllers' ``Retry`` and transient
-API errors into ``kopf.TemporaryError`` so kopf re-runs them with backoff.  Handlers are
-sync functions: kopf runs them in its thread pool, and the Kubernetes and boto3 clients
-are blocking anyway.
+API errors into ``kopf.TemporaryError`` so kopf re-runs them with backoff.  Resource handlers
+are sync functions: kopf runs them in its thread pool, and the Kubernetes and boto3 clients
+are blocking anyway.  The admission handler is the exception: it is async and does its
+lookup on a pool of its own (``webhook.PromotionReviewer``), so a promotion is never queued
+behind ingestions in kopf's pool.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -18,6 +21,7 @@ import kopf
 from .api import meta
 from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
+from .controllers.offboarding import PeriodicOffboarding, TenantOffboarding
 from .controllers.retention import Collector, PeriodicCollector
 from .controllers.versions import VersionController
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
@@ -26,7 +30,7 @@ from .render.runtime import StaticServer
 from .serve.artifacts import ArtifactEndpoint, EndpointLimits
 from .settings import Settings
 from .store.router import StoreRouter
-from .webhook import ServiceWebhookServer, self_signed
+from .webhook import PROMOTION_WEBHOOK, PromotionReviewer, admission_server, ensure_ca_bundle
 
 log = logging.getLogger(__name__)
 
@@ -60,36 +64,46 @@ def backoff(retry: int) -> float:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = SETTINGS
     logging.getLogger("kopf.objects").addFilter(PlannedWaitsAreInfo())
     settings.execution.max_workers = 16
     settings.posting.level = logging.WARNING  # our own events say what happened
     settings.persistence.finalizer = f"{meta.GROUP}/finalizer"
     settings.watching.server_timeout = 270
+    # Every request of kopf's own client is bounded too: a half-open watch connection ends
+    # (and is re-opened) instead of silently starving a resource of events.
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
+    settings.watching.connect_timeout = config.kube_connect_timeout
+    settings.networking.connect_timeout = config.kube_connect_timeout
     # List existing objects in pages: with 10,000 versions one unpaged LIST is ~35 MB of JSON
     # parsed at once (benchmarks/: restart RSS 316 -> 263 MiB, peak 411 -> 272 MiB).
     settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
-    config = SETTINGS
-    kube = Kube.from_environment()
+    kube = Kube.from_environment(config.kube_timeouts)
     memo.config = config
     memo.kube = kube
     events = KopfEvents()
-    memo.versions = VersionController(kube, StoreRouter.from_settings(config), config, events)
+    store = StoreRouter.from_settings(config)
+    memo.versions = VersionController(kube, store, config, events)
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
     memo.artifacts = artifact_endpoint(config, kube)
-    configure_webhook(settings, config)
+    memo.offboarding = TenantOffboarding(kube, store, config.releases_uri)
+    configure_webhook(settings, memo, config, kube)
     if config.gc_interval > 0:
         memo.collector = PeriodicCollector(Collector.from_config(kube, config), config.gc_interval)
         memo.collector.start()
+        memo.periodic_offboarding = PeriodicOffboarding(memo.offboarding, config.gc_interval)
+        memo.periodic_offboarding.start()
     log.info("miosa-operator configured: releases at %s", config.releases_uri)
 
 
 @kopf.on.cleanup()
-def stop_collector(memo: kopf.Memo, **_: Any) -> None:
-    if getattr(memo, "collector", None):
-        memo.collector.stop()
-    if getattr(memo, "artifacts", None):
-        memo.artifacts.stop()
+def stop_background_work(memo: kopf.Memo, **_: Any) -> None:
+    for name in ("collector", "periodic_offboarding", "artifacts"):
+        if getattr(memo, name, None):
+            getattr(memo, name).stop()
+    if getattr(memo, "admission", None):
+        memo.admission.close()
 
 
 def static_server(config: Settings) -> StaticServer:
@@ -116,28 +130,22 @@ def artifact_endpoint(config: Settings, kube: Kube) -> ArtifactEndpoint:
     return endpoint
 
 
-def configure_webhook(settings: kopf.OperatorSettings, config: Settings) -> None:
+def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: Settings, kube: Kube) -> None:
     if not config.webhook_enabled:
         log.warning("admission webhook disabled (MIOSA_WEBHOOK=off): promotions are only checked by the controller")
         return
-    host = config.webhook_host or config.webhook_addr
-    certfile, keyfile = config.webhook_cert, config.webhook_key
-    if not certfile or not keyfile:
-        certfile, keyfile = self_signed([host, config.webhook_addr])
-    server_settings: dict[str, Any] = dict(
-        addr=config.webhook_addr,
-        port=config.webhook_port,
-        host=host,
-        certfile=certfile,
-        pkeyfile=keyfile,
-        cafile=config.webhook_ca or certfile,
-    )
-    if config.webhook_service:
-        namespace, _, name = config.webhook_service.partition("/")
-        settings.admission.server = ServiceWebhookServer(service_namespace=namespace, service_name=name, **server_settings)
-    else:
-        settings.admission.server = kopf.WebhookServer(**server_settings)
-    settings.admission.managed = meta.GROUP
+    server = admission_server(config)
+    settings.admission.server = server
+    # The configurations are installed by the chart (or hack/local-admission.sh), never by kopf.
+    settings.admission.managed = None
+    # Its own client: its own connection pool and short timeouts, nothing shared with ingestion.
+    reviewer_kube = Kube.from_environment(config.admission_timeouts, pool_size=config.admission_workers)
+    memo.admission = PromotionReviewer(reviewer_kube, config.admission_workers)
+    if config.webhook_configuration and server.cafile:
+        try:
+            ensure_ca_bundle(kube, config.webhook_configuration, Path(server.cafile).read_bytes())
+        except ApiError as exc:  # promotions are refused meanwhile (failurePolicy Fail); say why
+            log.error("admission: cannot update the caBundle of %s: %s", config.webhook_configuration, exc)
 
 
 @kopf.on.resume(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
@@ -155,35 +163,28 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -
     _run(memo.deployments.reconcile, body, retry)
 
 
-def record_promotion_actor(
-    body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch, userinfo: dict[str, Any], **_: Any
+async def validate_promotion(
+    body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, warnings: list[str], **_: Any
 ) -> None:
-    """Remember who changed spec.promotedVersion; status.history shows it as the actor."""
-    requested = (body.get("spec") or {}).get("promotedVersion")
-    previous = ((old or {}).get("spec") or {}).get("promotedVersion")
-    if requested and requested != previous:
-        patch.setdefault("metadata", {}).setdefault("annotations", {})[meta.ANNOTATION_PROMOTED_BY] = userinfo.get("username", "")
-
-
-def validate_promotion(body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, **_: Any) -> None:
-    """Refuse a promotedVersion that is missing, foreign, of the wrong kind, not promotable or collected."""
-    try:
-        error = memo.deployments.promotion_error(dict(body), dict(old) if old else None)
-    except ApiError as exc:
-        raise kopf.AdmissionError(f"cannot check spec.promotedVersion right now: {exc}", code=503) from exc
-    if error:
-        raise kopf.AdmissionError(error, code=422)
+    """Refuse a promotedVersion that can never go live; admit one that may, with a warning."""
+    verdict = await memo.admission.review(dict(body), dict(old) if old else None)
+    warnings.extend(verdict.warnings)
+    if not verdict.allowed:
+        raise kopf.AdmissionError(verdict.message, code=422)
 
 
 def register_webhooks() -> None:
     """Admission handlers exist only with a webhook server: kopf refuses to start otherwise."""
-    operations = ["CREATE", "UPDATE"]
-    kopf.on.mutate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id="promotion-actor", operations=operations)(
-        record_promotion_actor
-    )
-    kopf.on.validate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id="promotion", operations=operations)(
-        validate_promotion
-    )
+    kopf.on.validate(
+        meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id=PROMOTION_WEBHOOK, operations=["CREATE", "UPDATE"]
+    )(validate_promotion)
+
+
+@kopf.on.event("", "v1", "namespaces")
+def namespace_deleted(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A tenant's namespace is gone: its releases go too (controllers.offboarding)."""
+    if event.get("type") == "DELETED":
+        memo.offboarding.collect(event["object"]["metadata"]["name"])
 
 
 # Read once, when the handlers are registered: whether admission handlers exist depends on it.

@@ -34,6 +34,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .ingest.limits import IngestLimits, parse_size
+from .kube.timeouts import Timeouts
 from .store.s3store import S3Config
 
 
@@ -278,9 +279,25 @@ class Settings(BaseSettings):
         description="Seconds between retention sweeps; 0 disables the periodic collector.",
     )
 
+    # ------------------------------------------------------------------ Kubernetes API
+    kube_connect_timeout: float = env(
+        "MIOSA_KUBE_CONNECT_TIMEOUT",
+        section="kubernetes",
+        default=5.0,
+        gt=0,
+        description="Seconds to connect to the Kubernetes API server, for every call of the operator.",
+    )
+    kube_read_timeout: float = env(
+        "MIOSA_KUBE_READ_TIMEOUT",
+        section="kubernetes",
+        default=30.0,
+        gt=0,
+        description="Seconds to wait for the API server's answer (each read); a timed-out call is retried.",
+    )
+
     # ------------------------------------------------------------------ admission webhook
     webhook_enabled: bool = env(
-        "MIOSA_WEBHOOK", section="webhook", default=True, description="Serve and register the admission webhook."
+        "MIOSA_WEBHOOK", section="webhook", default=True, description="Serve the admission webhook."
     )
     webhook_addr: str = env("MIOSA_WEBHOOK_ADDR", section="webhook", default="127.0.0.1", description="Address to listen on.")
     webhook_port: int = env("MIOSA_WEBHOOK_PORT", section="webhook", default=9443, ge=1, le=65535, description="Port.")
@@ -288,7 +305,7 @@ class Settings(BaseSettings):
         "MIOSA_WEBHOOK_HOST",
         section="webhook",
         default=None,
-        description="Host name or address the API server dials (default: the listen address).",
+        description="Host name or address a self-signed certificate is made for (default: the listen address).",
     )
     webhook_cert: str | None = env(
         "MIOSA_WEBHOOK_CERT",
@@ -303,11 +320,41 @@ class Settings(BaseSettings):
         default=None,
         description="CA bundle the API server trusts for the webhook (default: the certificate).",
     )
-    webhook_service: str | None = env(
-        "MIOSA_WEBHOOK_SERVICE",
+    webhook_configuration: str | None = env(
+        "MIOSA_WEBHOOK_CONFIGURATION",
         section="webhook",
         default=None,
-        description="`namespace/name` of the webhook's Service: registered by Service reference (in a cluster).",
+        description="ValidatingWebhookConfiguration (installed by the chart) whose `caBundle` the operator "
+        "keeps equal to the CA above at startup; empty: never touched.",
+    )
+    webhook_client_ca: str | None = env(
+        "MIOSA_WEBHOOK_CLIENT_CA",
+        section="webhook",
+        default=None,
+        description="CA file of the client certificate the API server presents to webhooks: clients without "
+        "a certificate it signed are refused during the TLS handshake. Empty: no client verification.",
+    )
+    webhook_client_names: CommaList = env(
+        "MIOSA_WEBHOOK_CLIENT_NAMES",
+        section="webhook",
+        default=(),
+        description="Comma-separated names (CN or DNS SAN) the client certificate must carry; empty: any "
+        "certificate the client CA signed.",
+    )
+    admission_workers: int = env(
+        "MIOSA_ADMISSION_WORKERS",
+        section="webhook",
+        default=4,
+        ge=1,
+        description="Threads that answer admission reviews, apart from ingestion and reconciling.",
+    )
+    admission_timeout: float = env(
+        "MIOSA_ADMISSION_TIMEOUT",
+        section="webhook",
+        default=4.0,
+        gt=0,
+        description="Seconds the webhook's own lookups may take (read and connect) before it answers "
+        "that it cannot check right now; below the configuration's `timeoutSeconds`.",
     )
 
     _isolated: ClassVar[bool] = False
@@ -352,6 +399,14 @@ class Settings(BaseSettings):
             max_path_bytes=self.max_path_bytes,
             max_bundle_bytes=self.max_bundle_bytes,
         )
+
+    @property
+    def kube_timeouts(self) -> Timeouts:
+        return Timeouts(connect=self.kube_connect_timeout, read=self.kube_read_timeout)
+
+    @property
+    def admission_timeouts(self) -> Timeouts:
+        return Timeouts(connect=min(self.kube_connect_timeout, self.admission_timeout), read=self.admission_timeout)
 
     @property
     def s3_config(self) -> S3Config:

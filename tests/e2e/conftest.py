@@ -176,6 +176,7 @@ OPERATOR_ENV = {
     "MIOSA_ARTIFACTS_ADDR": "127.0.0.1",
     "MIOSA_ARTIFACTS_PORT": str(ARTIFACTS_PORT),
 }
+WEBHOOK_URL = f"https://127.0.0.1:{WEBHOOK_PORT}/promotion"
 
 
 @dataclass
@@ -259,12 +260,69 @@ def service_account_kubeconfig(env: Environment, namespace: str, account: str, d
     return config
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The chart's admission objects, installed for the operator on loopback, and the files
+    the operator serves and verifies with."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+    """The CA of the client certificate the API server presents to webhooks (hack/env.sh)."""
+    client_cert: Path
+    client_key: Path
+
+    @property
+    def operator_env(self) -> dict[str, str]:
+        return {
+            "MIOSA_WEBHOOK_CERT": str(self.cert),
+            "MIOSA_WEBHOOK_KEY": str(self.key),
+            "MIOSA_WEBHOOK_CA": str(self.cert),
+            "MIOSA_WEBHOOK_CLIENT_CA": str(self.client_ca),
+            "MIOSA_WEBHOOK_CLIENT_NAMES": "kube-apiserver-admission",
+            "MIOSA_WEBHOOK_CONFIGURATION": ADMISSION_CONFIGURATION,
+        }
+
+
+ADMISSION_CONFIGURATION = "miosa-operator"
+"""The ValidatingWebhookConfiguration of manifests/operator (the chart's fullname)."""
+
+
+def install_admission(env: Environment, ca: Path) -> None:
+    """manifests/operator's policies and webhook configuration, pointed at the local operator."""
+    script = REPO / "hack" / "local-admission.py"
+    manifest = subprocess.run(
+        [sys.executable, str(script), "--url", WEBHOOK_URL, "--ca", str(ca)], capture_output=True, text=True, check=True
+    ).stdout
+    env.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=miosa-e2e-admission", "-f", "-", input=manifest)
+
+
+@pytest.fixture(scope="session")
+def admission(env: Environment, crds: None) -> Admission:
+    """A serving certificate for the webhook on loopback (made once per environment) and the
+    chart's admission configuration, installed before the operator starts, as a cluster has it."""
+    from miosa_operator.webhook import self_signed
+
+    pki = Path(env.kubeconfig).parent / "pki"
+    directory = pki / "e2e-webhook"
+    if not (directory / "tls.key").exists():
+        directory.mkdir(exist_ok=True)
+        self_signed(["127.0.0.1"], directory)
+    files = Admission(
+        directory / "tls.crt", directory / "tls.key", pki / "admission-ca.crt", pki / "admission-client.crt",
+        pki / "admission-client.key",
+    )  # fmt: skip
+    install_admission(env, files.cert)
+    return files
+
+
 @pytest.fixture(scope="session")
 def operator(
-    env: Environment, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+    env: Environment, operator_kubeconfig: Path, admission: Admission, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log_dir = Path(os.environ.get("MIOSA_E2E_LOG_DIR", tmp_path_factory.mktemp("operator")))
-    process = OperatorProcess(env, log_dir / "operator.log", extra_env={"KUBECONFIG": str(operator_kubeconfig)})
+    extra_env = {"KUBECONFIG": str(operator_kubeconfig), **admission.operator_env}
+    process = OperatorProcess(env, log_dir / "operator.log", extra_env=extra_env)
     process.start()
     yield process
     process.stop()

@@ -36,7 +36,12 @@ def static_body(name: str = "site-v17", number: int | None = 17, state: str = "r
     return {
         "apiVersion": meta.API_VERSION,
         "kind": meta.VERSION_KIND,
-        "metadata": {"name": name, "namespace": NS, "creationTimestamp": "2026-05-14T18:19:48Z"},
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "creationTimestamp": "2026-05-14T18:19:48Z",
+            "annotations": {meta.ANNOTATION_PUBLISHED_BY: "system:serviceaccount:acme:ci"},
+        },
         "spec": {
             "deploymentRef": {"name": "site"},
             "kind": "static",
@@ -131,6 +136,8 @@ def test_static_version_in_seed_shape_field_by_field() -> None:
         "name": "site-v17",
         "runtime_args": None,
         "artifacts_collected_at": None,
+        # Claimed (spec.attribution.createdBy) and authenticated (recorded by the API server).
+        "published_by": "system:serviceaccount:acme:ci",
     }
 
 
@@ -175,6 +182,7 @@ def test_dynamic_version_in_seed_shape_field_by_field() -> None:
         "name": "app-v1",
         "runtime_args": ["--port", "8080"],
         "artifacts_collected_at": None,
+        "published_by": None,  # created before the admission policy recorded publishers
     }
 
 

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from miosa_operator.api.conditions import Reason
 from miosa_operator.api.models import HistoryAction, PromotionPolicy, VersionKind, VersionState
-from miosa_operator.domain.promotion import VersionView, classify, desired_version, newest_ready, promotion_error
+from miosa_operator.domain.promotion import VersionView, check_promotable, classify, desired_version, newest_ready
 
 S = VersionState
 
@@ -12,23 +13,24 @@ def view(name: str, number: int | None, state: S | None, deployment: str = "site
 
 def test_ready_and_archived_versions_are_promotable() -> None:
     for state in (S.READY, S.ARCHIVED):
-        assert promotion_error("site", VersionKind.STATIC, "v", view("v", 1, state)) is None
+        assert check_promotable("site", VersionKind.STATIC, "v", view("v", 1, state)) is None
 
 
 def test_each_refusal_names_its_reason() -> None:
+    waiting, invalid = Reason.WAITING_FOR_VERSION, Reason.INVALID_PROMOTION
     cases = {
-        None: "no DeploymentVersion of that name exists",
-        view("v", 1, S.READY, deployment="other"): "belongs to Deployment 'other', not 'site'",
-        view("v", 1, S.READY, kind=VersionKind.DYNAMIC): "is a dynamic version; Deployment 'site' is static",
-        view("v", 1, S.READY, collected=True): "artifacts were garbage-collected",
-        view("v", 1, S.FAILED): "is failed; only ready or archived",
-        view("v", 1, S.BUILDING): "is building",
-        view("v", None, S.CREATED): "is created",
-        view("v", None, None): "not yet numbered",
+        None: (waiting, "no DeploymentVersion of that name exists"),
+        view("v", 1, S.READY, deployment="other"): (invalid, "belongs to Deployment 'other', not 'site'"),
+        view("v", 1, S.READY, kind=VersionKind.DYNAMIC): (invalid, "is a dynamic version; Deployment 'site' is static"),
+        view("v", 1, S.READY, collected=True): (invalid, "artifacts were garbage-collected"),
+        view("v", 1, S.FAILED): (Reason.VERSION_FAILED, "is failed; only ready or archived"),
+        view("v", 1, S.BUILDING): (waiting, "is building"),
+        view("v", None, S.CREATED): (waiting, "is created"),
+        view("v", None, None): (waiting, "not yet numbered"),
     }
-    for version, message in cases.items():
-        error = promotion_error("site", VersionKind.STATIC, "v", version)
-        assert error and message in error, (version, error)
+    for version, (reason, message) in cases.items():
+        refusal = check_promotable("site", VersionKind.STATIC, "v", version)
+        assert refusal and refusal.reason == reason and message in refusal.message, (version, refusal)
 
 
 def test_manual_policy_follows_spec() -> None:

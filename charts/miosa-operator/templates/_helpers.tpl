@@ -51,6 +51,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "http://%s.%s.svc:%v" (include "miosa-operator.artifactsService" .) .Release.Namespace .Values.artifacts.port -}}
 {{- end -}}
 
+{{- define "miosa-operator.webhookConfiguration" -}}
+{{- include "miosa-operator.fullname" . -}}
+{{- end -}}
+
+{{/* The JSON patch of a MutatingAdmissionPolicy that makes annotation `variables.key` equal
+to the optional string `variables.wanted` (removing it when none). */}}
+{{- define "miosa-operator.restoreAnnotation" -}}
+variables.current == variables.wanted ? []
+: !variables.wanted.hasValue()
+? [JSONPatch{op: "remove", path: "/metadata/annotations/" + jsonpatch.escapeKey(variables.key)}]
+: has(object.metadata.annotations)
+? [JSONPatch{op: "add", path: "/metadata/annotations/" + jsonpatch.escapeKey(variables.key), value: variables.wanted.value()}]
+: [JSONPatch{op: "add", path: "/metadata/annotations", value: {variables.key: variables.wanted.value()}}]
+{{- end -}}
+
 {{- define "miosa-operator.webhookSecret" -}}
 {{- .Values.webhook.existingSecret | default (printf "%s-webhook-tls" (include "miosa-operator.fullname" .)) -}}
 {{- end -}}

@@ -30,8 +30,11 @@ LABEL_VERSION_NUMBER = f"{GROUP}/version-number"
 
 # Annotations users set.
 ANNOTATION_RETAIN = f"{GROUP}/retain"
-# Set by the mutating webhook when spec.promotedVersion changes: who asked for it.
+# Written by the API server itself (a MutatingAdmissionPolicy of the chart), never by clients:
+# on a Deployment, the user whose write last changed spec.promotedVersion ...
 ANNOTATION_PROMOTED_BY = f"{GROUP}/promoted-by"
+# ... and on a DeploymentVersion, the authenticated user who created it.
+ANNOTATION_PUBLISHED_BY = f"{GROUP}/published-by"
 # Optional, set by users or `kubectl miosa`: why (recorded in status.history).
 ANNOTATION_CHANGE_CAUSE = f"{GROUP}/change-cause"
 # Set by the operator on a Deployment when one of its versions becomes ready or fails, if the

@@ -25,7 +25,7 @@ from ..api.models import (
 from ..domain.conditions import Health, health_conditions, set_condition
 from ..domain.ids import new_deployment_id
 from ..domain.labels import label_value
-from ..domain.promotion import Refusal, VersionView, check_promotable, classify, desired_version, promotion_error
+from ..domain.promotion import Refusal, VersionView, check_promotable, classify, desired_version
 from ..kube.client import Conflict, Kube
 from ..render import runtime
 from ..settings import Settings
@@ -50,20 +50,6 @@ class DeploymentController:
         clock: Clock = utcnow,
     ) -> None:
         self.kube, self.config, self.events, self.static_server, self.clock = kube, config, events, static_server, clock
-
-    # ------------------------------------------------------------------ admission
-    def promotion_error(self, body: Obj, old: Obj | None) -> str | None:
-        """Why the requested ``spec.promotedVersion`` must be refused (webhook), or None."""
-        spec = body.get("spec") or {}
-        requested = spec.get("promotedVersion")
-        previous = ((old or {}).get("spec") or {}).get("promotedVersion")
-        if not requested or requested == previous:
-            return None
-        namespace = body["metadata"].get("namespace", "")
-        found = self.kube.get(meta.VERSION_PLURAL, namespace, requested)
-        version = VersionView.from_body(found) if found else None
-        deployment = Deployment.model_validate(body)
-        return promotion_error(body["metadata"]["name"], deployment.spec.kind, requested, version)
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, body: Obj) -> None:

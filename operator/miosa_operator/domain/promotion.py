@@ -102,12 +102,6 @@ def check_promotable(deployment: str, kind: VersionKind, requested: str, version
     return None
 
 
-def promotion_error(deployment: str, kind: VersionKind, requested: str, version: VersionView | None) -> str | None:
-    """``check_promotable``'s message, for callers that refuse whatever is not promotable now."""
-    refusal = check_promotable(deployment, kind, requested, version)
-    return refusal.message if refusal else None
-
-
 def newest_ready(deployment: str, versions: Iterable[VersionView], excluded: Iterable[str] = ()) -> VersionView | None:
     skip = set(excluded)
     candidates = [

@@ -7,6 +7,12 @@ instead of status codes, and (2) unit tests can hand a controller a fake gateway
 Patches are JSON merge patches: a status write names only the fields it sets.  Passing
 ``resource_version`` turns a patch into a compare-and-swap (the API server answers 409 when
 the object moved), which is how version numbers are claimed without locks.
+
+**Every request is bounded in time** (``Timeouts``: connect and read, from settings).  The
+official client waits for ever by default: one half-open connection (a dropped NAT entry, a
+load balancer that forgot us) then hangs a worker thread for good while the liveness probe
+stays green.  A timed-out call is a ``TransientApiError``: retried with backoff, never blamed
+on a version.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api import meta
+from .timeouts import Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,7 @@ Obj = dict[str, Any]
 # RFC 7386: lists are replaced whole, so a removed env var or container really goes away
 # (a strategic merge would keep it).
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 class ApiError(Exception):
@@ -76,17 +84,19 @@ def load_api_client(pool_size: int = 32) -> client.ApiClient:
 class Kube:
     """Gateway for our custom resources and the built-in objects the operator renders."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, timeouts: Timeouts = Timeouts()) -> None:
         self.api_client = api_client
+        self.timeouts = timeouts
         self.calls = 0  # requests made, for benchmarks and the collector's report
         self._calls_lock = threading.Lock()
         self.custom = client.CustomObjectsApi(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.admission = client.AdmissionregistrationV1Api(api_client)
 
     @classmethod
-    def from_environment(cls) -> Kube:
-        return cls(load_api_client())
+    def from_environment(cls, timeouts: Timeouts = Timeouts(), pool_size: int = 32) -> Kube:
+        return cls(load_api_client(pool_size), timeouts)
 
     # -------------------------------------------------------------- custom objects
     def get(self, plural: str, namespace: str, name: str) -> Obj | None:
@@ -157,6 +167,28 @@ class Kube:
         pods = self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
         return [self._sanitize(p) for p in pods.items]
 
+    def namespace_names(self) -> set[str]:
+        return {ns.metadata.name for ns in self._call(self.core.list_namespace).items}
+
+    def namespace_exists(self, name: str) -> bool:
+        found = self._call(self.core.list_namespace, field_selector=f"metadata.name={name}").items
+        return bool(found)
+
+    # -------------------------------------------------------------- admission configuration
+    def get_webhook_configuration(self, name: str) -> Obj | None:
+        try:
+            return self._sanitize(self._call(self.admission.read_validating_webhook_configuration, name))
+        except NotFound:
+            return None
+
+    def patch_webhook_configuration(self, name: str, patch: list[Obj], resource_version: str | None = None) -> Obj:
+        """A JSON patch (RFC 6902); with ``resource_version`` it fails if the object moved."""
+        if resource_version is not None:
+            patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}, *patch]
+        return self._sanitize(
+            self._call(self.admission.patch_validating_webhook_configuration, name, patch, _content_type=JSON_PATCH)
+        )
+
     # -------------------------------------------------------------- plumbing
     def _sanitize(self, obj: Any) -> Obj:
         """Typed client objects → plain JSON dicts (camelCase), like custom objects."""
@@ -165,6 +197,7 @@ class Kube:
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         with self._calls_lock:
             self.calls += 1
+        kwargs.setdefault("_request_timeout", self.timeouts.request_timeout)
         try:
             return fn(*args, **kwargs)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:

@@ -5,8 +5,12 @@ Design decisions:
 * ``-o json`` prints versions exactly in the seed's shape (snake_case keys, in the seed's
   order), so a platform that consumed the hosted API can consume the plugin unchanged.
   Extra keys come last and only add facts: ``name`` (the object to pass to other
-  commands), ``runtime_args`` (the seed has no place for container args) and
-  ``artifacts_collected_at`` (retention).
+  commands), ``runtime_args`` (the seed has no place for container args),
+  ``artifacts_collected_at`` (retention) and ``published_by``.
+* ``created_by`` is what the publisher *claimed* (``spec.attribution.createdBy``, kept as
+  written); ``published_by`` is the Kubernetes user that created the object, recorded by
+  the API server itself (``deploy.miosa.io/published-by``, set at creation by an admission
+  policy and never changed after), so the history cannot be made to name someone else.
 * The seed's fields map onto the object as follows: ids, number, state and the canonical
   artifact come from ``status`` (written by the operator); attribution, source and runtime
   from the frozen ``spec``; ``created_at`` is ``metadata.creationTimestamp``; ``updated_at``
@@ -25,6 +29,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import yaml
+
+from ..api.meta import ANNOTATION_PUBLISHED_BY
 
 Obj = dict[str, Any]
 
@@ -118,6 +124,7 @@ def seed_version(body: Obj) -> Obj:
         "name": metadata.get("name"),
         "runtime_args": runtime.get("args"),
         "artifacts_collected_at": rfc3339(status.get("artifactsCollectedAt")),
+        "published_by": (metadata.get("annotations") or {}).get(ANNOTATION_PUBLISHED_BY),
     }
 
 
