@@ -37,16 +37,50 @@ Operator log: $ENV_DIR/logs/operator.log      Stop: make down
 EOT
 }
 
+# The operator runs as it does in a cluster: under its own ServiceAccount with the packaged
+# least-privilege role (the admission policies know it by that name), behind the chart's
+# admission configuration pointed at loopback, with the API server's client certificate
+# required (hack/env.sh made the admission client CA).
 start_operator() {
   local pidfile="$ENV_DIR/run/operator.pid"
   if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     log "operator already running (pid $(cat "$pidfile"))"
     return
   fi
-  log "starting the operator (releases in s3://miosa-releases)"
+  local port="${MIOSA_WEBHOOK_PORT:-9443}" webhook="$ENV_DIR/webhook"
+  kubectl create namespace miosa-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  kubectl apply -f "$REPO/manifests/operator/serviceaccount.yaml" -f "$REPO/manifests/operator/rbac.yaml" >/dev/null
+  operator_kubeconfig >"$ENV_DIR/operator.kubeconfig"
+  if [[ ! -f "$webhook/tls.key" ]]; then
+    mkdir -p "$webhook"
+    "$VENV/bin/python" -c 'import sys; from pathlib import Path; from miosa_operator.webhook import self_signed; self_signed(["127.0.0.1"], Path(sys.argv[1]))' "$webhook"
+  fi
+  "$VENV/bin/python" "$HERE/local-admission.py" --url "https://127.0.0.1:$port/promotion" --ca "$webhook/tls.crt" |
+    kubectl apply --server-side --force-conflicts --field-manager=miosa-local-admission -f - >/dev/null
+  log "starting the operator (releases in s3://miosa-releases, webhook on 127.0.0.1:$port)"
+  KUBECONFIG="$ENV_DIR/operator.kubeconfig" \
   MIOSA_RELEASES_URI="${MIOSA_RELEASES_URI:-s3://miosa-releases}" \
+  MIOSA_WEBHOOK_ADDR=127.0.0.1 MIOSA_WEBHOOK_PORT="$port" \
+  MIOSA_WEBHOOK_CERT="$webhook/tls.crt" MIOSA_WEBHOOK_KEY="$webhook/tls.key" MIOSA_WEBHOOK_CA="$webhook/tls.crt" \
+  MIOSA_WEBHOOK_CLIENT_CA="$ENV_DIR/pki/admission-ca.crt" MIOSA_WEBHOOK_CLIENT_NAMES=kube-apiserver-admission \
+  MIOSA_WEBHOOK_CONFIGURATION=miosa-operator \
     setsid "$VENV/bin/miosa-operator" run --standalone >"$ENV_DIR/logs/operator.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
+}
+
+# A kubeconfig for ServiceAccount miosa-system/miosa-operator (a bound token, 24 h).
+operator_kubeconfig() {
+  local token server
+  token="$(kubectl -n miosa-system create token miosa-operator --duration=24h)"
+  server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+  cat <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: '$server', certificate-authority: '$ENV_DIR/pki/ca.crt'}}]
+users: [{name: miosa-operator, user: {token: '$token'}}]
+contexts: [{name: miosa-operator, context: {cluster: local, user: miosa-operator, namespace: miosa-system}}]
+current-context: miosa-operator
+EOF
 }
 
 upload_examples() {

@@ -198,6 +198,9 @@ start_apiserver() {
   wait_for kube-apiserver 60 apiserver_ready
 }
 
+# Each controller acts as its own ServiceAccount (kube-system/<name>-controller, bootstrap
+# RBAC), as in kubeadm clusters: admission sees e.g. the namespace controller as itself, not as
+# a cluster admin.
 start_controllers() {
   launch kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$KUBECONFIG_FILE" \
@@ -205,7 +208,7 @@ start_controllers() {
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
-    --controllers '*' \
+    --controllers '*' --use-service-account-credentials \
     --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10 --v=1
   launch kube-scheduler "$BIN/kube-scheduler" \
     --kubeconfig "$KUBECONFIG_FILE" \

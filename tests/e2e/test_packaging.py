@@ -59,8 +59,22 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+ADMISSION_KINDS = (
+    "ValidatingWebhookConfiguration", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+)  # fmt: skip
+
+
 def dry_run(env: Environment, manifest: str) -> str:
-    result = env.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, check=False)
+    """A server-side dry run of a rendering.  The cluster-scoped admission objects are renamed
+    so they are validated as new objects, never merged into the ones the suite installed."""
+    docs = documents(manifest)
+    for doc in docs:
+        if doc["kind"] in ADMISSION_KINDS:
+            doc["metadata"]["name"] += "-dry-run"
+            if "policyName" in doc.get("spec", {}):
+                doc["spec"]["policyName"] += "-dry-run"
+    result = env.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -96,7 +110,9 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     variables = container_env(deployment)
     host = f"{RELEASE}-webhook.{namespace}.svc"
     assert variables["MIOSA_WEBHOOK_HOST"] == host
-    assert variables["MIOSA_WEBHOOK_ADDR"] == "0.0.0.0" and variables["MIOSA_WEBHOOK_PORT"] == "9443"
+    # The webhook listens on the pod's own address only.
+    assert variables["MIOSA_WEBHOOK_ADDR"] == {"fieldRef": {"fieldPath": "status.podIP"}} and variables["MIOSA_WEBHOOK_PORT"] == "9443"
+    assert variables["MIOSA_WEBHOOK_CONFIGURATION"] == RELEASE and "MIOSA_WEBHOOK_CLIENT_CA" not in variables
     assert variables["MIOSA_RELEASES_URI"] == "file:///var/lib/miosa-operator/releases"
     assert (variables["MIOSA_RETENTION_DAYS"], variables["MIOSA_ROLLBACK_WINDOW"]) == ("30", "5")
     assert variables["MIOSA_HEALTH_GATE_TIMEOUT"] == "120"
@@ -110,7 +126,7 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     assert {"name": "artifacts", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
     services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
     webhook, artifacts = services[f"{RELEASE}-webhook"], services[f"{RELEASE}-artifacts"]
-    assert {(p["port"], p["targetPort"]) for p in webhook["spec"]["ports"]} == {(443, "webhook"), (9443, "webhook")}
+    assert {(p["port"], p["targetPort"]) for p in webhook["spec"]["ports"]} == {(443, "webhook")}
     assert {(p["port"], p["targetPort"]) for p in artifacts["spec"]["ports"]} == {(8081, "artifacts")}
     role = next(r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == RELEASE)
     assert {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]} in role["rules"]
@@ -124,6 +140,25 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     assert host in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     assert ExtendedKeyUsageOID.SERVER_AUTH in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     cert.verify_directly_issued_by(ca)
+
+    # The admission objects: installed by the chart (they survive operator restarts); the
+    # webhook configuration trusts the generated CA and sees only promotions.
+    (webhooks,) = by_kind(docs, "ValidatingWebhookConfiguration")
+    (webhook,) = webhooks["webhooks"]
+    assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    assert webhook["clientConfig"]["service"] == {"namespace": namespace, "name": f"{RELEASE}-webhook", "path": "/promotion", "port": 443}
+    assert (webhook["failurePolicy"], webhook["sideEffects"]) == ("Fail", "None")
+    assert "promotedVersion" in webhook["matchConditions"][0]["expression"]
+    assert {d["metadata"]["name"] for d in by_kind(docs, "MutatingAdmissionPolicy")} == {f"{RELEASE}-promoted-by", f"{RELEASE}-published-by"}
+    assert {d["metadata"]["name"] for d in by_kind(docs, "ValidatingAdmissionPolicy")} == {
+        f"{RELEASE}-actors", f"{RELEASE}-version-metadata", f"{RELEASE}-deployment-metadata", f"{RELEASE}-audit-record",
+    }  # fmt: skip
+    operator_user = f"system:serviceaccount:{namespace}:{RELEASE}"
+    metadata_policy = next(d for d in by_kind(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"].endswith("version-metadata"))
+    assert operator_user in metadata_policy["spec"]["matchConditions"][0]["expression"]
+    assert "created (server dry run)" in out and "validatingadmissionpolicy" in out
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": 9443, "protocol": "TCP"}]
 
 
 def test_helm_chart_variants_are_accepted(env: Environment, crds: None, namespace: str) -> None:
@@ -155,11 +190,29 @@ def test_helm_chart_variants_are_accepted(env: Environment, crds: None, namespac
     (policy,) = by_kind(docs, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["ports"] == [{"port": "artifacts", "protocol": "TCP"}]
     assert container_env(by_kind(docs, "Deployment")[0])["MIOSA_WEBHOOK"] == "off"
+    assert not by_kind(docs, "ValidatingWebhookConfiguration")
+    assert [d["metadata"]["name"] for d in by_kind(docs, "NetworkPolicy")] == [policy["metadata"]["name"]]  # the artifacts one
+    assert by_kind(docs, "ValidatingAdmissionPolicy")  # the API server's own rules stay
     text = render(env, namespace, "store.releasesUri=s3://r", "store.s3.existingSecret=mine", "webhook.existingSecret=tls")
     docs = documents(text)
     dry_run(env, text)
     assert not by_kind(docs, "Secret")
     assert container_env(by_kind(docs, "Deployment")[0])["MIOSA_S3_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "mine"
+    # The operator puts its CA into the configuration at startup (MIOSA_WEBHOOK_CONFIGURATION).
+    assert "caBundle" not in by_kind(docs, "ValidatingWebhookConfiguration")[0]["webhooks"][0]["clientConfig"]
+
+    # Only the API server: its admission client CA, or a NetworkPolicy that keeps pods out.
+    text = render(
+        env, namespace, "webhook.clientAuth.caConfigMap=apiserver-admission-ca", "webhook.clientAuth.names={kube-apiserver-admission}",
+        "webhook.networkPolicy.podCIDRs={10.244.0.0/16}",
+    )  # fmt: skip
+    docs = documents(text)
+    dry_run(env, text)
+    variables = container_env(by_kind(docs, "Deployment")[0])
+    assert variables["MIOSA_WEBHOOK_CLIENT_CA"] == "/etc/miosa-operator/webhook-client/ca.crt"
+    assert variables["MIOSA_WEBHOOK_CLIENT_NAMES"] == "kube-apiserver-admission"
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16"]}}]
 
     # cert-manager is not installed here: check the rendering only.
     docs = documents(render(env, namespace, "webhook.certManager.enabled=true"))
@@ -216,9 +269,12 @@ def test_kustomize_base_is_accepted_by_the_api_server(env: Environment, crds: No
     assert sorted(d["kind"] for d in namespaced) == ["Deployment", "PersistentVolumeClaim", "Service", "Service", "ServiceAccount"]
     assert {d["metadata"]["namespace"] for d in namespaced} == {miosa_system}
     assert "helm.sh/chart" not in rendered and "app.kubernetes.io/managed-by: Helm" not in rendered
-    result = env.kubectl("apply", "-k", str(MANIFESTS), "--dry-run=server", check=False)
-    assert result.returncode == 0, result.stderr
-    assert "deployment.apps/miosa-operator created (server dry run)" in result.stdout
+    out = dry_run(env, rendered)
+    assert "deployment.apps/miosa-operator created (server dry run)" in out
+    # Without a chart there is no CA to template: the operator fills the caBundle in.
+    (webhooks,) = by_kind(docs, "ValidatingWebhookConfiguration")
+    assert "caBundle" not in webhooks["webhooks"][0]["clientConfig"]
+    assert container_env(next(d for d in docs if d["kind"] == "Deployment"))["MIOSA_WEBHOOK_CONFIGURATION"] == webhooks["metadata"]["name"]
 
     # The TLS Secret for kustomize installs comes from hack/webhook-cert.sh ...
     secret_yaml = subprocess.run(
@@ -374,13 +430,21 @@ def test_write_scope_publishes_and_promotes_but_never_writes_status(
 
     history = wait_until(live, timeout=90, what="site-v1 live")["status"]["history"]
     assert (history[-1]["action"], history[-1]["actor"]) == ("promote", writer_name)
-    # The webhook still refuses what cannot be promoted, for this user too.
+    # The webhook still refuses what can never be promoted, for this user too; a version that
+    # does not exist yet is intent (admitted with a warning, the Deployment waits for it).
+    mine.create_version("other-v1", static_spec("other", f"s3://{UPLOADS_BUCKET}/{key}", sha256(bundle)))
     assert status_of(writer.patch_namespaced_custom_object, GROUP, VERSION, namespace, "deployments", "site",
-                     {"spec": {"promotedVersion": "nope"}}) == 422  # fmt: skip
+                     {"spec": {"promotedVersion": "other-v1"}}) == 422  # fmt: skip
+    assert status_of(writer.patch_namespaced_custom_object, GROUP, VERSION, namespace, "deployments", "site",
+                     {"spec": {"promotedVersion": "not-yet"}}) == 200  # fmt: skip
+    writer.patch_namespaced_custom_object(GROUP, VERSION, namespace, "deployments", "site", {"spec": {"promotedVersion": "site-v1"}})
 
-    # Versions are immutable audit records: no update, patch or delete for the write scope.
+    # Versions are the audit record: patch (server-side apply) reaches only the writer's own
+    # labels and annotations, never the ones the operator derives, and there is no delete.
     assert status_of(writer.patch_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", "site-v1",
-                     {"metadata": {"labels": {"x": "y"}}}) == 403  # fmt: skip
+                     {"metadata": {"labels": {"x": "y"}}}) == 200  # fmt: skip
+    assert status_of(writer.patch_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", "site-v1",
+                     {"metadata": {"labels": {"deploy.miosa.io/deployment": "other"}}}) == 403  # fmt: skip
     assert status_of(writer.delete_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", "site-v1") == 403
     # Nobody but the operator writes /status: not the write scope, not edit, not admin.
     assert status_writes(writer, namespace, "site", "site-v1") == [403, 403, 403]
@@ -445,8 +509,9 @@ def test_operator_role_is_least_privilege(
             ("create", "events", "", "tenant-a", "", ""),
             ("create", "events", "events.k8s.io", "tenant-a", "", ""),
             ("watch", "customresourcedefinitions", "apiextensions.k8s.io", None, "", ""),
-            ("create", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", ""),
-            ("patch", "mutatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", GROUP),
+            ("watch", "namespaces", "", None, "", ""),
+            ("get", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", RELEASE),
+            ("patch", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", RELEASE),
         ]
         refused = [
             ("get", "secrets", "", "tenant-a", "", ""),
@@ -456,7 +521,11 @@ def test_operator_role_is_least_privilege(
             ("update", "deployments", GROUP, "tenant-a", "", ""),
             ("delete", "services", "", "tenant-a", "", ""),
             ("patch", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", "someone-else"),
-            ("delete", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", GROUP),
+            ("create", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", ""),
+            ("delete", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", RELEASE),
+            ("patch", "mutatingwebhookconfigurations", "admissionregistration.k8s.io", None, "", GROUP),
+            ("patch", "validatingadmissionpolicies", "admissionregistration.k8s.io", None, "", f"{RELEASE}-audit-record"),
+            ("purge", "deploymentversions", GROUP, "tenant-a", "", ""),
             ("create", "leases", "coordination.k8s.io", "tenant-a", "", ""),
             ("list", "kopfpeerings", "kopf.dev", None, "", ""),
             ("patch", "retentionpolicies", GROUP, "tenant-a", "", ""),

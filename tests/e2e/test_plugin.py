@@ -28,7 +28,7 @@ SEED_KEYS = [
     "artifact_manifest", "artifact_sha256", "runtime_image", "runtime_command", "runtime_port", "health_check_path",
     "build_log_uri", "metadata", "promoted_at", "archived_at", "created_at", "updated_at",
 ]
-EXTRA_KEYS = ["name", "runtime_args", "artifacts_collected_at"]
+EXTRA_KEYS = ["name", "runtime_args", "artifacts_collected_at", "published_by"]
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  \S")
 ULID = "[0-9A-HJKMNP-TV-Z]{26}"
@@ -92,6 +92,8 @@ def test_versions_list_per_workspace_in_seed_shape(env: Environment, objects: Ob
         assert_seed_shape(version, objects.version(version["name"]), dep_id, namespace, files[version["name"]])
         workspace, n = published[version["name"]]
         assert (version["external_workspace_id"], version["created_by"]) == (workspace, f"user_{n}")
+        # created_by is what the publisher claimed; published_by who the API server authenticated.
+        assert version["published_by"] == ADMIN
         assert (version["external_user_id"], version["external_project_id"]) == (f"dev-{n}", "landing")
         assert (version["source_sandbox_id"], version["build_id"], version["metadata"]) == (f"sbx_{n}", f"bld_{n}", {"commit": f"c{n}"})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -95,12 +96,11 @@ def test_promote_roll_forward_and_roll_back(
     assert services.spec.selector == {"deploy.miosa.io/app": "site"}
 
 
-def test_webhook_refuses_unpromotable_versions(
+def test_webhook_refuses_only_what_can_never_succeed(
     env: Environment, objects: Objects, namespace: str, s3_prefix: str
 ) -> None:
     objects.create_deployment("site")
     objects.create_deployment("other")
-    objects.create_deployment("app", kind="dynamic")
     (ready,) = static_versions(env, objects, s3_prefix, "site", 1)
     (foreign,) = static_versions(env, objects, s3_prefix, "other", 1)
     bad = tar_gz({"index.html": b"x"})
@@ -109,11 +109,8 @@ def test_webhook_refuses_unpromotable_versions(
     objects.create_version("site-bad", static_spec("site", f"s3://{UPLOADS_BUCKET}/{key}", "0" * 64))
     objects.wait_state("site-bad", "failed")
     objects.create_version("site-dyn", dynamic_spec("site"))  # wrong kind for a static Deployment
-    # A version whose Deployment does not exist yet stays `created`.
-    objects.create_version("site-pending", dynamic_spec("nowhere"))
-    objects.wait_state("site-pending", "created")
+    objects.create_version("site-pending", dynamic_spec("nowhere"))  # another (missing) Deployment's
     cases = {
-        "does-not-exist": "no DeploymentVersion of that name exists",
         "site-bad": "is failed; only ready or archived versions can be promoted",
         foreign: "belongs to Deployment 'other', not 'site'",
         "site-dyn": "is a dynamic version; Deployment 'site' is static",
@@ -129,15 +126,63 @@ def test_webhook_refuses_unpromotable_versions(
     wait_live(objects, "site", ready)
 
 
-def test_webhook_refuses_a_building_version(api: client.ApiClient, objects: Objects, namespace: str) -> None:
+def test_promotion_is_intent_a_missing_version_is_admitted_with_a_warning_and_goes_live_once_ready(
+    env: Environment, objects: Objects, namespace: str, s3_prefix: str
+) -> None:
+    """GitOps applies a version and its promotion in one sync, in any order, after a
+    server-side dry run of the whole set: none of it is refused."""
+    objects.create_deployment("site")
+    (v1,) = static_versions(env, objects, s3_prefix, "site", 1)
+    promote(objects, "site", v1)
+    wait_live(objects, "site", v1)
+    bundle = tar_gz({"index.html": b"<h1>v2</h1>"})
+    key = f"{s3_prefix}site-v2.tar.gz"
+    env.s3().put_object(Bucket=UPLOADS_BUCKET, Key=key, Body=bundle)
+    version = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "DeploymentVersion", "metadata": {"name": "site-v2", "namespace": namespace},
+        "spec": static_spec("site", f"s3://{UPLOADS_BUCKET}/{key}", sha256(bundle)),
+    }  # fmt: skip
+    deployment = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Deployment", "metadata": {"name": "site", "namespace": namespace},
+        "spec": {"kind": "static", "promotedVersion": "site-v2"},
+    }  # fmt: skip
+    # The commit: the Deployment first, then the version (the worst order), dry run first.
+    manifest = yaml.safe_dump_all([deployment, version])
+    dry = env.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-", input=manifest, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert "Warning:" in dry.stderr and "no DeploymentVersion of that name exists" in dry.stderr, dry.stderr
+    assert "WaitingForVersion" in dry.stderr
+    applied = env.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump(deployment), check=False)
+    assert applied.returncode == 0, applied.stderr
+
+    def waiting() -> dict[str, Any] | None:
+        body = objects.deployment("site")
+        ready = condition(body, "Ready")
+        return body if ready and ready["reason"] == "WaitingForVersion" else None
+
+    dep = wait_until(waiting, timeout=30, what="Deployment waiting for site-v2")
+    assert condition(dep, "Ready")["status"] == "False"
+    assert (condition(dep, "Reconciling")["status"], condition(dep, "Stalled")["status"]) == ("True", "False")
+    assert dep["status"]["liveVersion"] == v1  # the live version keeps serving
+    env.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(version))
+    dep = wait_live(objects, "site", "site-v2")
+    assert condition(dep, "Ready")["status"] == "True"
+    assert objects.version(v1)["status"]["state"] == "archived"
+
+
+def test_a_building_version_is_admitted_with_a_warning(env: Environment, api: client.ApiClient, objects: Objects, namespace: str) -> None:
     # No pod may start here, so the dynamic version's health gate keeps it `building`.
     client.CoreV1Api(api).create_namespaced_resource_quota(namespace, {"metadata": {"name": "none"}, "spec": {"hard": {"pods": "0"}}})
     objects.create_deployment("app", kind="dynamic")
     objects.create_version("app-v1", dynamic_spec("app"))
     objects.wait_state("app-v1", "building")
-    with pytest.raises(ApiException) as caught:
-        promote(objects, "app", "app-v1")
-    assert caught.value.status == 422 and "is building; only ready or archived" in caught.value.body
+    patched = env.kubectl(
+        "-n", namespace, "patch", "deployments.deploy.miosa.io", "app", "--type=merge", "-p", '{"spec":{"promotedVersion":"app-v1"}}',
+        check=False,
+    )  # fmt: skip
+    assert patched.returncode == 0, patched.stderr
+    assert "Warning:" in patched.stderr and "is building" in patched.stderr, patched.stderr
+    assert objects.deployment("app")["spec"]["promotedVersion"] == "app-v1"
 
 
 def test_rollout_that_cannot_become_available_is_reverted(
