@@ -44,9 +44,6 @@ from .slots import SPARE_PORTS, WEBHOOK_PORT
 from .throttle import ThrottlingProxy
 
 ADMIN = "miosa-admin"
-SERVES = {"pod-security.kubernetes.io/enforce": "baseline"}
-"""For tests whose rollouts must complete: the static server's pods do not pass Pod Security
-"restricted" yet (issue 10, item 8, another change); drop this once they do."""
 PROMOTED_BY = "deploy.miosa.io/promoted-by"
 PUBLISHED_BY = "deploy.miosa.io/published-by"
 
@@ -301,7 +298,7 @@ def tenant_objects(tenant: Tenant) -> Objects:
 def test_who_promoted_is_the_authenticated_user_whatever_the_client_writes(
     env: Environment, api: client.ApiClient, operator: OperatorProcess, tenants: Any
 ) -> None:
-    tenant = tenants("a", labels=SERVES)
+    tenant = tenants("a")
     mine, admin = tenant_objects(tenant), Objects(api, tenant.namespace)
     me = ci_user(tenant)
     created = mine.custom.create_namespaced_custom_object(GROUP, VERSION, tenant.namespace, "deployments", {
@@ -371,7 +368,7 @@ def kubectl_as(env: Environment, tenant: Tenant, *args: str, input: str | None =
 def test_server_side_apply_creates_and_reapplying_changes_nothing(
     env: Environment, api: client.ApiClient, operator: OperatorProcess, tenants: Any
 ) -> None:
-    tenant = tenants("gitops", labels=SERVES)
+    tenant = tenants("gitops")
     bundle = tar_gz({"index.html": b"<h1>gitops</h1>"})
     key = f"{tenant.namespace}/site-v1.tar.gz"
     env.s3().put_object(Bucket=UPLOADS_BUCKET, Key=key, Body=bundle)
