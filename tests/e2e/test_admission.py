@@ -156,16 +156,15 @@ def test_a_promotion_is_admitted_within_2s_while_slow_ingestions_fill_every_work
         assert promoter.wait_state(name, "ready", "failed")["status"]["state"] == "ready"
     unloaded = timed_promotions(promoter, "site", [v1, v2], rounds=6)
 
-    # Slow bundles from two other tenants: each download trickles at ~2 KiB/s.
+    # Slow bundles from other tenants (two each, so that a per-tenant share of the ingestion
+    # slots does not keep them from filling every slot): each download trickles at ~2 KiB/s.
     proxy.throttled.set()
-    slow_tenants = [tenants("slow-a"), tenants("slow-b")]
     slow: list[tuple[Objects, str]] = []
-    for i in range(SLOW_INGESTIONS):
-        owner = slow_tenants[i % 2]
-        objects = Objects(api, owner.namespace)
-        if i < 2:
-            objects.create_deployment("big")
-        slow.append((objects, upload_version(env, objects, "big", f"big-{i}", size=256 * 1024)))
+    for t in range(SLOW_INGESTIONS // 2):
+        objects = Objects(api, tenants(f"slow{t}").namespace)
+        objects.create_deployment("big")
+        for i in range(2):
+            slow.append((objects, upload_version(env, objects, "big", f"big-{i}", size=256 * 1024)))
     try:
         def all_building() -> bool:
             states = [(objects.version(name).get("status") or {}).get("state") for objects, name in slow]
