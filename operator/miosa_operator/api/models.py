@@ -131,8 +131,12 @@ class Artifact(ApiModel):
 
 
 class EnvVar(ApiModel):
-    name: str = Field(max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    value: str = Field(default="", max_length=32768)
+    """One environment variable of the container."""
+
+    name: str = Field(
+        max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name (unique within env)."
+    )
+    value: str = Field(default="", max_length=32768, description="Value; plain text, frozen with the version.")
 
 
 class Runtime(ApiModel):
@@ -258,7 +262,9 @@ class DeploymentVersionStatus(ApiModel):
     promoted_at: datetime | None = Field(default=None, description="When it last went live.")
     archived_at: datetime | None = Field(default=None, description="When it was last promoted out of.")
     artifacts_collected_at: datetime | None = Field(default=None, description="When retention removed its artifacts.")
-    observed_generation: int | None = Field(default=None, ge=0)
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the operator last acted on."
+    )
     conditions: Conditions | None = None
 
 
@@ -299,6 +305,8 @@ class HistoryAction(StrEnum):
 
 
 class RolloutSettings(ApiModel):
+    """How a promotion rolls out and what happens when it does not complete."""
+
     progress_deadline_seconds: int = Field(
         default=300, ge=5, le=3600, description="How long a rollout may take before it counts as failed."
     )
@@ -306,6 +314,8 @@ class RolloutSettings(ApiModel):
 
 
 class StaticServerSettings(ApiModel):
+    """The server that serves static versions' files (Deployments of kind static)."""
+
     image: str | None = Field(
         default=None,
         max_length=1024,
@@ -316,6 +326,8 @@ class StaticServerSettings(ApiModel):
 
 
 class DeploymentSpec(ApiModel):
+    """What should run: the promoted version (or the newest ready one under Auto) and how."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -341,31 +353,44 @@ class DeploymentSpec(ApiModel):
 
 
 class HistoryEntry(ApiModel):
+    """A version that went live: what, when, how and who asked."""
+
     version: str = Field(max_length=253, description="DeploymentVersion name.")
-    version_number: int | None = Field(default=None, ge=1)
-    action: HistoryAction
+    version_number: int | None = Field(default=None, ge=1, description="Its status.versionNumber.")
+    action: HistoryAction = Field(
+        description="promote (a newer version), rollback (an older one), auto (promotionPolicy Auto) "
+        "or revert (the operator put this version back after a failed rollout)."
+    )
     actor: str = Field(default="", max_length=512, description="Who asked for it.")
-    time: datetime
-    reason: str = Field(default="", max_length=1024)
+    time: datetime = Field(description="When the version went live (the rollout completed or was reverted).")
+    reason: str = Field(
+        default="",
+        max_length=1024,
+        description="Why: the deploy.miosa.io/change-cause annotation, or the operator's reason for a revert.",
+    )
 
 
 class RolloutStatus(ApiModel):
     """The rollout in progress, so a restarted operator resumes it with the same deadline."""
 
     version: str = Field(max_length=253, description="Version being rolled out.")
-    version_number: int | None = Field(default=None, ge=1)
+    version_number: int | None = Field(default=None, ge=1, description="Its status.versionNumber.")
     previous: str | None = Field(default=None, max_length=253, description="Version live before it.")
-    action: HistoryAction
-    actor: str = Field(default="", max_length=512)
-    reason: str = Field(default="", max_length=1024)
-    started_at: datetime
+    action: HistoryAction = Field(description="promote, rollback or auto (recorded in history when it completes).")
+    actor: str = Field(default="", max_length=512, description="Who asked for it (the user who changed spec).")
+    reason: str = Field(default="", max_length=1024, description="The deploy.miosa.io/change-cause annotation, if any.")
+    started_at: datetime = Field(description="When the rollout started; progressDeadlineSeconds counts from here.")
 
 
 class DeploymentStatus(ApiModel):
+    """Written only by the operator: what is live, what is rolling out, and how it went."""
+
     id: str | None = Field(default=None, max_length=64, pattern=r"^dep_[0-9A-HJKMNP-TV-Z]{26}$", description="dep_ + ULID.")
-    observed_generation: int | None = Field(default=None, ge=0)
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the operator last acted on."
+    )
     live_version: str | None = Field(default=None, max_length=253, description="The version currently serving.")
-    live_version_number: int | None = Field(default=None, ge=1)
+    live_version_number: int | None = Field(default=None, ge=1, description="Its status.versionNumber.")
     last_version_number: int | None = Field(
         default=None, ge=0, description="Highest version number handed out (numbering counter)."
     )
@@ -411,6 +436,8 @@ class RetentionPolicySpec(ApiModel):
 
 
 class RetentionPolicyStatus(ApiModel):
+    """Written only by the operator."""
+
     last_sweep_at: datetime | None = Field(default=None, description="When the collector last applied this policy.")
     collected: int | None = Field(default=None, ge=0, description="Versions collected in this namespace by the last sweep.")
 
