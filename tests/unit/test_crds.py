@@ -55,3 +55,25 @@ def test_version_crd_carries_the_api_server_rules() -> None:
 def test_crd_files_are_valid_yaml_documents() -> None:
     for path in CRDS.glob("*.yaml"):
         assert yaml.safe_load(path.read_text())["kind"] == "CustomResourceDefinition"
+
+
+def _undescribed(schema: dict, path: str) -> list[str]:
+    missing = []
+    for name, sub in (schema.get("properties") or {}).items():
+        where = f"{path}.{name}"
+        if not sub.get("description"):
+            missing.append(where)
+        missing += _undescribed(sub, where)
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(schema.get(key), dict):
+            missing += _undescribed(schema[key], path + suffix)
+    return missing
+
+
+def test_every_property_has_a_description() -> None:
+    """`kubectl explain` shows every field; a new model field without a description fails here."""
+    missing = []
+    for doc in crdgen.all_crds().values():
+        schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        missing += _undescribed(schema, doc["spec"]["names"]["kind"])
+    assert not missing, f"properties without a description (add Field(description=...) in api/models.py): {missing}"
