@@ -13,9 +13,16 @@ from pathlib import Path
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import handlers  # registers the handlers
+    from .observability import logs
 
-    kopf.configure(verbose=args.verbose)
+    config = handlers.SETTINGS
+    logs.configure(
+        args.log_format or config.log_format,
+        verbose=args.verbose,
+        census=handlers.CENSUS,
+        secrets=(config.s3_secret_access_key, config.s3_session_token),
+    )
     kopf.run(
         standalone=args.standalone,
         clusterwide=not args.namespace,
@@ -132,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--standalone", action="store_true", help="no peering with other operator instances")
     run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument(
+        "--log-format", choices=["text", "json"], default=None, help="text or json lines (default: $MIOSA_LOG_FORMAT, else text)"
+    )
     run.set_defaults(func=_run)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")

@@ -357,6 +357,26 @@ class Settings(BaseSettings):
         "that it cannot check right now; below the configuration's `timeoutSeconds`.",
     )
 
+    # ------------------------------------------------------------------ observability
+    metrics_addr: str = env(
+        "MIOSA_METRICS_ADDR", section="observability", default="127.0.0.1", description="Address the `/metrics` endpoint listens on."
+    )
+    metrics_port: int = env(
+        "MIOSA_METRICS_PORT",
+        section="observability",
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus `/metrics` endpoint; 0 serves no metrics.",
+    )
+    log_format: Literal["text", "json"] = env(
+        "MIOSA_LOG_FORMAT",
+        section="observability",
+        default="text",
+        description="`text`, or `json`: one JSON object per line with the object's namespace, name and version id "
+        "(`miosa-operator run --log-format` overrides it).",
+    )
+
     _isolated: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ construction
