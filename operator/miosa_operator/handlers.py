@@ -99,7 +99,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if config.gc_interval > 0:
         collector = Collector.from_config(kube, config)
         collector.store = instrument.FreedBytes(collector.store)
-        memo.collector = PeriodicCollector(instrument.CountedSweeps(collector), config.gc_interval)
+        # A short interval (tests, small installations) also means a short first wait.
+        first = min(60.0, config.gc_interval)
+        memo.collector = PeriodicCollector(instrument.CountedSweeps(collector), config.gc_interval, first_delay=first)
         memo.collector.start()
         memo.periodic_offboarding = PeriodicOffboarding(memo.offboarding, config.gc_interval)
         memo.periodic_offboarding.start()

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from .slots import ARTIFACTS_PORT, CACHE, ENV_DIR, WEBHOOK_PORT, environment_variables
+from .slots import ARTIFACTS_PORT, CACHE, ENV_DIR, METRICS_PORT, WEBHOOK_PORT, environment_variables
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_SCRIPT = REPO / "hack" / "env.sh"
@@ -180,6 +180,9 @@ OPERATOR_ENV = {
     "MIOSA_WEBHOOK_PORT": str(WEBHOOK_PORT),
     "MIOSA_ARTIFACTS_ADDR": "127.0.0.1",
     "MIOSA_ARTIFACTS_PORT": str(ARTIFACTS_PORT),
+    "MIOSA_METRICS_PORT": str(METRICS_PORT),
+    # JSON lines for the whole session: tests/e2e/test_observability.py parses every line.
+    "MIOSA_LOG_FORMAT": "json",
 }
 WEBHOOK_URL = f"https://127.0.0.1:{WEBHOOK_PORT}/promotion"
 

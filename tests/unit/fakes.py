@@ -49,7 +49,9 @@ WORKLOADS = "apps/v1/deployments"
 SERVICES = "v1/services"
 PODS = "v1/pods"
 
-READS = frozenset({"get", "list", "get_workload", "get_service", "list_pods"})
+EVENTS = "v1/events"
+
+READS = frozenset({"get", "list", "get_workload", "get_service", "list_pods", "list_events"})
 
 
 # --------------------------------------------------------------------------- clock
@@ -363,6 +365,23 @@ class FakeKube:
                 for (p, ns, _), obj in sorted(self.objects.items())
                 if p == PODS and ns == namespace and match(obj)
             ]
+
+    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> list[Obj]:
+        """Events added with ``add_event``, filtered by ``involvedObject.name=…``."""
+        with self._call("list_events", namespace=namespace, field_selector=field_selector):
+            wanted = dict(term.split("=", 1) for term in field_selector.split(",") if term)
+            return [
+                copy.deepcopy(obj)
+                for (p, ns, _), obj in sorted(self.objects.items())
+                if p == EVENTS and ns == namespace
+                and all((obj.get("involvedObject") or {}).get(k.removeprefix("involvedObject.")) == v for k, v in wanted.items())
+            ][:limit]
+
+    def add_event(self, namespace: str, event: Obj) -> None:
+        with self._lock:
+            obj = copy.deepcopy(event)
+            obj.setdefault("metadata", {}).setdefault("name", f"event-{self._next_rv()}")
+            self.objects[(EVENTS, namespace, obj["metadata"]["name"])] = obj
 
     # ---------------------------------------------------------------- plumbing
     def _call(self, method: str, **args: Any) -> _CallContext:

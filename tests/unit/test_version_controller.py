@@ -756,7 +756,9 @@ def test_dynamic_version_passes_the_health_gate(env: Env) -> None:
     assert version["metadata"]["labels"]["deploy.miosa.io/kind"] == "dynamic"
     assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None
     assert env.events.reasons() == ["HealthGateStarted", "Ready"]
-    assert env.release_files() == []
+    # No release, only the health gate's transcript (tests/unit/test_gate_log.py).
+    (log,) = env.release_files()
+    assert log.endswith(f"/{version['status']['id']}/build.log") and version["status"]["buildLogUri"].endswith(log)
 
 
 def test_dynamic_version_that_never_becomes_healthy_fails_and_cleans_up(env: Env) -> None:

@@ -103,4 +103,7 @@ variables.current == variables.wanted ? []
 {{- if not (has .Values.store.volume.type (list "emptyDir" "persistentVolumeClaim")) -}}
 {{- fail "store.volume.type must be emptyDir or persistentVolumeClaim" -}}
 {{- end -}}
+{{- if not (has .Values.logFormat (list "text" "json")) -}}
+{{- fail "logFormat must be text or json" -}}
+{{- end -}}
 {{- end -}}

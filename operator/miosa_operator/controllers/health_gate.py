@@ -18,11 +18,15 @@ from ..kube.client import Conflict, Kube, TransientApiError
 from ..render import workloads
 from ..settings import Settings
 from .common import Clock, EventSink, Failure, Obj, Retry, object_ref, parse_time
+from .gate_log import GateTranscript
 
 
 class HealthGate:
-    def __init__(self, kube: Kube, config: Settings, events: EventSink, clock: Clock) -> None:
+    def __init__(
+        self, kube: Kube, config: Settings, events: EventSink, clock: Clock, transcript: GateTranscript | None = None
+    ) -> None:
         self.kube, self.config, self.events, self.clock = kube, config, events, clock
+        self.transcript = transcript  # the version's build log, written when the gate decides
 
     def check(self, version: DeploymentVersion) -> Failure | None:
         """None when healthy; a Failure when not; ``Retry`` while the gate is running."""
@@ -30,7 +34,7 @@ class HealthGate:
         assert runtime is not None, "the CRD requires a runtime for dynamic versions"
         invalid = validate_runtime(runtime)
         if invalid:
-            return Failure(Reason.INVALID_RUNTIME, invalid)
+            return self._decided(version, None, Failure(Reason.INVALID_RUNTIME, invalid))
         ns = version.metadata.namespace
         name = workloads.verification_name(version)
         timeout = self.config.health_gate_timeout
@@ -38,18 +42,26 @@ class HealthGate:
         if workload is None:
             workload = self._create(version, int(timeout))
         if workloads.is_available(workload):
+            self._decided(version, workload, None)
             self.kube.delete_workload(ns, name)
             return None
         started = parse_time(workload["metadata"].get("creationTimestamp")) or self.clock()
         if self.clock() - started > timedelta(seconds=timeout):
             detail = self._why_not_ready(ns, workload)
-            self.kube.delete_workload(ns, name)
-            return Failure(
+            failure = Failure(
                 Reason.HEALTH_CHECK_FAILED,
                 f"verification workload did not become ready on {runtime.health_check_path} "
                 f"(port {runtime.port}) within {timeout:.0f}s: {detail}",
             )
+            self._decided(version, workload, failure)
+            self.kube.delete_workload(ns, name)
+            return failure
         raise Retry("health gate running", delay=self.config.poll_interval)
+
+    def _decided(self, version: DeploymentVersion, workload: Obj | None, failure: Failure | None) -> Failure | None:
+        if self.transcript is not None:
+            self.transcript.decided(version, workload, failure)
+        return failure
 
     def _create(self, version: DeploymentVersion, timeout: int) -> Obj:
         body = workloads.verification_workload(version, timeout)

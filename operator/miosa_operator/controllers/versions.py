@@ -27,6 +27,7 @@ from ..kube.client import Conflict, Kube, TransientApiError
 from ..settings import Settings
 from ..store.base import ArtifactStore
 from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, parse_time, utcnow
+from .gate_log import GateTranscript
 from .health_gate import HealthGate
 from .static_build import Built, StaticBuild
 
@@ -45,7 +46,7 @@ class VersionController:
     ) -> None:
         self.kube, self.store, self.config, self.events, self.clock = kube, store, config, events, clock
         self.static_build = StaticBuild(store, config, clock)
-        self.health_gate = HealthGate(kube, config, events, clock)
+        self.health_gate = HealthGate(kube, config, events, clock, GateTranscript(kube, store, config, clock))
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:

@@ -174,6 +174,11 @@ class Kube:
         found = self._call(self.core.list_namespace, field_selector=f"metadata.name={name}").items
         return bool(found)
 
+    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> list[Obj]:
+        """Core events in ``namespace`` (e.g. ``involvedObject.name=NAME``), at most ``limit``."""
+        events = self._call(self.core.list_namespaced_event, namespace, field_selector=field_selector, limit=limit)
+        return [self._sanitize(e) for e in events.items]
+
     # -------------------------------------------------------------- admission configuration
     def get_webhook_configuration(self, name: str) -> Obj | None:
         try:
