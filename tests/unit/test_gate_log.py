@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
 from miosa_operator.store import TransientStoreError
 
-from .test_version_controller import NS, TIMESTAMPED, Env, env, ready_condition  # noqa: F401  (fixture)
+from .test_version_controller import NS, TIMESTAMPED, Env, ready_condition
+
+
+@pytest.fixture(name="env")
+def gate_env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
 
 
 def passed() -> float:
