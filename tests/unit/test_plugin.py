@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
-import urllib3
 import yaml
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from miosa_operator.api import meta
 from miosa_operator.domain.labels import label_value
 from miosa_operator.plugin import cli, commands, output
+from miosa_operator.plugin.apiclient import ApiStatus
 from miosa_operator.plugin.client import Cluster, default_namespace
 from miosa_operator.plugin.errors import ExitCode, PluginError, Request, describe_transport
 from miosa_operator.plugin.selection import AttributionFilter, belongs, newest_first, previous_live, version_selector
@@ -307,10 +308,9 @@ def test_rollback_target_skips_deleted_collected_and_unbootable_versions() -> No
 # ---------------------------------------------------------------------------- errors
 
 
-def api_exception(status: int, message: str | None = None, reason: str = "") -> ApiException:
-    exc = ApiException(status=status, reason=reason)
-    exc.body = json.dumps({"kind": "Status", "status": "Failure", "message": message, "code": status}) if message else ""
-    return exc
+def api_exception(status: int, message: str | None = None, reason: str = "") -> ApiStatus:
+    body = json.dumps({"kind": "Status", "status": "Failure", "message": message, "code": status}) if message else ""
+    return ApiStatus(status, reason, body)
 
 
 REQUEST = Request("patch", meta.DEPLOYMENT_PLURAL, NS, "site")
@@ -339,7 +339,7 @@ REQUEST = Request("patch", meta.DEPLOYMENT_PLURAL, NS, "site")
         (api_exception(500, reason="Internal Server Error"), ExitCode.REFUSED, "500 Internal Server Error"),
     ],
 )
-def test_api_exceptions_map_to_exit_codes(exc: ApiException, code: ExitCode, text: str) -> None:
+def test_api_exceptions_map_to_exit_codes(exc: ApiStatus, code: ExitCode, text: str) -> None:
     error = _call_raising(exc)
     assert error.code == code and text in str(error)
     assert '"kind"' not in str(error)  # the Status message, never the raw JSON body
@@ -357,27 +357,18 @@ def test_forbidden_read_names_the_read_role() -> None:
 @pytest.mark.parametrize(
     ("exc", "phrase"),
     [
-        (
-            urllib3.exceptions.MaxRetryError(
-                None, "/apis", urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")  # type: ignore[arg-type]
-            ),
-            "connection refused",
-        ),
         (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
-        (urllib3.exceptions.MaxRetryError(None, "/apis", urllib3.exceptions.ConnectTimeoutError("timed out")), "timed out"),  # type: ignore[arg-type]
-        (urllib3.exceptions.ReadTimeoutError(None, "/apis", "Read timed out. (read timeout=30)"), "timed out"),  # type: ignore[arg-type]
-        (
-            urllib3.exceptions.MaxRetryError(
-                None, "/apis", urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: [Errno 113] No route to host")  # type: ignore[arg-type]
-            ),
-            "[Errno 113] No route to host",
-        ),
+        (TimeoutError("timed out"), "timed out"),
+        (socket.timeout("The read operation timed out"), "timed out"),
+        (socket.gaierror(-2, "Name or service not known"), "cannot resolve the server's host name"),
+        (OSError(113, "No route to host"), "[Errno 113] No route to host"),
+        (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "TLS error: "),
     ],
 )
 def test_transport_errors_exit_5_naming_the_server(exc: Exception, phrase: str) -> None:
     error = _call_raising(exc)
     assert error.code == ExitCode.UNREACHABLE
-    assert str(error) == f"cannot reach the Kubernetes API server at {SERVER}: {phrase}"
+    assert str(error).startswith(f"cannot reach the Kubernetes API server at {SERVER}: {phrase}")
     assert "object at 0x" not in describe_transport(exc)
 
 
@@ -394,12 +385,16 @@ def _call_raising(exc: Exception) -> PluginError:
 
 
 class FakeCustomObjects:
-    """CustomObjectsApi in memory: get, list (label and field selectors), merge patch."""
+    """The API server in memory, at the level of the plugin's HTTP client: GET, LIST (label
+    and field selectors), JSON merge PATCH of our objects; calls recorded by verb."""
+
+    server = SERVER
 
     def __init__(self, objects: list[dict[str, Any]] = (), fail: Exception | None = None) -> None:  # type: ignore[assignment]
         self.objects = {(self._plural(o), o["metadata"]["name"]): copy.deepcopy(o) for o in objects}
         self.fail = fail
         self.calls: list[tuple[str, Any]] = []
+        self.patch_error: Exception | None = None
 
     @staticmethod
     def _plural(obj: dict[str, Any]) -> str:
@@ -410,15 +405,33 @@ class FakeCustomObjects:
         if self.fail is not None:
             raise self.fail
 
-    def get_namespaced_custom_object(self, group: str, version: str, ns: str, plural: str, name: str, **_: Any) -> Any:
-        self._check("get", (plural, name))
+    def request(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
+                content_type: str = "application/json") -> Any:  # fmt: skip
+        prefix = f"/apis/{meta.GROUP}/{meta.VERSION}/namespaces/{NS}/"
+        assert path.startswith(prefix), path
+        plural, _, name = path[len(prefix):].partition("/")
+        name = unquote(name)
+        if method == "GET" and not name:
+            query = query or {}
+            return self._list(plural, query.get("labelSelector", ""), query.get("fieldSelector", ""))
+        if method == "GET":
+            self._check("get", (plural, name))
+            if (plural, name) not in self.objects:
+                raise api_exception(404, f'{plural}.{meta.GROUP} "{name}" not found')
+            return copy.deepcopy(self.objects[(plural, name)])
+        assert method == "PATCH" and content_type == "application/merge-patch+json"
+        self._check("patch", (name, body))
+        if self.patch_error is not None:
+            raise self.patch_error
         if (plural, name) not in self.objects:
-            raise api_exception(404, f'{plural}.{group} "{name}" not found')
-        return copy.deepcopy(self.objects[(plural, name)])
+            raise api_exception(404, "not found")
+        obj = self.objects[(plural, name)]
+        _merge(obj, body)
+        if "spec" in body:
+            obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+        return copy.deepcopy(obj)
 
-    def list_namespaced_custom_object(
-        self, group: str, version: str, ns: str, plural: str, label_selector: str = "", field_selector: str = "", **_: Any
-    ) -> Any:
+    def _list(self, plural: str, label_selector: str, field_selector: str) -> Any:
         self._check("list", (label_selector, field_selector))
         labels = dict(term.split("=", 1) for term in label_selector.split(",") if term)
         fields = dict(term.split("=", 1) for term in field_selector.split(",") if term)
@@ -430,15 +443,6 @@ class FakeCustomObjects:
             and all((o.get("status") or {}).get(k.removeprefix("status.")) == v for k, v in fields.items())
         ]
         return {"items": items}
-
-    def patch_namespaced_custom_object(self, group: str, version: str, ns: str, plural: str, name: str, body: Any, **_: Any) -> Any:
-        self._check("patch", (name, body))
-        if (plural, name) not in self.objects:
-            raise api_exception(404, "not found")
-        obj = self.objects[(plural, name)]
-        _merge(obj, body)
-        obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
-        return copy.deepcopy(obj)
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -452,9 +456,7 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 def _cluster(custom: FakeCustomObjects) -> Cluster:
-    cluster = Cluster(client.ApiClient(client.Configuration(host=SERVER)), NS)
-    cluster.custom = custom  # type: ignore[assignment]
-    return cluster
+    return Cluster(custom, NS)  # type: ignore[arg-type]
 
 
 def labelled(body: dict[str, Any]) -> dict[str, Any]:
@@ -478,6 +480,11 @@ def deployment(policy: str = "Manual", live: str | None = "v3", history: tuple[s
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCustomObjects:
+    return fake_cluster(monkeypatch)
+
+
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCustomObjects:
+    """Site with versions v1..v3 (v3 live); every ``Cluster.connect`` gets it."""
     custom = FakeCustomObjects(
         [deployment(), *(labelled(static_body(f"v{i}", i, state="archived" if i < 3 else "ready")) for i in (1, 2, 3))]
     )
@@ -529,7 +536,7 @@ def test_promote_of_an_unknown_version_exits_3_without_patching(fake: FakeCustom
 
 def test_webhook_denial_exits_1_with_its_message(fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str]) -> None:
     denial = "admission webhook \"promotion.deploy.miosa.io\" denied the request: promotedVersion 'v1' is failed"
-    fake.patch_namespaced_custom_object = lambda *a, **k: (_ for _ in ()).throw(api_exception(422, denial))  # type: ignore[method-assign]
+    fake.patch_error = api_exception(422, denial)
     code, _, err = run(capsys, "promote", "site", "v1")
     assert code == 1 and err == f"error: {denial}\n"
 
@@ -622,7 +629,7 @@ def test_wait_polls_until_live_and_times_out() -> None:
     ticks = iter(range(100))
     with pytest.raises(PluginError) as caught:
         commands.wait_for_rollout(lambda: stuck, "v2", 1, 3, sleep=lambda _: None, clock=lambda: next(ticks))
-    assert caught.value.code == ExitCode.REFUSED
+    assert caught.value.code == ExitCode.IN_PROGRESS
     assert str(caught.value) == "timed out after 3s waiting for v2 to go live (waiting for 2 available replicas)"
 
 
@@ -642,6 +649,7 @@ def test_logs_prints_the_build_log_through_the_store(
     log = tmp_path / "build.log"
     log.write_text("2026-05-14T18:19:48.123Z  ingest started\n2026-05-14T18:19:49.000Z  ready\n")
     fake.objects[(meta.VERSION_PLURAL, "v1")]["status"]["buildLogUri"] = f"file://{log}"
+    fake.objects[(meta.VERSION_PLURAL, "v1")]["spec"].pop("buildLog")
     code, out, _ = run(capsys, "logs", "v1")
     assert code == 0 and out == log.read_text()
 
@@ -656,3 +664,28 @@ def test_logs_of_a_version_without_a_log_exits_1(fake: FakeCustomObjects, capsys
     body["spec"].pop("buildLog")
     code, _, err = run(capsys, "logs", "v3")
     assert code == 1 and err == 'error: deploymentversion "v3" has no build log yet (state: building)\n'
+
+
+def test_logs_shows_an_external_build_log_beside_the_operators(
+    fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MIOSA_FILE_ROOT", "MIOSA_S3_ENDPOINT", "AWS_ACCESS_KEY_ID"):
+        monkeypatch.delenv(name, raising=False)
+    own, external = tmp_path / "build.log", tmp_path / "ci.log"
+    own.write_text("2026-05-14T18:19:48.123Z  health gate passed\n")
+    external.write_text("step 1/3 npm ci\n")
+    body = fake.objects[(meta.VERSION_PLURAL, "v1")]
+    body["status"]["buildLogUri"], body["spec"]["buildLog"] = f"file://{own}", {"uri": f"file://{external}"}
+    code, out, _ = run(capsys, "logs", "v1")
+    assert code == 0
+    assert out == f"{own.read_text()}\n==> external build log (spec.buildLog.uri): file://{external} <==\n{external.read_text()}"
+    code, out, _ = run(capsys, "logs", "v1", "-o", "json")
+    data = json.loads(out)
+    assert (data["build_log_uri"], data["external_build_log_uri"], data["log"]) == (f"file://{own}", f"file://{external}", own.read_text())
+    code, out, _ = run(capsys, "logs", "v1", "-o", "jsonpath={.external_build_log_uri}")
+    assert out == f"file://{external}"
+    # Only the external log, and it cannot be read: that is the error.
+    body["status"].pop("buildLogUri")
+    external.unlink()
+    code, _, err = run(capsys, "logs", "v1")
+    assert code == 3 and "not found" in err

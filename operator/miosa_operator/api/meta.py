@@ -40,3 +40,7 @@ ANNOTATION_CHANGE_CAUSE = f"{GROUP}/change-cause"
 # Set by the operator on a Deployment when one of its versions becomes ready or fails, if the
 # Deployment may act on it (Auto, or promotedVersion names it): "<version>:<state>".
 ANNOTATION_VERSION_SETTLED = f"{GROUP}/version-settled"
+# Set by users or `kubectl miosa retry` on a Deployment to retry a rollout that was reverted
+# (or timed out): "<version>@<unique>"; the operator acts on each new value once and records
+# it in status.lastRetryToken.  An annotation, so GitOps-owned spec stays untouched.
+ANNOTATION_RETRY = f"{GROUP}/retry"

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from ..api import meta
-from ..api.models import DeploymentVersionSpec
+
+if TYPE_CHECKING:  # the kubectl plugin imports label_value without pydantic
+    from ..api.models import DeploymentVersionSpec
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _HASH_PREFIX = "h-"

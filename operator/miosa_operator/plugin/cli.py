@@ -10,7 +10,10 @@ Decisions:
   acme``): every subparser repeats them with ``SUPPRESS`` defaults so that a flag given
   on the left is not reset by the subparser.
 * Exit codes are documented in ``errors.ExitCode``; argparse's own usage errors exit 2.
-* Every command has a one-line description and an example in ``--help``.
+* Every command has a one-line description and an example in ``--help``, and ``-o``
+  (json, yaml, name, jsonpath=…) besides its human output.
+* The parser is also the source of shell completion (``completion``): commands, flags and
+  their choices are read from it, so completion cannot drift from the commands.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from . import commands
 from .client import Cluster
 from .errors import PluginError
+from .output import FORMATS, parse_format
 from .selection import STATES
 
 PROG = "kubectl miosa"
@@ -72,14 +76,25 @@ class _Commands:
         return parser
 
 
-def _output(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
-    parser.add_argument("-o", "--output", choices=choices, default=choices[0], help=f"output format (default: {choices[0]})")
+def _format(value: str) -> Any:
+    try:
+        return parse_format(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _output(parser: argparse.ArgumentParser, human: str = "table") -> None:
+    parser.add_argument(
+        "-o", "--output", type=_format, default=parse_format(""), metavar="FORMAT",
+        help=f"{', '.join(FORMATS)} (default: {human})",
+    )  # fmt: skip
 
 
 def _wait_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="why; recorded in the Deployment's status.history")
     parser.add_argument("--wait", action="store_true", help="wait until the version is live (rollout complete)")
     parser.add_argument("--timeout", type=_positive, default=300.0, metavar="SECONDS", help="how long --wait waits (default: 300)")
+    _output(parser, "a message")
 
 
 def _add_versions(top: Any) -> None:
@@ -103,12 +118,12 @@ def _add_versions(top: Any) -> None:
     listing.add_argument("--user", help="only versions of this externalUserId")
     listing.add_argument("--project", help="only versions of this externalProjectId")
     listing.add_argument("--state", choices=STATES, help="only versions in this state")
-    _output(listing, ("table", "json", "yaml"))
+    _output(listing)
     show = leaves.add(
         "show", "Show one version in the seed's Version shape.", f"{PROG} versions show site-v3 -o json", commands.versions_show
     )
     show.add_argument("version", metavar="VERSION")
-    _output(show, ("table", "json", "yaml"))
+    _output(show, "fields")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Deployment versions of the MIOSA operator: list, promote, roll back, history, build logs.",
         epilog=f"example:\n  {PROG} -n acme versions list site\n\n"
-        "exit codes: 0 ok, 1 refused or invalid, 2 usage, 3 not found, 4 forbidden, 5 cluster unreachable",
+        "exit codes: 0 ok, 1 refused, invalid, failed or reverted, 2 usage, 3 not found, 4 forbidden, "
+        "5 cluster unreachable, 6 still in progress",
         parents=[_global_flags(nested=False)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -127,7 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         "history", "Show a Deployment's promotion history, newest first.", f"{PROG} history site", commands.history
     )
     history.add_argument("deployment", metavar="DEPLOYMENT")
-    _output(history, ("table", "json", "yaml"))
+    _output(history)
+    status = leaves.add(
+        "status",
+        "Show whether DEPLOYMENT runs what it asks for: exit 0 live and healthy, 1 failed or reverted, 6 in progress.",
+        f"{PROG} status site --watch --timeout 600",
+        commands.status,
+    )
+    status.add_argument("deployment", metavar="DEPLOYMENT")
+    status.add_argument("-w", "--watch", action="store_true", help="stream changes until healthy (exit 0) or failed (exit 1)")
+    status.add_argument("--timeout", type=_positive, default=600.0, metavar="SECONDS", help="how long --watch watches (default: 600)")
+    _output(status, "a summary")
     promote = leaves.add(
         "promote",
         "Make VERSION the live version of DEPLOYMENT (sets spec.promotedVersion).",
@@ -146,8 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("deployment", metavar="DEPLOYMENT")
     rollback.add_argument("--to", metavar="VERSION", help="target version (default: the previous live version)")
     _wait_flags(rollback)
-    logs = leaves.add("logs", "Print the build log of a version.", f"{PROG} logs site-v3", commands.logs)
+    retry = leaves.add(
+        "retry",
+        "Retry the rollout of VERSION after it failed and was reverted (annotates the Deployment; spec is untouched).",
+        f'{PROG} retry site-v3 --reason "quota raised" --wait',
+        commands.retry,
+    )
+    retry.add_argument("version", metavar="VERSION")
+    _wait_flags(retry)
+    logs = leaves.add(
+        "logs", "Print the build log of a version (and the external build's, if spec.buildLog names one).",
+        f"{PROG} logs site-v3", commands.logs,
+    )  # fmt: skip
     logs.add_argument("version", metavar="VERSION")
+    _output(logs, "the log")
     return parser
 
 

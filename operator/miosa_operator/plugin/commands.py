@@ -16,8 +16,15 @@ Decisions:
 * ``rollback`` under ``promotionPolicy: Auto`` also switches the policy to ``Manual`` in the
   same patch: under Auto the operator keeps the newest ready version live, which would
   undo the rollback at once.
-* ``--wait`` polls the Deployment until the operator has completed the rollout, and fails
-  early (exit 1) when the operator has seen the change and refused or reverted it.
+* ``retry`` never touches ``spec`` (GitOps owns it): it sets the annotation
+  ``deploy.miosa.io/retry: <version>@<time>``, which the operator acts on once
+  (``status.lastRetryToken``), releasing the version from ``status.revertedVersions``.
+* ``status`` reads the kstatus conditions: Ready (exit 0), Stalled (exit 1: failed,
+  reverted, refused), anything else in progress (exit 6); ``--watch`` follows the
+  Deployment with a watch until it is one or the other, or ``--timeout`` runs out.
+* ``-o json|yaml|name|jsonpath=…`` on every command: lists and shows print the seed's
+  Version shape, the Deployment commands the Deployment object, ``logs`` the log's URIs
+  and text.
 """
 
 from __future__ import annotations
@@ -26,16 +33,13 @@ import argparse
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from ..api import meta
 from ..api.conditions import ConditionType
-from ..api.models import PromotionPolicy
-from ..settings import Settings, SettingsError
-from ..store import ArtifactNotFound, StoreError, StoreRouter, TransientStoreError
 from . import output
 from .client import Cluster
 from .errors import ExitCode, PluginError
@@ -50,6 +54,14 @@ from .selection import (
 
 Obj = dict[str, Any]
 POLL_INTERVAL = 1.0
+MANUAL, AUTO = "Manual", "Auto"
+
+
+def emit(args: argparse.Namespace, data: Any, names: Sequence[str]) -> None:
+    """Print ``data`` in the machine format of ``-o`` (jsonpath prints no newline, like kubectl)."""
+    text = output.formatted(data, args.output, names)
+    print(text, end="" if args.output.kind == "jsonpath" else "\n")
+    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------- versions
@@ -62,10 +74,10 @@ def versions_list(cluster: Cluster, args: argparse.Namespace) -> int:
     # The Deployment is read only when needed: for the live marker, or to tell an unknown
     # Deployment (exit 3) from one without matching versions (an empty list).
     live = None
-    if args.output == "table" or not versions:
+    if args.output.human or not versions:
         live = _live_version(cluster, args.deployment, must_exist=not versions)
-    if args.output != "table":
-        print(output.dump(versions, args.output))
+    if not args.output.human:
+        emit(args, versions, [output.resource_name(meta.VERSION_KIND, v["name"]) for v in versions])
     elif versions:
         print(output.versions_table(versions, live, _now()))
     else:
@@ -76,8 +88,8 @@ def versions_list(cluster: Cluster, args: argparse.Namespace) -> int:
 def versions_show(cluster: Cluster, args: argparse.Namespace) -> int:
     body = cluster.get_version(args.version)
     version = output.seed_version(body)
-    if args.output != "table":
-        print(output.dump(version, args.output))
+    if not args.output.human:
+        emit(args, version, [output.resource_name(meta.VERSION_KIND, args.version)])
         return 0
     deployment = ((body.get("spec") or {}).get("deploymentRef") or {}).get("name", "")
     live = _live_version(cluster, deployment, must_exist=False) if deployment else None
@@ -101,8 +113,8 @@ def _live_version(cluster: Cluster, deployment: str, must_exist: bool) -> str | 
 def history(cluster: Cluster, args: argparse.Namespace) -> int:
     status = cluster.get_deployment(args.deployment).get("status") or {}
     entries = output.history_entries(status)
-    if args.output != "table":
-        print(output.dump(entries, args.output))
+    if not args.output.human:
+        emit(args, entries, [output.resource_name(meta.VERSION_KIND, e["version"]) for e in entries])
     elif entries:
         print(output.history_table(entries))
     else:
@@ -116,14 +128,14 @@ def history(cluster: Cluster, args: argparse.Namespace) -> int:
 def promotion_patch(version: str, reason: str | None, switch_to_manual: bool = False) -> Obj:
     spec: Obj = {"promotedVersion": version}
     if switch_to_manual:
-        spec["promotionPolicy"] = PromotionPolicy.MANUAL.value
+        spec["promotionPolicy"] = MANUAL
     return {"metadata": {"annotations": {meta.ANNOTATION_CHANGE_CAUSE: reason or None}}, "spec": spec}
 
 
 def promote(cluster: Cluster, args: argparse.Namespace) -> int:
     cluster.get_version(args.version)  # unknown name: exit 3, not a webhook 422
     patched = cluster.patch_deployment(args.deployment, promotion_patch(args.version, args.reason))
-    if (patched.get("spec") or {}).get("promotionPolicy") == PromotionPolicy.AUTO.value:
+    if (patched.get("spec") or {}).get("promotionPolicy") == AUTO:
         print(
             f'note: deployment "{args.deployment}" has promotionPolicy Auto: the newest ready version stays live '
             f"and spec.promotedVersion is ignored; use `rollback --to {args.version}` to pin it (switches to Manual)",
@@ -137,7 +149,7 @@ def rollback(cluster: Cluster, args: argparse.Namespace) -> int:
     target = args.to or _previous_live(cluster, args.deployment, deployment)
     if args.to:
         cluster.get_version(args.to)
-    auto = (deployment.get("spec") or {}).get("promotionPolicy") == PromotionPolicy.AUTO.value
+    auto = (deployment.get("spec") or {}).get("promotionPolicy") == AUTO
     if auto:
         print(
             f'note: switching deployment "{args.deployment}" from promotionPolicy Auto to Manual: '
@@ -160,12 +172,54 @@ def _previous_live(cluster: Cluster, name: str, deployment: Obj) -> str:
 
 def _finish(cluster: Cluster, args: argparse.Namespace, patched: Obj, what: str, version: str | None = None) -> int:
     version = version or args.version
-    if not args.wait:
+    body = patched
+    if args.wait:
+        generation = int((patched.get("metadata") or {}).get("generation") or 0)
+        body = wait_for(lambda: cluster.get_deployment(args.deployment), lambda b: rollout_outcome(b, version, generation),
+                        version, args.timeout)  # fmt: skip
+    if not args.output.human:
+        emit(args, body, [output.resource_name(body)])
+    elif args.wait:
+        print(completed_message(body, version))
+    else:
         print(f"{what} requested")
-        return 0
-    generation = int((patched.get("metadata") or {}).get("generation") or 0)
-    body = wait_for_rollout(lambda: cluster.get_deployment(args.deployment), version, generation, args.timeout)
-    print(completed_message(body, version))
+    return 0
+
+
+# ---------------------------------------------------------------------------- retry
+
+
+def retry_token(version: str, now: datetime) -> str:
+    return f"{version}@{now.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+
+def retry(cluster: Cluster, args: argparse.Namespace) -> int:
+    version = cluster.get_version(args.version)
+    name = ((version.get("spec") or {}).get("deploymentRef") or {}).get("name", "")
+    deployment = cluster.get_deployment(name)
+    status = deployment.get("status") or {}
+    if args.version not in (status.get("revertedVersions") or []):
+        stalled = _condition(status, ConditionType.STALLED)
+        if stalled.get("status") == "True":
+            raise PluginError(
+                f"{args.version} has no reverted rollout to retry: deployment {name} is Stalled "
+                f"({stalled.get('reason')}: {stalled.get('message')})",
+                ExitCode.REFUSED,
+            )
+        live = status.get("liveVersion") or "nothing"
+        raise PluginError(f"{args.version} has no reverted rollout to retry on deployment {name} ({live} is live)", ExitCode.REFUSED)
+    token = retry_token(args.version, _now())
+    patch = {"metadata": {"annotations": {meta.ANNOTATION_RETRY: token, meta.ANNOTATION_CHANGE_CAUSE: args.reason or None}}}
+    body = cluster.patch_deployment(name, patch)
+    if args.wait:
+        body = wait_for(lambda: cluster.get_deployment(name), lambda b: retry_outcome(b, args.version, token),
+                        args.version, args.timeout)  # fmt: skip
+    if not args.output.human:
+        emit(args, body, [output.resource_name(body)])
+    elif args.wait:
+        print(completed_message(body, args.version))
+    else:
+        print(f"retry of {args.version} on deployment {name} requested")
     return 0
 
 
@@ -196,6 +250,40 @@ def rollout_outcome(body: Obj, version: str, generation: int) -> Outcome | None:
     return None
 
 
+def retry_outcome(body: Obj, version: str, token: str) -> Outcome | None:
+    status = body.get("status") or {}
+    if status.get("lastRetryToken") != token or status.get("rollout"):
+        return None  # not acted on yet, or rolling out
+    if status.get("liveVersion") == version:
+        return Outcome(True)
+    if version in (status.get("revertedVersions") or []):
+        stalled = _condition(status, ConditionType.STALLED)
+        return Outcome(False, f"{stalled.get('reason')}: {stalled.get('message') or 'the rollout failed again'}")
+    return None
+
+
+def wait_for(
+    fetch: Callable[[], Obj],
+    outcome_of: Callable[[Obj], Outcome | None],
+    version: str,
+    timeout: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Obj:
+    deadline = clock() + timeout
+    while True:
+        body = fetch()
+        outcome = outcome_of(body)
+        if outcome is not None and outcome.done:
+            return body
+        if outcome is not None:
+            raise PluginError(f"{version} did not go live: {outcome.message}", ExitCode.REFUSED)
+        if clock() >= deadline:
+            ready = _condition(body.get("status") or {}, ConditionType.READY).get("message") or "no Ready condition yet"
+            raise PluginError(f"timed out after {timeout:g}s waiting for {version} to go live ({ready})", ExitCode.IN_PROGRESS)
+        sleep(POLL_INTERVAL)
+
+
 def wait_for_rollout(
     fetch: Callable[[], Obj],
     version: str,
@@ -204,18 +292,7 @@ def wait_for_rollout(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Obj:
-    deadline = clock() + timeout
-    while True:
-        body = fetch()
-        outcome = rollout_outcome(body, version, generation)
-        if outcome is not None and outcome.done:
-            return body
-        if outcome is not None:
-            raise PluginError(f"{version} did not go live: {outcome.message}", ExitCode.REFUSED)
-        if clock() >= deadline:
-            ready = _condition(body.get("status") or {}, ConditionType.READY).get("message") or "no Ready condition yet"
-            raise PluginError(f"timed out after {timeout:g}s waiting for {version} to go live ({ready})", ExitCode.REFUSED)
-        sleep(POLL_INTERVAL)
+    return wait_for(fetch, lambda b: rollout_outcome(b, version, generation), version, timeout, sleep, clock)
 
 
 def completed_message(body: Obj, version: str) -> str:
@@ -229,31 +306,186 @@ def completed_message(body: Obj, version: str) -> str:
     return line
 
 
+# ---------------------------------------------------------------------------- status
+
+
+HEALTHY, PROGRESSING, DEGRADED = "Healthy", "Progressing", "Degraded"
+EXIT_OF = {HEALTHY: ExitCode.OK, DEGRADED: ExitCode.REFUSED, PROGRESSING: ExitCode.IN_PROGRESS}
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A Deployment as kstatus reads it: Healthy (Ready), Degraded (Stalled) or Progressing."""
+
+    phase: str
+    reason: str
+    message: str
+    live: str | None
+    rollout: str | None
+
+    def line(self) -> tuple[str, ...]:
+        return (self.phase, self.reason, self.message, self.live or "", self.rollout or "")
+
+
+def assess(body: Obj) -> Assessment:
+    metadata, status = body.get("metadata") or {}, body.get("status") or {}
+    generation = int(metadata.get("generation") or 0)
+    rollout = status.get("rollout") or {}
+    rolling = f"{rollout.get('action')} {rollout.get('version')} (#{rollout.get('versionNumber')})" if rollout else None
+    live = status.get("liveVersion")
+    live_text = f"{live} (#{status.get('liveVersionNumber')})" if live else None
+    ready, stalled = _condition(status, ConditionType.READY), _condition(status, ConditionType.STALLED)
+
+    def at(phase: str, reason: str, message: str) -> Assessment:
+        return Assessment(phase, reason, message, live_text, rolling)
+
+    retry = (metadata.get("annotations") or {}).get(meta.ANNOTATION_RETRY)
+    if retry and retry != status.get("lastRetryToken"):
+        return at(PROGRESSING, "RetryRequested", f"the operator has not acted on retry {retry} yet")
+    if int(status.get("observedGeneration") or 0) < generation or int(ready.get("observedGeneration") or 0) < generation:
+        return at(PROGRESSING, "NotObserved", f"the operator has not acted on generation {generation} yet")
+    if stalled.get("status") == "True":
+        return at(DEGRADED, stalled.get("reason", ""), stalled.get("message", ""))
+    if ready.get("status") == "True" and not rollout:
+        return at(HEALTHY, ready.get("reason", ""), ready.get("message", ""))
+    return at(PROGRESSING, ready.get("reason") or "NoStatus", ready.get("message") or "the operator has not written a status yet")
+
+
+def status_details(body: Obj, assessment: Assessment) -> str:
+    metadata, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    rows = [
+        ("Deployment", f"{metadata.get('name')} ({status.get('id') or 'no id yet'}), {spec.get('kind')}, "
+                       f"policy {spec.get('promotionPolicy') or MANUAL}"),
+        ("Promoted", spec.get("promotedVersion") or "-"),
+        ("Live", assessment.live or "-"),
+        ("Rollout", assessment.rollout or "-"),
+        ("Reverted", ", ".join(status.get("revertedVersions") or []) or "-"),
+        ("Status", f"{assessment.phase}  {assessment.reason}: {assessment.message}"),
+    ]  # fmt: skip
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key + ':':<{width + 1}}  {value}" for key, value in rows)
+
+
+def watch_line(body: Obj, assessment: Assessment) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    rollout = f" [rolling out {assessment.rollout}]" if assessment.rollout else ""
+    return f"{stamp}  {assessment.phase:<11}  {assessment.reason}: {assessment.message}  (live: {assessment.live or '-'}){rollout}"
+
+
+def status(cluster: Cluster, args: argparse.Namespace) -> int:
+    body = cluster.get_deployment(args.deployment)
+    shown = assess(body)
+    _show_status(args, body, shown, first=True)
+    if args.watch:
+        deadline = time.monotonic() + args.timeout
+        while shown.phase == PROGRESSING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            resource_version = (body.get("metadata") or {}).get("resourceVersion") or "0"
+            for changed in cluster.watch_deployment(args.deployment, resource_version, remaining):
+                body = changed
+                now = assess(body)
+                if now.line() != shown.line():
+                    shown = now
+                    _show_status(args, body, shown, first=False)
+                if shown.phase != PROGRESSING:
+                    break
+            else:  # the server ended the watch (or the resourceVersion expired): read again
+                body = cluster.get_deployment(args.deployment)
+                now = assess(body)
+                if now.line() != shown.line():
+                    shown = now
+                    _show_status(args, body, shown, first=False)
+        if shown.phase == PROGRESSING:
+            raise PluginError(
+                f"timed out after {args.timeout:g}s: deployment {args.deployment} is still progressing "
+                f"({shown.reason}: {shown.message})",
+                ExitCode.IN_PROGRESS,
+            )
+    if shown.phase == DEGRADED and args.output.human:
+        print(f"error: deployment {args.deployment} is {shown.phase}: {shown.reason}: {shown.message}", file=sys.stderr)
+    return int(EXIT_OF[shown.phase])
+
+
+def _show_status(args: argparse.Namespace, body: Obj, assessment: Assessment, first: bool) -> None:
+    if not args.output.human:
+        if first or args.output.kind != "name":
+            emit(args, body, [output.resource_name(body)])
+    elif args.watch:
+        print(watch_line(body, assessment), flush=True)
+    else:
+        print(status_details(body, assessment))
+
+
 # ---------------------------------------------------------------------------- logs
 
 
 def logs(cluster: Cluster, args: argparse.Namespace) -> int:
     body = cluster.get_version(args.version)
-    uri = output.seed_version(body)["build_log_uri"]
-    if not uri:
-        state = (body.get("status") or {}).get("state") or "created"
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    own, external = status.get("buildLogUri"), (spec.get("buildLog") or {}).get("uri")
+    if not own and not external:
+        state = status.get("state") or "created"
         when = " yet" if state in ("created", "building") else ""
         raise PluginError(f'deploymentversion "{args.version}" has no build log{when} (state: {state})', ExitCode.REFUSED)
+    if not args.output.human:
+        data = {"name": args.version, "id": status.get("id"), "build_log_uri": own, "external_build_log_uri": external}
+        if args.output.kind != "name":
+            data["log"] = _read_log(own).decode("utf-8", "replace") if own else None
+        emit(args, data, [output.resource_name(meta.VERSION_KIND, args.version)])
+        return 0
+    if own:
+        _copy_log(own)
+    if external:
+        if own:
+            print(f"\n==> external build log (spec.buildLog.uri): {external} <==", flush=True)
+        try:
+            _copy_log(external)
+        except PluginError as error:
+            if not own:
+                raise
+            print(f"warning: {error}", file=sys.stderr)
+    return 0
+
+
+def _open_store() -> Any:
     try:
-        store = StoreRouter.from_settings(Settings.load())
+        from ..settings import Settings, SettingsError
+        from ..store import StoreRouter
+    except ImportError as exc:  # the light kubectl-miosa distribution without its `logs` extra
+        raise PluginError(
+            "reading build logs needs the artifact store client: pip install 'kubectl-miosa[logs]'", ExitCode.USAGE
+        ) from exc
+    try:
+        return StoreRouter.from_settings(Settings.load())
     except SettingsError as exc:
-        raise PluginError(f"cannot read build log {uri}: {exc}", ExitCode.USAGE) from exc
+        raise PluginError(f"cannot read build logs: {exc}", ExitCode.USAGE) from exc
+
+
+def _with_store(uri: str, use: Callable[[Any], Any]) -> Any:
+    store = _open_store()
+    from ..store import ArtifactNotFound, StoreError, TransientStoreError
+
     try:
         with store.open_read(uri) as reader:
-            sys.stdout.flush()
-            shutil.copyfileobj(reader, sys.stdout.buffer)
+            return use(reader)
     except ArtifactNotFound as exc:
         raise PluginError(f"build log {uri} not found: {exc}", ExitCode.NOT_FOUND) from exc
     except TransientStoreError as exc:
         raise PluginError(f"cannot reach the artifact store for {uri}: {exc}", ExitCode.UNREACHABLE) from exc
     except StoreError as exc:
         raise PluginError(f"cannot read build log {uri}: {exc}", ExitCode.REFUSED) from exc
-    return 0
+
+
+def _copy_log(uri: str) -> None:
+    sys.stdout.flush()
+    _with_store(uri, lambda reader: shutil.copyfileobj(reader, sys.stdout.buffer))
+    sys.stdout.buffer.flush()
+
+
+def _read_log(uri: str) -> bytes:
+    return bytes(_with_store(uri, lambda reader: reader.read()))
 
 
 def _now() -> datetime:

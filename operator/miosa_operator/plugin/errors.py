@@ -3,8 +3,9 @@
 Scripts (CI pipelines, GitOps hooks) branch on the exit code, humans read the message, so
 every failure carries both:
 
-* 0 ok, 1 refused or invalid (webhook denial, 422, a failed wait), 2 usage (argparse),
-  3 not found, 4 forbidden (RBAC), 5 cluster (or artifact store) unreachable.
+* 0 ok, 1 refused or invalid (webhook denial, 422, a failed or reverted rollout), 2 usage
+  (argparse), 3 not found, 4 forbidden (RBAC), 5 cluster (or artifact store) unreachable,
+  6 still in progress (``status`` of a rollout under way, or a wait that timed out).
 * The API server answers errors with a JSON ``Status``; its ``message`` is what a human
   needs (for a webhook denial it is the webhook's own sentence), never the raw body.
 * 403 and 404 are rephrased with what *we* asked for (verb, resource, name, namespace),
@@ -13,15 +14,15 @@ every failure carries both:
 
 from __future__ import annotations
 
+import http.client
 import json
-import re
+import socket
+import ssl
 from dataclasses import dataclass
 from enum import IntEnum
 
-import urllib3
-from kubernetes.client.exceptions import ApiException
-
 from ..api import meta
+from .apiclient import ApiStatus
 
 
 class ExitCode(IntEnum):
@@ -31,6 +32,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3
     FORBIDDEN = 4
     UNREACHABLE = 5
+    IN_PROGRESS = 6
 
 
 class PluginError(Exception):
@@ -65,7 +67,7 @@ class Request:
         return f'{self.verb} {target} in namespace "{self.namespace}"'
 
 
-def status_message(exc: ApiException) -> str:
+def status_message(exc: ApiStatus) -> str:
     """The ``message`` of the API server's Status body, else the HTTP reason."""
     try:
         body = json.loads(exc.body or "")
@@ -81,10 +83,8 @@ def not_found(plural: str, name: str, namespace: str) -> PluginError:
     return PluginError(f'{kind} "{name}" not found in namespace "{namespace}"', ExitCode.NOT_FOUND)
 
 
-def from_api_exception(exc: ApiException, request: Request, server: str) -> PluginError:
-    status = exc.status or 0
-    if status == 0:  # the client never got an HTTP answer
-        return PluginError(f"cannot reach the Kubernetes API server at {server}: {exc.reason}", ExitCode.UNREACHABLE)
+def from_api_status(exc: ApiStatus, request: Request, server: str) -> PluginError:
+    status = exc.status
     if status == 404 and request.name:
         return not_found(request.plural, request.name, request.namespace)
     if status == 404:
@@ -107,26 +107,20 @@ def from_transport_error(exc: BaseException, server: str) -> PluginError:
     return PluginError(f"cannot reach the Kubernetes API server at {server}: {describe_transport(exc)}", ExitCode.UNREACHABLE)
 
 
-_OBJECT_REPR = re.compile(r"<[^<>]*object at 0x[0-9a-fA-F]+>:?\s*")
-
-
 def describe_transport(exc: BaseException) -> str:
-    """A short phrase for a connection failure, without urllib3's object reprs and retries."""
-    reason: BaseException = exc
-    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
-        reason = exc.reason
-    text = _OBJECT_REPR.sub("", str(reason)).strip()
-    # Order matters: urllib3's NewConnectionError subclasses ConnectTimeoutError, and
-    # NameResolutionError subclasses NewConnectionError.
-    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+    """A short phrase for a connection failure."""
+    if isinstance(exc, socket.gaierror):
         return "cannot resolve the server's host name"
-    if isinstance(reason, ConnectionRefusedError) or "connection refused" in text.lower():
+    if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(reason, urllib3.exceptions.NewConnectionError):
-        _, marker, cause = text.partition("Failed to establish a new connection: ")
-        return cause if marker else text
-    if isinstance(reason, (TimeoutError, urllib3.exceptions.TimeoutError)):
+    if isinstance(exc, (TimeoutError, socket.timeout)):
         return "timed out"
-    if isinstance(reason, urllib3.exceptions.SSLError):
-        return f"TLS error: {text}"
-    return text or type(reason).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS error: {getattr(exc, 'verify_message', None) or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {getattr(exc, 'reason', None) or exc}"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else exc.strerror
+    return str(exc) or type(exc).__name__

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -197,3 +198,61 @@ def dump(data: Any, fmt: str) -> str:
     if fmt == "yaml":
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip("\n")
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------- -o / --output
+
+FORMATS = ("json", "yaml", "name", "jsonpath=TEMPLATE")
+
+
+@dataclass(frozen=True)
+class Format:
+    """``-o``: ``default`` (the command's human output), json, yaml, name or jsonpath."""
+
+    kind: str = "default"
+    template: str = ""
+
+    @property
+    def human(self) -> bool:
+        return self.kind == "default"
+
+
+def parse_format(raw: str) -> Format:
+    """``-o`` as kubectl takes it: ``json``, ``yaml``, ``name``, ``jsonpath=…`` (also ``jsonpath='…'``)."""
+    value = raw.strip()
+    if value in ("table", "wide", ""):
+        return Format()
+    if value in ("json", "yaml", "name"):
+        return Format(value)
+    kind, sep, template = value.partition("=")
+    if kind == "jsonpath" and sep:
+        if len(template) >= 2 and template[0] == template[-1] and template[0] in "'\"":
+            template = template[1:-1]
+        from .jsonpath import JsonPathError, parse
+
+        try:
+            parse(template)
+        except JsonPathError as exc:
+            raise ValueError(f"invalid jsonpath template: {exc}") from exc
+        return Format("jsonpath", template)
+    raise ValueError(f"unsupported output format {raw!r}: use one of {', '.join(FORMATS)}")
+
+
+def resource_name(body_or_kind: Obj | str, name: str | None = None) -> str:
+    """kubectl's ``-o name`` spelling: ``deploymentversion.deploy.miosa.io/site-v3``."""
+    if isinstance(body_or_kind, dict):
+        kind, name = body_or_kind.get("kind") or "", (body_or_kind.get("metadata") or {}).get("name", "")
+    else:
+        kind = body_or_kind
+    return f"{kind.lower()}.deploy.miosa.io/{name}"
+
+
+def formatted(data: Any, fmt: Format, names: Sequence[str]) -> str:
+    """``data`` (what ``-o json`` prints) in a machine format; ``names`` for ``-o name``."""
+    if fmt.kind == "name":
+        return "\n".join(names)
+    if fmt.kind == "jsonpath":
+        from .jsonpath import render
+
+        return render(fmt.template, data)
+    return dump(data, fmt.kind)

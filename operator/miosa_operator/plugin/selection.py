@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import meta
-from ..api.models import VersionState
 from ..domain.labels import label_value
-from ..domain.states import PROMOTABLE
+
+# The plugin imports neither pydantic nor the models; tests/unit/test_plugin.py checks these
+# against api.models.VersionState and domain.states.PROMOTABLE.
+STATES = ("created", "building", "ready", "failed", "archived")
+PROMOTABLE = frozenset({"ready", "archived"})
 
 Obj = dict[str, Any]
 
@@ -81,7 +84,7 @@ def bootable(body: Obj | None) -> bool:
         return False
     status = body.get("status") or {}
     state = status.get("state")
-    return state in {s.value for s in PROMOTABLE} and not status.get("artifactsCollectedAt")
+    return state in PROMOTABLE and not status.get("artifactsCollectedAt")
 
 
 def previous_live(history: list[Mapping[str, Any]], live: str | None, versions: Mapping[str, Obj]) -> str | None:
@@ -92,5 +95,3 @@ def previous_live(history: list[Mapping[str, Any]], live: str | None, versions: 
             return str(name)
     return None
 
-
-STATES = tuple(s.value for s in VersionState)
