@@ -257,7 +257,14 @@ class DeploymentVersionStatus(ApiModel):
     artifact_uri: str | None = Field(default=None, max_length=2048, description="The canonical stored release.")
     artifact_sha256: Sha256 | None = Field(default=None, description="SHA-256 of the canonical release.")
     artifact_manifest: ArtifactManifest | None = Field(default=None, description="What the release contains.")
-    build_log_uri: str | None = Field(default=None, max_length=2048, description="Human-readable build log.")
+    build_log_uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="The operator's human-readable build log: a static version's ingestion, a dynamic version's health gate.",
+    )
+    external_build_log_uri: str | None = Field(
+        default=None, max_length=2048, description="The external build's log (spec.buildLog.uri), shown beside buildLogUri."
+    )
     ready_at: datetime | None = Field(default=None, description="When the version became ready.")
     promoted_at: datetime | None = Field(default=None, description="When it last went live.")
     archived_at: datetime | None = Field(default=None, description="When it was last promoted out of.")
@@ -406,6 +413,12 @@ class DeploymentStatus(ApiModel):
     )
     reverted_generation: int | None = Field(
         default=None, description="metadata.generation at the last revert; a spec change allows a retry."
+    )
+    last_retry_token: str | None = Field(
+        default=None,
+        max_length=512,
+        description="The last deploy.miosa.io/retry annotation the operator acted on (`kubectl miosa retry`): each new "
+        "value '<version>@<time>' releases that version from revertedVersions, so its rollout is tried again.",
     )
     conditions: Conditions | None = None
 
