@@ -54,6 +54,7 @@ class DeploymentController:
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, body: Obj) -> None:
         deployment = self._ensure_id(Deployment.model_validate(body))
+        deployment = self._consume_retry(deployment)
         versions = self._versions(deployment)
         self._prune_claims(deployment, versions)
         target = self._target(deployment, versions)
@@ -110,6 +111,17 @@ class DeploymentController:
             [VersionView.from_model(v) for v in versions.values()],
             reverted=deployment.status.reverted_versions or [],
         )
+
+    def _consume_retry(self, deployment: Deployment) -> Deployment:
+        """A new ``deploy.miosa.io/retry: <version>@<time>`` releases that version from
+        ``revertedVersions`` (so it is no longer held, nor skipped by Auto), once per value.
+        An annotation, not spec: GitOps owns spec, and a retry is an act, not a state."""
+        token = deployment.metadata.annotations.get(meta.ANNOTATION_RETRY)
+        if not token or token == deployment.status.last_retry_token:
+            return deployment
+        version = token.partition("@")[0]
+        reverted = [name for name in deployment.status.reverted_versions or [] if name != version]
+        return self._patch_status(deployment, {"lastRetryToken": token, "revertedVersions": reverted})
 
     def _held_after_revert(self, deployment: Deployment, target: str) -> bool:
         """A reverted rollout is not retried until the spec changes (a new generation)."""

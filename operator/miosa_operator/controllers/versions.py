@@ -85,6 +85,8 @@ class VersionController:
             "observedGeneration": version.metadata.generation,
             "conditions": self._conditions(version, Health.reconciling(Reason.PENDING, "waiting to be numbered"), now),
         }
+        if version.spec.build_log is not None:
+            status["externalBuildLogUri"] = version.spec.build_log.uri
         return self._patch_status(version, status)
 
     def _wait_for_deployment(self, version: DeploymentVersion) -> None:
