@@ -130,6 +130,10 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     assert {(p["port"], p["targetPort"]) for p in artifacts["spec"]["ports"]} == {(8081, "artifacts")}
     role = next(r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == RELEASE)
     assert {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]} in role["rules"]
+    metrics_service = services[f"{RELEASE}-metrics"]
+    assert [(p["port"], p["targetPort"]) for p in metrics_service["spec"]["ports"]] == [(8082, "metrics")]
+    assert {"name": "metrics", "containerPort": 8082, "protocol": "TCP"} in container["ports"]
+    assert (variables["MIOSA_METRICS_ADDR"], variables["MIOSA_METRICS_PORT"], variables["MIOSA_LOG_FORMAT"]) == ("0.0.0.0", "8082", "text")
 
     # The generated certificate is valid for the Service's DNS name and chains to ca.crt.
     (secret,) = by_kind(docs, "Secret")
@@ -186,7 +190,7 @@ def test_helm_chart_variants_are_accepted(env: Environment, crds: None, namespac
     docs = documents(text)
     dry_run(env, text)
     assert not by_kind(docs, "PersistentVolumeClaim")
-    assert [s["metadata"]["name"] for s in by_kind(docs, "Service")] == [f"{RELEASE}-artifacts"]
+    assert sorted(s["metadata"]["name"] for s in by_kind(docs, "Service")) == [f"{RELEASE}-artifacts", f"{RELEASE}-metrics"]
     (policy,) = by_kind(docs, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["ports"] == [{"port": "artifacts", "protocol": "TCP"}]
     assert container_env(by_kind(docs, "Deployment")[0])["MIOSA_WEBHOOK"] == "off"
@@ -213,6 +217,23 @@ def test_helm_chart_variants_are_accepted(env: Environment, crds: None, namespac
     assert variables["MIOSA_WEBHOOK_CLIENT_NAMES"] == "kube-apiserver-admission"
     (policy,) = by_kind(docs, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16"]}}]
+
+    # Metrics off; JSON logs; the Prometheus Operator's objects (its CRDs are not installed
+    # here: rendering only; the rules themselves are checked by promtool in tests/unit).
+    docs = documents(render(env, namespace, "metrics.enabled=false", "logFormat=json"))
+    assert not any(d["metadata"]["name"].endswith("-metrics") for d in by_kind(docs, "Service"))
+    variables = container_env(by_kind(docs, "Deployment")[0])
+    assert variables["MIOSA_METRICS_PORT"] == "0" and variables["MIOSA_LOG_FORMAT"] == "json"
+    docs = documents(render(env, namespace, "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
+                            "metrics.serviceMonitor.labels.release=prom"))  # fmt: skip
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom" and monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    metrics_service = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"].endswith("-metrics"))
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics_service["metadata"]["labels"].items()
+    (rule,) = by_kind(docs, "PrometheusRule")
+    rules_file = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    assert rule["spec"] == rules_file
+    assert helm(env, "template", RELEASE, str(CHART), "--set", "logFormat=xml", check=False).returncode != 0
 
     # cert-manager is not installed here: check the rendering only.
     docs = documents(render(env, namespace, "webhook.certManager.enabled=true"))
@@ -266,7 +287,7 @@ def test_kustomize_base_is_accepted_by_the_api_server(env: Environment, crds: No
     docs = documents(rendered)
     assert {d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")} == {*USER_ROLES, RELEASE}
     namespaced = [d for d in docs if d["kind"] in ("Deployment", "Service", "ServiceAccount", "PersistentVolumeClaim")]
-    assert sorted(d["kind"] for d in namespaced) == ["Deployment", "PersistentVolumeClaim", "Service", "Service", "ServiceAccount"]
+    assert sorted(d["kind"] for d in namespaced) == ["Deployment", "PersistentVolumeClaim", "Service", "Service", "Service", "ServiceAccount"]
     assert {d["metadata"]["namespace"] for d in namespaced} == {miosa_system}
     assert "helm.sh/chart" not in rendered and "app.kubernetes.io/managed-by: Helm" not in rendered
     out = dry_run(env, rendered)
