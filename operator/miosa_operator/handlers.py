@@ -61,6 +61,14 @@ class PlannedWaitsAreInfo(logging.Filter):
         return True
 
 
+class QuietCensus(logging.Filter):
+    """kopf logs every event handler's success; the census sees every watch event of every
+    version (10,000 at startup), which would drown the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and record.getMessage() == f"Handler '{count_version.__name__}' succeeded.")
+
+
 def backoff(retry: int) -> float:
     return float(min(2 ** min(retry, 6), 60))
 
@@ -69,6 +77,7 @@ def backoff(retry: int) -> float:
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = SETTINGS
     logging.getLogger("kopf.objects").addFilter(PlannedWaitsAreInfo())
+    logging.getLogger("kopf.objects").addFilter(QuietCensus())
     settings.execution.max_workers = 16
     settings.posting.level = logging.WARNING  # our own events say what happened
     settings.persistence.finalizer = f"{meta.GROUP}/finalizer"

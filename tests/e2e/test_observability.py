@@ -79,8 +79,17 @@ def log_lines(operator: OperatorProcess) -> list[dict[str, Any]]:
     return parsed
 
 
+def journaled(operator: OperatorProcess, namespace: str, text: str) -> None:
+    """Wait for the journal's line: it is logged right after its counters moved, so a scrape
+    from now on includes them (the status the test saw may be a moment ahead of them)."""
+    wait_until(
+        lambda: any(line.get("namespace") == namespace and text in line["message"] for line in log_lines(operator)),
+        timeout=30, what=f"log line {text!r}",
+    )  # fmt: skip
+
+
 def test_a_promote_and_a_rollback_move_their_counters_by_exactly_one(
-    env: Environment, objects: Objects, namespace: str
+    env: Environment, objects: Objects, namespace: str, operator: OperatorProcess
 ) -> None:
     objects.create_deployment("app", kind="dynamic")
     objects.create_version("app-v1", dynamic_spec("app"))
@@ -89,13 +98,16 @@ def test_a_promote_and_a_rollback_move_their_counters_by_exactly_one(
     objects.wait_state("app-v2", "ready")
     promote(objects, "app", "app-v1")
     wait_live(objects, "app", "app-v1")
+    journaled(operator, namespace, "promote of app-v1 (#1) complete")
 
     before = scrape()
     promote(objects, "app", "app-v2")
     wait_live(objects, "app", "app-v2")
+    journaled(operator, namespace, "promote of app-v2 (#2) complete")
     after_promote = scrape()
     result = plugin(env, "-n", namespace, "rollback", "app", "--wait", "--timeout", "90")
     assert result.returncode == 0, result.stderr
+    journaled(operator, namespace, "rollback of app-v1 (#1) complete")
     after_rollback = scrape()
 
     promoted = dict(action="promote", outcome="live")

@@ -397,3 +397,12 @@ def test_secrets_never_reach_a_line(json_lines: tuple[logging.Logger, io.StringI
     text = stream.getvalue()
     assert "very-secret-key-123" not in text and text.count(logs.REDACTED) >= 2
     assert "short is too short" in text
+
+
+def test_census_ignores_an_older_event_than_it_has() -> None:
+    census = VersionCensus()
+    newer = version_body("a", "ready", vid="ver_A") | {"metadata": {"namespace": NS, "name": "a", "uid": "u", "resourceVersion": "12"}}
+    older = version_body("a", "building") | {"metadata": {"namespace": NS, "name": "a", "uid": "u", "resourceVersion": "11"}}
+    census.observe("MODIFIED", newer)
+    census.observe("MODIFIED", older)
+    assert census.counts() == {("ready", "static"): 1} and census.version_id(NS, "a") == "ver_A"

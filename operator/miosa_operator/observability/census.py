@@ -6,7 +6,9 @@ however many versions exist.  The table is fed by a kopf event handler (every AD
 and DELETED the operator's watch receives) and holds a few small fields per version.
 
 It also answers "what is the id of version ``ns/name``" for log lines about Deployments,
-which name their versions but do not carry their ids.
+which name their versions but do not carry their ids.  The journal feeds it the operator's
+own status writes as they happen; a watch event older than those (by resourceVersion) is
+ignored.
 
 ``since`` is when the census first saw a version in its current state; after an operator
 restart it is the restart, so "oldest in building" can only err on the young side.
@@ -33,6 +35,15 @@ class Facts:
     state: str
     id: str | None
     since: float
+    revision: int = 0
+
+
+def _revision(raw: Any) -> int:
+    """resourceVersion as a number when it is one (etcd's are; the contract says opaque)."""
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return 0
 
 
 class VersionCensus:
@@ -58,9 +69,12 @@ class VersionCensus:
             status = body.get("status") or {}
             state = status.get("state") or UNSET
             old = self._by_uid.get(uid)
+            revision = _revision(metadata.get("resourceVersion"))
+            if old is not None and revision and revision < old.revision:
+                return  # a watch event older than what the journal already recorded
             since = old.since if old is not None and old.state == state else self._clock()
             kind = (body.get("spec") or {}).get("kind") or UNSET
-            self._by_uid[uid] = Facts(key[0], key[1], kind, state, status.get("id"), since)
+            self._by_uid[uid] = Facts(key[0], key[1], kind, state, status.get("id"), since, revision)
             self._uid_by_name[key] = uid
 
     def counts(self) -> Counter[tuple[str, str]]:

@@ -75,6 +75,8 @@ class Journal:
 
     # ------------------------------------------------------------------ versions
     def _version(self, patch: Obj, body: Obj) -> None:
+        if self.census is not None:  # current at once, not when the watch event arrives
+            self.census.observe("MODIFIED", body)
         status, metadata = body.get("status") or {}, body.get("metadata") or {}
         extra = object_fields(body, status.get("id"), metadata.get("name"))
         where = f"deploymentversion {metadata.get('namespace')}/{metadata.get('name')}"
