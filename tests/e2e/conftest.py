@@ -229,6 +229,22 @@ class OperatorProcess:
     def restart(self) -> None:
         self.kill()
         self.start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the admission webhook and the metrics endpoint answer: a Deployment created
+        before the webhook listens is refused (failurePolicy Fail, registered by a previous run)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                for port in (WEBHOOK_PORT, METRICS_PORT):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"the operator did not listen within {timeout}s:\n{self.tail()}")
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the admission webhook accepts connections (promotions are refused before)."""

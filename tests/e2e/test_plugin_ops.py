@@ -47,7 +47,7 @@ def test_status_watch_exits_1_on_a_reverted_rollout_and_retry_brings_it_live(
     watched = plugin(env, namespace, "status", "app", "--watch", "--timeout", "120")
     assert watched.returncode == 1, (watched.stdout, watched.stderr)
     lines = watched.stdout.splitlines()
-    assert any("Progressing" in line and "rolling out app-v2" in line for line in lines), lines
+    assert any("Progressing" in line and "rolling out promote app-v2 (#2)" in line for line in lines), lines
     assert "Degraded     RolloutReverted: the rollout of app-v2 failed and was reverted" in lines[-1] or \
         "Degraded     RolloutReverted: rollout of app-v2 did not become available within 15s" in lines[-1], lines[-1]
     assert "is Degraded: RolloutReverted" in watched.stderr

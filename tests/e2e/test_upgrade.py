@@ -83,6 +83,7 @@ def test_helm_upgrade_from_the_previous_chart_keeps_versions_releases_and_live_w
     env: Environment, api: client.ApiClient, objects: Objects, namespace: str, s3_prefix: str,
     release_namespace: str, tmp_path: Path,
 ) -> None:  # fmt: skip
+    objects.create_deployment("site")
     site_v1, site_v2 = static_versions(env, objects, s3_prefix, "site", 2)
     promote(objects, "site", site_v1)
     objects.create_deployment("app", kind="dynamic")
