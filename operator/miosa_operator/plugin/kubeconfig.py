@@ -74,7 +74,7 @@ def _read(path: Path) -> Obj:
     except OSError as exc:
         raise KubeconfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError as exc:
         raise KubeconfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
