@@ -104,7 +104,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.offboarding = TenantOffboarding(kube, store, config.releases_uri)
     configure_webhook(settings, memo, config, kube)
     if config.metrics_port:
-        memo.metrics_server = metrics.serve(config.metrics_addr, config.metrics_port, CENSUS)
+        try:
+            memo.metrics_server = metrics.serve(config.metrics_addr, config.metrics_port, CENSUS)
+        except OSError as exc:  # e.g. another operator (make dev?) holds the port: say so and stop
+            raise kopf.PermanentError(
+                f"cannot serve metrics on {config.metrics_addr}:{config.metrics_port} (MIOSA_METRICS_PORT): {exc}"
+            ) from exc
     if config.gc_interval > 0:
         collector = Collector.from_config(kube, config)
         collector.store = instrument.FreedBytes(collector.store)
