@@ -228,7 +228,7 @@ class Operator:
             "MIOSA_WEBHOOK": "off",
             "MIOSA_WEBHOOK_PORT": "19543",  # unused with the webhook off; never the e2e tests' 19443
             "MIOSA_GC_INTERVAL": "0",
-            # Metrics on, as in production, on a port of their own (`make dev` uses 8081).
+            # Metrics on, as in production, on a port of their own (`make dev` uses 8082).
             "MIOSA_METRICS_PORT": "19544",
             **self.extra_env,
         }

@@ -364,7 +364,7 @@ class Settings(BaseSettings):
     metrics_port: int = env(
         "MIOSA_METRICS_PORT",
         section="observability",
-        default=8081,
+        default=8082,
         ge=0,
         le=65535,
         description="Port of the Prometheus `/metrics` endpoint; 0 serves no metrics.",

@@ -35,7 +35,7 @@ WEBHOOK_PORT = 20500 + SLOT
 ARTIFACTS_PORT = 20600 + SLOT
 """... and its artifact endpoint (static pods download releases from it) here."""
 METRICS_PORT = 20700 + SLOT
-"""...and its Prometheus metrics here (`make dev`'s operator uses the default, 8081)."""
+"""...and its Prometheus metrics here (`make dev`'s operator uses the default, 8082)."""
 SPARE_PORTS = range(21000 + 100 * SLOT, 21100 + 100 * SLOT)
 """Free for tests that start servers of their own (an API process, a second operator…)."""
 

@@ -116,7 +116,7 @@ class Cluster:
         self.events = RecordingEvents()
         journaled = JournaledKube(self.kube, Journal(self.census))
         self.controller = DeploymentController(
-            journaled, Settings.defaults(), self.events, StaticServer("static:1"), clock=self.clock  # type: ignore[arg-type]
+            journaled, Settings.defaults(), self.events, StaticServer("static:1", "http://127.0.0.1:8081"), clock=self.clock  # type: ignore[arg-type]
         )
 
     def version(self, name: str, number: int, dep: str = "site") -> None:
