@@ -109,7 +109,7 @@ def test_helm_upgrade_from_the_previous_chart_keeps_versions_releases_and_live_w
     assert (status["info"]["status"], status["version"]) == ("deployed", 2)
     operator_deployment = client.AppsV1Api(api).read_namespaced_deployment(f"{RELEASE}-miosa-operator", release_namespace)
     container_env = {e.name: e.value for e in operator_deployment.spec.template.spec.containers[0].env}
-    assert container_env["MIOSA_METRICS_PORT"] == "8081"  # the new chart's settings are in place
+    assert container_env["MIOSA_METRICS_PORT"] == "8082"  # the new chart's settings are in place
 
     # The CRDs still store v1alpha1, and every object validates against the new schema.
     for crd in ("deploymentversions", "deployments"):
