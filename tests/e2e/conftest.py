@@ -246,19 +246,6 @@ class OperatorProcess:
                 time.sleep(0.2)
         raise AssertionError(f"the operator did not listen within {timeout}s:\n{self.tail()}")
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Until the admission webhook accepts connections (promotions are refused before)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc and self.proc.poll() is not None:
-                raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", WEBHOOK_PORT), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"the operator's webhook did not listen within {timeout}s:\n{self.tail()}")
-
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
