@@ -7,15 +7,19 @@ Versions, releases in the store and the live workloads are created by the suite'
 before, and must come through unchanged and still work after.
 
 The release's own operator pod runs on a kwok node: it is scheduled and reported Ready
-but runs nothing, so the suite's operator stays the only one acting.  The chart's user
-ClusterRoles have fixed names the suite already installed, so the release takes ownership
-of them (``--take-ownership``) and the suite's copies are applied again afterwards.
+but runs nothing, so the suite's operator stays the only one acting.  The chart is one per
+cluster, and this cluster already has the suite's: the release takes ownership of the user
+ClusterRoles (same names, same rules; the suite's copies are applied again afterwards), and a
+post-renderer leaves out the cluster-wide admission objects (webhook configuration and
+admission policies), which would otherwise send every promotion of the suite to the
+release's operator that runs nothing.  Those are covered by the admission e2e tests.
 """
 
 from __future__ import annotations
 
 import io
 import subprocess
+import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -52,6 +56,26 @@ def release_namespace(env: Environment, api: client.ApiClient) -> Iterator[str]:
         for manifest in ("serviceaccount.yaml", "rbac.yaml"):
             env.kubectl("apply", "-f", str(REPO / "manifests" / "operator" / manifest))
         client.CoreV1Api(api).delete_namespace(name)
+
+
+CLUSTER_ADMISSION = (
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+)  # fmt: skip
+
+
+def without_cluster_admission(directory: Path) -> Path:
+    """A helm post-renderer that drops the chart's cluster-wide admission objects."""
+    script = directory / "post-render"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, yaml\n"
+        f"drop = {CLUSTER_ADMISSION!r}\n"
+        "docs = [d for d in yaml.safe_load_all(sys.stdin) if d and d.get('kind') not in drop]\n"
+        "yaml.safe_dump_all(docs, sys.stdout)\n"
+    )
+    script.chmod(0o755)
+    return script
 
 
 def previous_chart(directory: Path) -> Path:
@@ -98,12 +122,13 @@ def test_helm_upgrade_from_the_previous_chart_keeps_versions_releases_and_live_w
     old = previous_chart(tmp_path)
     assert yaml.safe_load((old / "Chart.yaml").read_text())["version"] != yaml.safe_load(
         (REPO / "charts" / "miosa-operator" / "Chart.yaml").read_text())["version"]  # fmt: skip
-    helm(env, "install", RELEASE, str(old), "-n", release_namespace, "--take-ownership")
+    post_render = str(without_cluster_admission(tmp_path))
+    helm(env, "install", RELEASE, str(old), "-n", release_namespace, "--take-ownership", "--post-renderer", post_render)
     # The README's upgrade: CRDs first (server-side apply), then the chart.
     env.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "miosa-operator" / "crds"))
     env.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     upgraded = helm(env, "upgrade", RELEASE, str(REPO / "charts" / "miosa-operator"), "-n", release_namespace,
-                    "--take-ownership", "--reset-then-reuse-values")  # fmt: skip
+                    "--take-ownership", "--reset-then-reuse-values", "--post-renderer", post_render)  # fmt: skip
     assert "has been upgraded" in upgraded.stdout
     status = yaml.safe_load(helm(env, "status", RELEASE, "-n", release_namespace, "-o", "yaml").stdout)
     assert (status["info"]["status"], status["version"]) == ("deployed", 2)
