@@ -191,5 +191,8 @@ def test_collection_is_logged_and_counted(
     assert value(after, "miosa_collected_bytes_total") > 0
     assert value(after, "miosa_collector_runs_total", outcome="success") >= 1
     assert value(after, "miosa_collector_last_success_timestamp_seconds") > 0
-    collected = [line for line in log_lines(operator) if line.get("name") == "site-v1" and "artifacts collected" in line["message"]]
-    assert len(collected) == 1 and collected[0]["version_id"] == version_id and collected[0]["namespace"] == namespace
+    collected = [
+        line for line in log_lines(operator)
+        if (line.get("namespace"), line.get("name")) == (namespace, "site-v1") and "artifacts collected" in line["message"]
+    ]  # fmt: skip
+    assert len(collected) == 1 and collected[0]["version_id"] == version_id
