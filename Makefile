@@ -48,6 +48,7 @@ crds: venv binaries
 
 ## binaries: build etcd, Kubernetes, kwok and versitygw once (cached in ~/.cache/miosa-operator)
 binaries:
+	hack/system-packages.sh
 	hack/build-binaries.sh
 
 ## env: only the control plane and S3 server

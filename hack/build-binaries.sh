@@ -161,19 +161,6 @@ build_helm() {
   mark helm "$stamp"
 }
 
-# promtool checks and unit-tests the chart's PrometheusRule (tests/unit/test_prometheus_rules.py).
-# Prometheus 3.x is published on the module proxy as v0.3MM.P (no /v3 module path): 3.16.0 is
-# v0.316.0, and its go.mod has no replace block, so `go install` builds it directly.
-build_promtool() {
-  local stamp="promtool-$PROMETHEUS_VERSION"
-  built promtool "$stamp" && { log "promtool $PROMETHEUS_VERSION cached"; return; }
-  local major minor patch
-  IFS=. read -r major minor patch <<<"$PROMETHEUS_VERSION"
-  log "building promtool v$PROMETHEUS_VERSION"
-  GOBIN="$BIN" go install -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
-    "github.com/prometheus/prometheus/cmd/promtool@v0.$((major * 100 + minor)).$patch"
-  mark promtool "$stamp"
-}
 
 start=$SECONDS
 build_etcd
@@ -182,5 +169,4 @@ build_kwok
 kwok_stages
 build_kubernetes
 build_helm
-build_promtool
 log "all binaries ready in $BIN ($((SECONDS - start)) s)"

@@ -1,14 +1,15 @@
 """The alerts (charts/miosa-operator/files/prometheus-rules.yaml) and the Grafana dashboard
 (integrations/grafana) against the real promtool and the operator's real metric names.
 
-promtool is built by hack/build-binaries.sh (`make binaries`, part of CI) from the Go module
-proxy, like the other binaries.
+promtool comes from Debian's `prometheus` package, installed by hack/system-packages.sh
+(`make binaries`, part of CI).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,14 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "miosa-operator" / "files" / "prometheus-rules.yaml"
 RULE_TESTS = Path(__file__).parent / "prometheus" / "rules-test.yaml"
 DASHBOARD = REPO / "integrations" / "grafana" / "miosa-operator.json"
-CACHE = Path.home() / ".cache" / "miosa-operator"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = CACHE / "bin" / "promtool"
-    if not binary.exists():
-        pytest.fail(f"{binary} is missing: run `make binaries` (hack/build-binaries.sh builds it)")
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=120)
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail("promtool is missing: run `make binaries` (hack/system-packages.sh installs it)")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120)
 
 
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
