@@ -36,9 +36,12 @@ RELEASES_BUCKET = "miosa-releases"
 UPLOADS_BUCKET = "miosa-uploads"
 
 
-def _env_script(command: str, timeout: float) -> None:
+def _env_script(command: str, timeout: float, *flags: str) -> None:
     subprocess.run(
-        ["bash", str(ENV_SCRIPT), command], check=command == "up", timeout=timeout, env={**os.environ, **environment_variables()}
+        ["bash", str(ENV_SCRIPT), command, *flags],
+        check=command == "up",
+        timeout=timeout,
+        env={**os.environ, **environment_variables()},
     )
 
 
@@ -71,10 +74,12 @@ class Environment:
 
 
 @pytest.fixture(scope="session")
-def env() -> Iterator[Environment]:
+def env(request: pytest.FixtureRequest) -> Iterator[Environment]:
     reuse = os.environ.get("MIOSA_E2E_REUSE") == "1"
     if not reuse:
-        _env_script("up", timeout=3600)
+        # The real node (kubelet + containerd) only when a collected test runs pods on it.
+        real_node = any(item.get_closest_marker("realnode") for item in request.session.items)
+        _env_script("up", 3600, *(["--real-node"] if real_node else []))
     environment = Environment(_read_env_file(ENV_DIR / "env"))
     saved = {k: os.environ.get(k) for k in environment.values}
     os.environ.update(environment.values)
@@ -172,8 +177,12 @@ def s3_prefix(namespace: str) -> str:
 
 # ---------------------------------------------------------------------------- the operator
 
+STORE_SECRET = "miosa-store"
+"""The Secret static server pods load the store's credentials from (tests/e2e/realnode.py)."""
+
 OPERATOR_ENV = {
     "MIOSA_RELEASES_URI": f"s3://{RELEASES_BUCKET}",
+    "MIOSA_STORE_SECRET": STORE_SECRET,
     "MIOSA_HEALTH_GATE_TIMEOUT": "20",
     "MIOSA_POLL_INTERVAL": "1",
     "MIOSA_WEBHOOK_ADDR": "127.0.0.1",

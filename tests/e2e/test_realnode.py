@@ -1,0 +1,251 @@
+"""End to end on the real node: containers really run (kubelet, containerd, runc, CNI).
+
+On kwok a pod is Ready once scheduled, so these paths were never exercised before: the
+health gate decided by a real readiness probe, ``miosa-operator fetch`` as an init container
+verifying the release before ``miosa-operator serve`` answers HTTP, a tampered release that
+is refused and never served, and the operator itself running from its image under the Helm
+chart.  Images are built and imported by hack/build-images.sh (no registry).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from .conftest import REPO, UPLOADS_BUCKET, Environment, OperatorProcess
+from .helpers import Objects, condition, dynamic_spec, sha256, static_spec, tar_gz, wait_until
+from .realnode import (
+    OPERATOR_IMAGE,
+    TESTAPP_IMAGE,
+    RealNode,
+    grant_store_access,
+    http_get,
+    kubelet_events,
+    promote,
+    ready_endpoints,
+    real_node,
+    served,
+    steer_to_real_node,
+    wait_live,
+    wait_node_ready,
+)
+
+pytestmark = pytest.mark.realnode
+
+
+@pytest.fixture(scope="module")
+def node(env: Environment, api: client.ApiClient) -> RealNode:
+    found = real_node(env)
+    wait_node_ready(api, found)
+    return found
+
+
+@pytest.fixture
+def objects(api: client.ApiClient, namespace: str, node: RealNode) -> Objects:
+    steer_to_real_node(api, namespace, node)
+    return Objects(api, namespace)
+
+
+def testapp(**env: str) -> dict[str, Any]:
+    return {"image": TESTAPP_IMAGE, "port": 8080, "healthCheckPath": "/healthz", "env": [{"name": k, "value": v} for k, v in env.items()]}
+
+
+def static_versions(env: Environment, objects: Objects, prefix: str, deployment: str, count: int) -> list[str]:
+    names = []
+    for i in range(1, count + 1):
+        bundle = tar_gz({"index.html": f"<h1>{deployment} v{i}</h1>\n".encode()})
+        key = f"{prefix}{deployment}-v{i}.tar.gz"
+        env.s3().put_object(Bucket=UPLOADS_BUCKET, Key=key, Body=bundle)
+        names.append(f"{deployment}-v{i}")
+        objects.create_version(names[-1], static_spec(deployment, f"s3://{UPLOADS_BUCKET}/{key}", sha256(bundle)))
+    for name in names:
+        assert objects.wait_state(name, "ready", "failed", timeout=120)["status"]["state"] == "ready"
+    return names
+
+
+def page(deployment: str, number: int) -> bytes:
+    return f"<h1>{deployment} v{number}</h1>\n".encode()
+
+
+def site_pods(api: client.ApiClient, namespace: str, deployment: str) -> list[client.V1Pod]:
+    return client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"deploy.miosa.io/app={deployment}").items
+
+
+# ----------------------------------------------------------------------------- dynamic
+
+
+def test_health_gate_is_decided_by_a_real_readiness_probe(
+    api: client.ApiClient, operator: OperatorProcess, objects: Objects, namespace: str, node: RealNode
+) -> None:
+    objects.create_deployment("app", kind="dynamic")
+    objects.create_version("app-healthy", dynamic_spec("app", **testapp(HEALTH_STATUS="200")))
+    objects.create_version("app-500", dynamic_spec("app", **testapp(HEALTH_STATUS="500")))
+    objects.create_version("app-silent", dynamic_spec("app", **testapp(LISTEN="never")))
+
+    healthy = objects.wait_state("app-healthy", "ready", "failed", timeout=120)
+    assert healthy["status"]["state"] == "ready", condition(healthy, "Ready")
+    started = kubelet_events(api, namespace, node, "app-healthy-")
+    assert any(e.reason == "Started" for e in started), [(e.reason, e.message) for e in started]
+
+    for name, probe_failure in (("app-500", "statuscode: 500"), ("app-silent", "connection refused")):
+        failed = objects.wait_state(name, "failed", "ready", timeout=120)
+        ready = condition(failed, "Ready")
+        assert failed["status"]["state"] == "failed", ready
+        assert ready["reason"] == "HealthCheckFailed", ready
+        # The kubelet of the real node ran the probe and said why it failed.
+        unhealthy = [e.message for e in kubelet_events(api, namespace, node, f"{name}-") if e.reason == "Unhealthy"]
+        assert any("Readiness probe failed" in m and probe_failure in m for m in unhealthy), unhealthy
+
+
+# ----------------------------------------------------------------------------- static
+
+
+def test_static_site_is_fetched_verified_served_and_rolled_back(
+    env: Environment, api: client.ApiClient, operator: OperatorProcess, objects: Objects, namespace: str,
+    node: RealNode, s3_prefix: str,
+) -> None:
+    grant_store_access(env, api, namespace)
+    objects.create_deployment("site", replicas=1, rollout={"progressDeadlineSeconds": 45})
+    v1, v2, v3 = static_versions(env, objects, s3_prefix, "site", 3)
+
+    promote(objects, "site", v1)
+    wait_live(objects, "site", v1)
+    (pod,) = [p for p in site_pods(api, namespace, "site") if p.status.phase == "Running"]
+    assert pod.spec.node_name == node.name
+    (fetch,) = pod.status.init_container_statuses
+    assert fetch.state.terminated.exit_code == 0
+    fetched = env.kubectl("-n", namespace, "logs", pod.metadata.name, "-c", "fetch").stdout
+    assert objects.version(v1)["status"]["artifactSha256"] in fetched, fetched
+    assert served(api, namespace, "site") == {page("site", 1)}
+
+    promote(objects, "site", v2)
+    wait_live(objects, "site", v2)
+    wait_until(lambda: served(api, namespace, "site") == {page("site", 2)}, timeout=30, what="v2 served")
+
+    promote(objects, "site", v1)  # rollback
+    dep = wait_live(objects, "site", v1)
+    assert dep["status"]["history"][-1]["action"] == "rollback"
+    wait_until(lambda: served(api, namespace, "site") == {page("site", 1)}, timeout=30, what="v1 served again")
+
+    # Someone with write access to the store swaps v3's release after it was verified.
+    release = objects.version(v3)["status"]["artifactUri"]
+    bucket, key = release.removeprefix("s3://").split("/", 1)
+    data = env.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    middle = len(data) // 2
+    env.s3().put_object(Bucket=bucket, Key=key, Body=data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])
+    v3_id = objects.version(v3)["status"]["id"]
+    promote(objects, "site", v3)
+
+    def refused() -> client.V1Pod | None:
+        for candidate in site_pods(api, namespace, "site"):
+            if (candidate.metadata.annotations or {}).get("deploy.miosa.io/version-id") != v3_id:
+                continue
+            state = (candidate.status.init_container_statuses or [None])[0]
+            done = state and (state.state.terminated or state.last_state.terminated)
+            if done and done.exit_code != 0:
+                return candidate
+        return None
+
+    bad = wait_until(refused, timeout=90, what="the fetch of the tampered release refused")
+    logs = env.kubectl("-n", namespace, "logs", bad.metadata.name, "-c", "fetch", check=False).stdout
+    logs += env.kubectl("-n", namespace, "logs", bad.metadata.name, "-c", "fetch", "--previous", check=False).stdout
+    assert "refused: ChecksumMismatch" in logs, logs
+    server = [s for s in (bad.status.container_statuses or []) if s.name == "server"]
+    assert all(s.state.running is None and not s.ready for s in server)
+    assert bad.status.pod_ip not in {e.split(":")[0] for e in ready_endpoints(api, namespace, "site")}
+    assert served(api, namespace, "site") == {page("site", 1)}, "the live version keeps serving"
+
+    def reverted() -> dict[str, Any] | None:
+        body = objects.deployment("site")
+        failed = condition(body, "RolloutFailed")
+        return body if failed and failed["status"] == "True" else None
+
+    dep = wait_until(reverted, timeout=120, what="the rollout of the tampered release reverted")
+    assert dep["status"]["liveVersion"] == v1
+    wait_until(lambda: served(api, namespace, "site") == {page("site", 1)}, timeout=30, what="v1 served after revert")
+
+
+# ----------------------------------------------------------------------------- in cluster
+
+RELEASE, RELEASE_NAMESPACE = "incluster", "miosa-incluster"
+FULLNAME = f"{RELEASE}-miosa-operator"
+
+
+def helm(env: Environment, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(env.bin_dir / "helm"), "--kubeconfig", env.kubeconfig, *args],
+        capture_output=True, text=True, check=check, timeout=300,
+    )
+
+
+@pytest.fixture
+def in_cluster_operator(env: Environment, api: client.ApiClient, operator: OperatorProcess, node: RealNode) -> Iterator[None]:
+    """The chart installed with the image built by hack/build-images.sh, the operator pod on
+    the real node; the suite's own operator is stopped meanwhile (two would both act)."""
+    operator.stop()
+    toleration = {"key": node.label, "operator": "Exists", "effect": "NoSchedule"}
+    values = {
+        "image": {"pullPolicy": "Never"},
+        "store": {
+            "releasesUri": "s3://miosa-releases",
+            "s3": {
+                "endpoint": env.values["MIOSA_S3_ENDPOINT"],
+                "accessKeyId": env.values["MIOSA_S3_ACCESS_KEY_ID"],
+                "secretAccessKey": env.values["MIOSA_S3_SECRET_ACCESS_KEY"],
+            },
+        },
+        "healthGate": {"timeout": 20},
+        "extraEnv": [{"name": "MIOSA_POLL_INTERVAL", "value": "1"}],
+        "nodeSelector": {node.label: "true"},
+        "tolerations": [toleration],
+    }
+    try:
+        # The user-facing ClusterRoles already exist (the suite applied manifests/): adopt them.
+        helm(env, "install", RELEASE, str(REPO / "charts" / "miosa-operator"), "--namespace", RELEASE_NAMESPACE,
+             "--create-namespace", "--take-ownership", "--wait", "--timeout", "240s", *set_json(values))
+        yield
+    finally:
+        logs = env.kubectl("-n", RELEASE_NAMESPACE, "logs", f"deployment/{FULLNAME}", "--tail=80", check=False).stdout
+        print("in-cluster operator log (tail):\n" + logs)
+        helm(env, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", check=False)
+        env.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--wait=false", check=False)
+        env.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "deploy.miosa.io", check=False)
+        # The suite's operator identity and the user roles, which the uninstall removed.
+        env.kubectl("apply", "-f", str(REPO / "manifests" / "operator" / "rbac.yaml"))
+        operator.start()
+
+
+def set_json(values: dict[str, Any]) -> list[str]:
+    return [arg for key, value in values.items() for arg in ("--set-json", f"{key}={json.dumps(value)}")]
+
+
+def test_operator_runs_in_cluster_from_its_image_under_the_chart(
+    env: Environment, api: client.ApiClient, in_cluster_operator: None, objects: Objects, namespace: str,
+    node: RealNode, s3_prefix: str,
+) -> None:
+    (pod,) = client.CoreV1Api(api).list_namespaced_pod(
+        RELEASE_NAMESPACE, label_selector="app.kubernetes.io/name=miosa-operator"
+    ).items
+    assert pod.spec.node_name == node.name
+    assert pod.spec.service_account_name == FULLNAME
+    assert pod.spec.containers[0].image == OPERATOR_IMAGE
+    assert all(s.ready for s in pod.status.container_statuses)
+
+    grant_store_access(env, api, namespace, secret=f"{FULLNAME}-store")
+    objects.create_deployment("site", replicas=1)
+    (v1,) = static_versions(env, objects, s3_prefix, "site", 1)
+    # The admission webhook is served from the pod: a promotion that can never succeed is refused.
+    refused = env.kubectl("-n", namespace, "patch", "mdep", "site", "--type=merge",
+                          "-p", '{"spec":{"promotedVersion":"nope"}}', check=False)
+    assert refused.returncode != 0 and "no DeploymentVersion of that name exists" in refused.stderr, refused.stderr
+    promote(objects, "site", v1)
+    dep = wait_live(objects, "site", v1)
+    assert dep["status"]["history"][-1]["actor"] == "miosa-admin"  # recorded by the in-cluster mutating webhook
+    assert served(api, namespace, "site") == {page("site", 1)}
+    status, body = http_get(f"http://{ready_endpoints(api, namespace, 'site')[0]}/healthz")
+    assert status == 200
