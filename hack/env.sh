@@ -195,6 +195,7 @@ start_apiserver() {
     --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionPolicy,MutatingAdmissionWebhook,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,PodNodeSelector,PodTolerationRestriction \
     --admission-control-config-file "$PKI/admission-config.yaml" \
     --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+    --kubelet-preferred-address-types InternalIP \
     --enable-aggregator-routing=true \
     --endpoint-reconciler-type none \
     --allow-privileged=true --profiling=false --v=1

@@ -4,6 +4,7 @@
 #   hack/node.sh up       start it in a running environment (hack/env.sh up --real-node does)
 #   hack/node.sh down     stop it and remove everything it made on the host
 #   hack/node.sh status   say whether it runs
+#   hack/node.sh images   rebuild the images when their inputs changed and import them again
 #   hack/node.sh env      the variables hack/env.sh adds to the environment file
 #
 # Pods run for real only where they are sent: the node carries the label and the taint
@@ -185,6 +186,10 @@ disabled_plugins = ['io.containerd.internal.v1.opt', 'io.containerd.nri.v1.nri']
     sandbox = '$SANDBOX_IMAGE'
 
 [plugins.'io.containerd.cri.v1.runtime']
+  # This machine withholds CAP_SYS_RESOURCE even from root, so no process may lower its
+  # oom_score_adj below where it started (0); the sandbox's -998 and Guaranteed pods' -997
+  # would make runc fail.  Clamp them to containerd's own value, as rootless setups do.
+  restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   cdi_spec_dirs = []
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -209,12 +214,13 @@ EOF
     {
       "type": "bridge",
       "bridge": "$BRIDGE",
-      "isGateway": true,
+      "isGateway": false,
       "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$SUBNET.0/24", "gateway": "$GATEWAY"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
         "dataDir": "$NODE_DIR/cni-ipam"
       }
     }
@@ -241,6 +247,8 @@ podLogsDir: $NODE_DIR/pod-logs
 registerWithTaints:
 - {key: $NODE_LABEL, value: "true", effect: NoSchedule}
 failSwapOn: false
+protectKernelDefaults: true
+volumePluginDir: $NODE_DIR/volume-plugins
 maxPods: 60
 serializeImagePulls: false
 kubeAPIQPS: 50
@@ -273,11 +281,26 @@ wait_for() {
   done
 }
 
+# The kernel settings the kubelet wants (cm.setupKernelTunables); unless they already have
+# these values it writes them host-wide (panic_on_oops=1 on a shared machine!).  Inside the
+# node's namespace each is a file holding its value, and protectKernelDefaults makes the
+# kubelet refuse rather than write should one ever differ.
+KUBELET_SYSCTLS=(vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_on_oops=1
+  kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000)
+
 # Run as the first process of the node's mount namespace (see the header), then become $@.
 namespace_init() {
+  local setting file
   mount -t tmpfs -o mode=0755 miosa-node-run /run
   mount -t overlay miosa-node-var \
     -o "lowerdir=/var,upperdir=$NODE_DIR/var/upper,workdir=$NODE_DIR/var/work" /var
+  mkdir -p "$NODE_DIR/sysctl"
+  for setting in "${KUBELET_SYSCTLS[@]}"; do
+    file="$NODE_DIR/sysctl/${setting%%=*}"
+    mkdir -p "$(dirname "$file")"
+    echo "${setting#*=}" >"$file"
+    mount --bind "$file" "/proc/sys/${setting%%=*}"
+  done
   exec "$@"
 }
 
@@ -290,7 +313,9 @@ start_containerd() {
 import_images() {
   local archive
   while read -r archive; do
-    ctr_ images import --no-unpack=false "$archive" >/dev/null
+    # ctr warns on every call that cgroup v1 is deprecated: keep that out of the way.
+    ctr_ images import "$archive" >/dev/null 2>>"$LOGS/ctr.log" ||
+      { tail -n 5 "$LOGS/ctr.log" >&2; return 1; }
   done < <("$HERE/build-images.sh" paths)
 }
 
@@ -391,6 +416,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
+  images) alive containerd || die "the real node is not running"; "$HERE/build-images.sh"; import_images ;;
   _namespace_init) shift; namespace_init "$@" ;;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
 esac

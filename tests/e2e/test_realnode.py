@@ -10,8 +10,10 @@ chart.  Images are built and imported by hack/build-images.sh (no registry).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +36,7 @@ from .realnode import (
     wait_live,
     wait_node_ready,
 )
+from .slots import ENV_DIR, environment_variables
 
 pytestmark = pytest.mark.realnode
 
@@ -249,3 +252,80 @@ def test_operator_runs_in_cluster_from_its_image_under_the_chart(
     assert served(api, namespace, "site") == {page("site", 1)}
     status, body = http_get(f"http://{ready_endpoints(api, namespace, 'site')[0]}/healthz")
     assert status == 200
+
+
+# ----------------------------------------------------------------------------- stop, start
+
+HOST_PATHS = ("/run/containerd", "/run/netns", "/var/lib/cni", "/var/log/containers", "/var/log/pods", "/opt/containerd")
+KERNEL_SETTINGS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "net/ipv4/ip_forward")
+
+
+def host_state(port: str) -> dict[str, Any]:
+    """What the node could leave on the host, named after this environment (or host-wide)."""
+    cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/miosa-{port}"))
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(ENV_DIR) in line]
+    return {
+        "bridge": f"mio{port}:" in links,
+        "nft table": f"miosa_{port}" in tables,
+        "cgroups": cgroups,
+        "mounts": mounts,
+        "host paths": [p for p in HOST_PATHS if Path(p).exists()],
+        "kernel": {k: Path("/proc/sys", k).read_text().strip() for k in KERNEL_SETTINGS},
+    }
+
+
+def node_processes() -> list[str]:
+    node_dir = f"{ENV_DIR}/node/"
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if proc.name.isdigit() and node_dir in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def node_script(env: Environment, command: str) -> None:
+    variables = {**os.environ, **environment_variables()}
+    subprocess.run(["bash", str(REPO / "hack" / "node.sh"), command], env=variables, check=True, timeout=600)
+
+
+def test_node_stops_without_leftovers_and_starts_again(
+    env: Environment, api: client.ApiClient, objects: Objects, namespace: str, node: RealNode
+) -> None:
+    port = environment_variables()["MIOSA_APISERVER_PORT"]
+    before = host_state(port)
+    assert before["bridge"] and before["nft table"] and before["cgroups"]
+    assert before["mounts"] == [], "the node's mounts live in its own mount namespace"
+    pod = {
+        "metadata": {"name": "app"},
+        "spec": {"containers": [{"name": "app", "image": TESTAPP_IMAGE, "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}}}]},
+    }
+    client.CoreV1Api(api).create_namespaced_pod(namespace, pod)
+    wait_until(
+        lambda: (client.CoreV1Api(api).read_namespaced_pod("app", namespace).status.container_statuses or [None])[0],
+        timeout=60, what="the pod's container reported",
+    )
+    wait_until(lambda: client.CoreV1Api(api).read_namespaced_pod("app", namespace).status.container_statuses[0].ready,
+               timeout=60, what="the pod ready")
+    container_pids = sorted({pid for cg in before["cgroups"] for pid in cgroup_pids(Path(cg))})
+    assert container_pids, "the pod's processes run under the environment's cgroup"
+
+    node_script(env, "down")
+    after = host_state(port)
+    assert (after["bridge"], after["nft table"], after["cgroups"], after["mounts"]) == (False, False, [], [])
+    assert after["host paths"] == before["host paths"] and after["kernel"] == before["kernel"]
+    assert node_processes() == []
+    assert not [pid for pid in container_pids if Path(f"/proc/{pid}").exists()]
+
+    node_script(env, "up")
+    wait_node_ready(api, node)
+    assert host_state(port)["kernel"] == before["kernel"]
+
+
+def cgroup_pids(root: Path) -> set[int]:
+    return {int(pid) for procs in root.rglob("cgroup.procs") for pid in procs.read_text().split()}
