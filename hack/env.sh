@@ -43,25 +43,31 @@ die() { log "error: $*"; exit 1; }
 kubectl_() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
 # ---------------------------------------------------------------- certificates
+# Python 3.13+ verifies TLS strictly (VERIFY_X509_STRICT): the CA needs keyUsage, and every
+# certificate key identifiers.  Bump the marker when the certificates' shape changes.
+PKI_DONE="$PKI/.done-v2"
+
 make_pki() {
-  [[ -f "$PKI/.done" ]] && return
+  [[ -f "$PKI_DONE" ]] && return
   log "creating certificates in $PKI"
   rm -rf "$PKI" && mkdir -p "$PKI"
   (
     cd "$PKI"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=miosa-local-ca" \
-      -keyout ca.key -out ca.crt 2>/dev/null
+      -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout ca.key -out ca.crt 2>/dev/null
     cat >apiserver.ext <<'EOF'
 subjectAltName = DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.0.0.1
 extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 EOF
     issue apiserver "/CN=kube-apiserver" apiserver.ext
-    printf 'extendedKeyUsage = clientAuth\n' >client.ext
+    printf 'extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n' >client.ext
     issue admin "/O=system:masters/CN=miosa-admin" client.ext
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
-  touch "$PKI/.done"
+  touch "$PKI_DONE"
 }
 
 # The API server's identity towards admission webhooks: a CA of its own (webhooks trust only

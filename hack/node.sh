@@ -145,7 +145,7 @@ node_pki() {
     cd "$PKI"
     openssl req -newkey rsa:2048 -nodes -subj "/O=system:nodes/CN=system:node:$NODE_NAME" \
       -keyout node.key -out node.csr 2>/dev/null
-    printf 'extendedKeyUsage = clientAuth\n' >node.ext
+    printf 'extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n' >node.ext
     openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile node.ext -out node.crt 2>/dev/null
   )
