@@ -55,7 +55,7 @@ NETWORK="miosa-$ID"
 SUBNET="${MIOSA_NODE_SUBNET:-10.$((100 + (ID >> 8) % 100)).$((ID & 255))}" # a /24
 GATEWAY="$SUBNET.1"
 SERVICE_IP=10.0.0.1 # the `kubernetes` Service (hack/env.sh: --service-cluster-ip-range 10.0.0.0/24)
-CGROUP_CONTROLLERS=(cpu cpuacct cpuset memory pids blkio devices freezer systemd)
+CGROUP_CONTROLLERS=(cpu cpuacct cpuset memory pids blkio devices freezer systemd unified)
 SANDBOX_IMAGE=miosa.local/pause:1
 
 log() { printf '[node %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
