@@ -47,5 +47,5 @@ k -n demo get mdep,dver,deploy,svc
 cat <<EOT
 
 The operator runs in kind cluster "$CLUSTER" (context $CONTEXT).
-Static sites need an S3 store: see hack/kind-values.yaml.   Remove: kind delete cluster --name $CLUSTER
+The static-site example needs its bundle uploaded first (see README).   Remove: kind delete cluster --name $CLUSTER
 EOT
