@@ -26,8 +26,8 @@
 # /miosa-<port>, so `down` kills every container process by cgroup, not by name.
 #
 # How pods reach the host's loopback-only servers: nftables DNATs, from the bridge only,
-# the `kubernetes` Service (10.0.0.1:443) to the API server and <gateway>:<S3 port> to the S3
-# server (route_localnet on the bridge).  The host reaches pods directly on the bridge, and
+# the `kubernetes` Service (10.0.0.1:443) to the API server, and <gateway>:<port> to
+# 127.0.0.1:<port> for the S3 server and MIOSA_NODE_HOST_PORTS (route_localnet on the bridge).  The host reaches pods directly on the bridge, and
 # the API server calls webhooks on pod addresses (--enable-aggregator-routing), so no
 # kube-proxy is needed: its iptables chains have fixed host-wide names, which would make two
 # environments fight.  ClusterIPs of other Services are therefore not reachable.
@@ -44,6 +44,10 @@ NODE_DIR="$ENV_DIR/node"
 KUBECONFIG_FILE="$ENV_DIR/kubeconfig"
 APISERVER_PORT="${MIOSA_APISERVER_PORT:-16443}"
 S3_PORT="${MIOSA_S3_PORT:-19000}"
+# More of the host's loopback ports pods may reach at the gateway, e.g. the artifact endpoint
+# of an operator running on the host (comma-separated; tests/e2e/slots.py sets its own).
+HOST_PORTS_LIST="${MIOSA_NODE_HOST_PORTS:-}"
+read -r -a HOST_PORTS <<<"${HOST_PORTS_LIST//,/ }"
 
 ID="$APISERVER_PORT"
 NODE_NAME="real-node"
@@ -80,6 +84,9 @@ table ip $TABLE {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "$BRIDGE" ip daddr $SERVICE_IP tcp dport 443 dnat to 127.0.0.1:$APISERVER_PORT
     iifname "$BRIDGE" ip daddr $GATEWAY tcp dport $S3_PORT dnat to 127.0.0.1:$S3_PORT
+$(for port in "${HOST_PORTS[@]}"; do
+    echo "    iifname \"$BRIDGE\" ip daddr $GATEWAY tcp dport $port dnat to 127.0.0.1:$port"
+  done)
   }
   chain output {
     type nat hook output priority -100; policy accept;

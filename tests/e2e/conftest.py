@@ -177,12 +177,8 @@ def s3_prefix(namespace: str) -> str:
 
 # ---------------------------------------------------------------------------- the operator
 
-STORE_SECRET = "miosa-store"
-"""The Secret static server pods load the store's credentials from (tests/e2e/realnode.py)."""
-
 OPERATOR_ENV = {
     "MIOSA_RELEASES_URI": f"s3://{RELEASES_BUCKET}",
-    "MIOSA_STORE_SECRET": STORE_SECRET,
     "MIOSA_HEALTH_GATE_TIMEOUT": "20",
     "MIOSA_POLL_INTERVAL": "1",
     "MIOSA_WEBHOOK_ADDR": "127.0.0.1",
@@ -349,6 +345,10 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     log_dir = Path(os.environ.get("MIOSA_E2E_LOG_DIR", tmp_path_factory.mktemp("operator")))
     extra_env = {"KUBECONFIG": str(operator_kubeconfig), **admission.operator_env}
+    if "MIOSA_REAL_NODE_ADDRESS" in env.values:
+        # Static pods on the real node reach the artifact endpoint at the node's gateway
+        # (hack/node.sh forwards MIOSA_NODE_HOST_PORTS there from the host's loopback).
+        extra_env["MIOSA_ARTIFACTS_URL"] = f"http://{env.values['MIOSA_REAL_NODE_ADDRESS']}:{ARTIFACTS_PORT}"
     process = OperatorProcess(env, log_dir / "operator.log", extra_env=extra_env)
     process.start()
     process.wait_ready()

@@ -4,9 +4,10 @@
   labelled ``node.miosa.io/real``; the namespace gets a default node selector and a default
   toleration through the API server's PodNodeSelector and PodTolerationRestriction admission
   plugins, so the operator's pods land there without the operator knowing anything about it.
-* ``grant_store_access``: how static server pods of that namespace reach the store.  Today
-  they load S3 credentials from a Secret named by ``MIOSA_STORE_SECRET``; when artifact
-  delivery changes, this is the one function to change.
+* Static server pods download their release from the operator's artifact endpoint with a
+  projected ServiceAccount token; for the suite's operator, on the host's loopback, the
+  ``operator`` fixture points ``MIOSA_ARTIFACTS_URL`` at the node's gateway, which
+  hack/node.sh forwards to the host (``MIOSA_NODE_HOST_PORTS``).
 * HTTP to pods: the host reaches pod addresses directly on the node's bridge.  ClusterIPs are
   not proxied (no kube-proxy, see hack/node.sh), so a Service is reached through its ready
   EndpointSlice addresses, which is also what proves the Service selects the serving pods.
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from .conftest import STORE_SECRET, Environment
+from .conftest import Environment
 from .helpers import GROUP, VERSION, Objects, wait_until
 
 TESTAPP_IMAGE = "miosa.local/testapp:1"
@@ -64,13 +65,6 @@ def steer_to_real_node(api: client.ApiClient, namespace: str, node: RealNode) ->
         "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([toleration]),
     }
     client.CoreV1Api(api).patch_namespace(namespace, {"metadata": {"annotations": annotations}})
-
-
-def grant_store_access(env: Environment, api: client.ApiClient, namespace: str, secret: str = STORE_SECRET) -> None:
-    """Let the static server pods of ``namespace`` read releases (see the module docstring)."""
-    data = {key: env.values[key] for key in ("MIOSA_S3_ACCESS_KEY_ID", "MIOSA_S3_SECRET_ACCESS_KEY")}
-    body = {"metadata": {"name": secret}, "stringData": data}
-    client.CoreV1Api(api).create_namespaced_secret(namespace, body)
 
 
 # ----------------------------------------------------------------------------- promotion

@@ -25,8 +25,6 @@ from .realnode import (
     OPERATOR_IMAGE,
     TESTAPP_IMAGE,
     RealNode,
-    grant_store_access,
-    http_get,
     kubelet_events,
     promote,
     ready_endpoints,
@@ -54,7 +52,7 @@ def objects(api: client.ApiClient, namespace: str, node: RealNode) -> Objects:
     return Objects(api, namespace)
 
 
-def testapp(**env: str) -> dict[str, Any]:
+def app_runtime(**env: str) -> dict[str, Any]:
     return {"image": TESTAPP_IMAGE, "port": 8080, "healthCheckPath": "/healthz", "env": [{"name": k, "value": v} for k, v in env.items()]}
 
 
@@ -86,9 +84,9 @@ def test_health_gate_is_decided_by_a_real_readiness_probe(
     api: client.ApiClient, operator: OperatorProcess, objects: Objects, namespace: str, node: RealNode
 ) -> None:
     objects.create_deployment("app", kind="dynamic")
-    objects.create_version("app-healthy", dynamic_spec("app", **testapp(HEALTH_STATUS="200")))
-    objects.create_version("app-500", dynamic_spec("app", **testapp(HEALTH_STATUS="500")))
-    objects.create_version("app-silent", dynamic_spec("app", **testapp(LISTEN="never")))
+    objects.create_version("app-healthy", dynamic_spec("app", **app_runtime(HEALTH_STATUS="200")))
+    objects.create_version("app-500", dynamic_spec("app", **app_runtime(HEALTH_STATUS="500")))
+    objects.create_version("app-silent", dynamic_spec("app", **app_runtime(LISTEN="never")))
 
     healthy = objects.wait_state("app-healthy", "ready", "failed", timeout=120)
     assert healthy["status"]["state"] == "ready", condition(healthy, "Ready")
@@ -112,7 +110,6 @@ def test_static_site_is_fetched_verified_served_and_rolled_back(
     env: Environment, api: client.ApiClient, operator: OperatorProcess, objects: Objects, namespace: str,
     node: RealNode, s3_prefix: str,
 ) -> None:
-    grant_store_access(env, api, namespace)
     objects.create_deployment("site", replicas=1, rollout={"progressDeadlineSeconds": 45})
     v1, v2, v3 = static_versions(env, objects, s3_prefix, "site", 3)
 
@@ -216,7 +213,7 @@ def in_cluster_operator(env: Environment, api: client.ApiClient, operator: Opera
         logs = env.kubectl("-n", RELEASE_NAMESPACE, "logs", f"deployment/{FULLNAME}", "--tail=80", check=False).stdout
         print("in-cluster operator log (tail):\n" + logs)
         helm(env, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", check=False)
-        env.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--wait=false", check=False)
+        env.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--timeout=120s", check=False)
         env.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "deploy.miosa.io", check=False)
         # The suite's operator identity and the user roles, which the uninstall removed.
         env.kubectl("apply", "-f", str(REPO / "manifests" / "operator" / "rbac.yaml"))
@@ -228,9 +225,17 @@ def set_json(values: dict[str, Any]) -> list[str]:
 
 
 def test_operator_runs_in_cluster_from_its_image_under_the_chart(
-    env: Environment, api: client.ApiClient, in_cluster_operator: None, objects: Objects, namespace: str,
-    node: RealNode, s3_prefix: str,
+    env: Environment, api: client.ApiClient, in_cluster_operator: None, operator: OperatorProcess, objects: Objects,
+    namespace: str, node: RealNode,
 ) -> None:
+    """The promotion flow through the in-cluster operator: its health gate on the real node,
+    its admission webhook (called by the API server on the pod's address), its rollout.
+
+    A dynamic app, because static pods fetch their release from the operator's artifact
+    Service by its DNS name, and pods on the real node have neither cluster DNS nor Service
+    routing (no kube-proxy: README "The real node"); the static flow runs against the
+    suite's operator in test_static_site_is_fetched_verified_served_and_rolled_back."""
+    assert operator.proc is not None and operator.proc.poll() is not None, "only the in-cluster operator runs"
     (pod,) = client.CoreV1Api(api).list_namespaced_pod(
         RELEASE_NAMESPACE, label_selector="app.kubernetes.io/name=miosa-operator"
     ).items
@@ -239,19 +244,26 @@ def test_operator_runs_in_cluster_from_its_image_under_the_chart(
     assert pod.spec.containers[0].image == OPERATOR_IMAGE
     assert all(s.ready for s in pod.status.container_statuses)
 
-    grant_store_access(env, api, namespace, secret=f"{FULLNAME}-store")
-    objects.create_deployment("site", replicas=1)
-    (v1,) = static_versions(env, objects, s3_prefix, "site", 1)
-    # The admission webhook is served from the pod: a promotion that can never succeed is refused.
-    refused = env.kubectl("-n", namespace, "patch", "mdep", "site", "--type=merge",
-                          "-p", '{"spec":{"promotedVersion":"nope"}}', check=False)
-    assert refused.returncode != 0 and "no DeploymentVersion of that name exists" in refused.stderr, refused.stderr
-    promote(objects, "site", v1)
-    dep = wait_live(objects, "site", v1)
-    assert dep["status"]["history"][-1]["actor"] == "miosa-admin"  # recorded by the in-cluster mutating webhook
-    assert served(api, namespace, "site") == {page("site", 1)}
-    status, body = http_get(f"http://{ready_endpoints(api, namespace, 'site')[0]}/healthz")
-    assert status == 200
+    objects.create_deployment("app", kind="dynamic")
+    objects.create_version("app-v1", dynamic_spec("app", **app_runtime(MESSAGE="v1")))
+    objects.create_version("app-v2", dynamic_spec("app", **app_runtime(MESSAGE="v2")))
+    objects.create_version("app-bad", dynamic_spec("app", **app_runtime(HEALTH_STATUS="500")))
+    for name, state in (("app-v1", "ready"), ("app-v2", "ready"), ("app-bad", "failed")):
+        assert objects.wait_state(name, "ready", "failed", timeout=120)["status"]["state"] == state, name
+
+    # The admission webhook is served from the pod: a failed version can never go live.
+    refused = env.kubectl("-n", namespace, "patch", "mdep", "app", "--type=merge",
+                          "-p", '{"spec":{"promotedVersion":"app-bad"}}', check=False)
+    assert refused.returncode != 0 and "app-bad" in refused.stderr and "failed" in refused.stderr, refused.stderr
+
+    for version, message in (("app-v1", b"v1\n"), ("app-v2", b"v2\n"), ("app-v1", b"v1\n")):
+        promote(objects, "app", version)
+        dep = wait_live(objects, "app", version)
+        assert dep["status"]["history"][-1]["actor"] == "miosa-admin"  # recorded by the in-cluster mutating webhook
+        wait_until(lambda m=message: served(api, namespace, "app") == {m}, timeout=60, what=f"{version} served")
+    assert [h["action"] for h in dep["status"]["history"]] == ["promote", "promote", "rollback"]
+    logs = env.kubectl("-n", RELEASE_NAMESPACE, "logs", pod.metadata.name).stdout
+    assert '"POST /promotion' in logs and "kube-apiserver-admission" in logs, "the API server called the pod's webhook"
 
 
 # ----------------------------------------------------------------------------- stop, start
