@@ -379,7 +379,7 @@ cmd_status() {
 }
 
 REAL_NODE=0
-[[ "${2:-}" == --real-node || "${MIOSA_REAL_NODE:-}" == 1 ]] && REAL_NODE=1
+[[ "${2:-}" == --real-node ]] && REAL_NODE=1
 
 case "${1:-}" in
   up) cmd_up ;;

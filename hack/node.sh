@@ -8,9 +8,10 @@
 #   hack/node.sh env      the variables hack/env.sh adds to the environment file
 #
 # Pods run for real only where they are sent: the node carries the label and the taint
-# `node.miosa.io/real=true` (NoSchedule), and a namespace annotated by `steer` below gets
-# both through the API server's PodNodeSelector and PodTolerationRestriction admission
-# plugins.  Everything else stays on kwok.
+# `node.miosa.io/real=true` (NoSchedule); a namespace annotated with a default node selector
+# and toleration (the API server's PodNodeSelector and PodTolerationRestriction admission
+# plugins; tests/e2e/realnode.py `steer_to_real_node`) sends all its pods there.
+# Everything else stays on kwok.
 #
 # Side by side with other environments: every host-wide name derives from the environment's
 # API server port, which no two environments share (dev 16443, bench 16543, test slots
@@ -27,10 +28,13 @@
 #
 # How pods reach the host's loopback-only servers: nftables DNATs, from the bridge only,
 # the `kubernetes` Service (10.0.0.1:443) to the API server, and <gateway>:<port> to
-# 127.0.0.1:<port> for the S3 server and MIOSA_NODE_HOST_PORTS (route_localnet on the bridge).  The host reaches pods directly on the bridge, and
-# the API server calls webhooks on pod addresses (--enable-aggregator-routing), so no
-# kube-proxy is needed: its iptables chains have fixed host-wide names, which would make two
-# environments fight.  ClusterIPs of other Services are therefore not reachable.
+# 127.0.0.1:<port> for the S3 server and MIOSA_NODE_HOST_PORTS (route_localnet on the
+# bridge).  The host reaches pods directly on the bridge, and the API server calls webhooks
+# on pod addresses (--enable-aggregator-routing).  There is no kube-proxy and no cluster DNS:
+# kube-proxy's iptables chains (and nftables table) have fixed host-wide names, which two
+# environments would fight over.  So pods cannot reach other Services by ClusterIP or name;
+# giving the node a network namespace of its own per environment, with kube-proxy and a DNS
+# server inside it, would lift that.
 set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
