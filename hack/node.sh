@@ -29,7 +29,8 @@
 # How pods reach the host's loopback-only servers: nftables DNATs, from the bridge only,
 # the `kubernetes` Service (10.0.0.1:443) to the API server, and <gateway>:<port> to
 # 127.0.0.1:<port> for the S3 server and MIOSA_NODE_HOST_PORTS (route_localnet on the
-# bridge).  The host reaches pods directly on the bridge, and the API server calls webhooks
+# bridge); the same ports DNAT for the host's own connections to the gateway, so one URL
+# (e.g. MIOSA_S3_ENDPOINT) serves host processes and pods alike.  The host reaches pods directly on the bridge, and the API server calls webhooks
 # on pod addresses (--enable-aggregator-routing).  There is no kube-proxy and no cluster DNS:
 # kube-proxy's iptables chains (and nftables table) have fixed host-wide names, which two
 # environments would fight over.  So pods cannot reach other Services by ClusterIP or name;
@@ -95,6 +96,9 @@ $(for port in "${HOST_PORTS[@]}"; do
   chain output {
     type nat hook output priority -100; policy accept;
     ip daddr $GATEWAY tcp dport $S3_PORT dnat to 127.0.0.1:$S3_PORT
+$(for port in "${HOST_PORTS[@]}"; do
+    echo "    ip daddr $GATEWAY tcp dport $port dnat to 127.0.0.1:$port"
+  done)
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
