@@ -74,12 +74,12 @@ EOF
 # it, not the cluster CA that also signs the admin's certificate) and a client certificate
 # it presents to every webhook (AdmissionConfiguration -> kubeConfigFile, user "*").
 make_admission_pki() {
-  [[ -f "$PKI/.admission-done" ]] && return
+  [[ -f "$PKI/.admission-done-v2" ]] && return
   (
     cd "$PKI"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=miosa-admission-client-ca" \
-      -keyout admission-ca.key -out admission-ca.crt 2>/dev/null
-    printf 'extendedKeyUsage = clientAuth\n' >admission-client.ext
+      -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout admission-ca.key -out admission-ca.crt 2>/dev/null
+    printf 'extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n' >admission-client.ext
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver-admission" \
       -keyout admission-client.key -out admission-client.csr 2>/dev/null
     openssl x509 -req -in admission-client.csr -CA admission-ca.crt -CAkey admission-ca.key \
@@ -109,7 +109,7 @@ plugins:
     kubeConfigFile: $PKI/admission-kubeconfig
 EOF
   )
-  touch "$PKI/.admission-done"
+  touch "$PKI/.admission-done-v2"
 }
 
 # issue NAME SUBJECT EXTFILE: a key and a certificate signed by the local CA.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from .conftest import REPO, UPLOADS_BUCKET, Environment, OperatorProcess
+from .conftest import REPO, UPLOADS_BUCKET, WEBHOOK_URL, Admission, Environment, OperatorProcess, install_admission
 from .helpers import Objects, condition, dynamic_spec, sha256, static_spec, tar_gz, wait_until
 from .realnode import (
     OPERATOR_IMAGE,
@@ -183,11 +184,28 @@ def helm(env: Environment, *args: str, check: bool = True) -> subprocess.Complet
     )
 
 
+def local_admission_objects(admission: Admission) -> str:
+    """The admission objects the suite installed for its own operator (conftest.install_admission)."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "hack" / "local-admission.py"), "--url", WEBHOOK_URL, "--ca", str(admission.cert)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+
+
 @pytest.fixture
-def in_cluster_operator(env: Environment, api: client.ApiClient, operator: OperatorProcess, node: RealNode) -> Iterator[None]:
+def in_cluster_operator(
+    env: Environment, api: client.ApiClient, operator: OperatorProcess, admission: Admission, node: RealNode
+) -> Iterator[None]:
     """The chart installed with the image built by hack/build-images.sh, the operator pod on
-    the real node; the suite's own operator is stopped meanwhile (two would both act)."""
+    the real node.  The suite's own operator and its admission objects (whose policies name
+    its ServiceAccount) are out of the way meanwhile: two operators would both act."""
     operator.stop()
+    env.kubectl("delete", "--ignore-not-found", "-f", "-", input=local_admission_objects(admission))
+    # The API server presents its admission client certificate (hack/env.sh); the operator
+    # requires it, signed by this CA, as a cluster configured per the README would.
+    env.kubectl("create", "namespace", RELEASE_NAMESPACE)
+    ca = Path(env.kubeconfig).parent / "pki" / "admission-ca.crt"
+    env.kubectl("-n", RELEASE_NAMESPACE, "create", "configmap", "apiserver-admission-ca", f"--from-file=ca.crt={ca}")
     toleration = {"key": node.label, "operator": "Exists", "effect": "NoSchedule"}
     values = {
         "image": {"pullPolicy": "Never"},
@@ -203,6 +221,7 @@ def in_cluster_operator(env: Environment, api: client.ApiClient, operator: Opera
         "extraEnv": [{"name": "MIOSA_POLL_INTERVAL", "value": "1"}],
         "nodeSelector": {node.label: "true"},
         "tolerations": [toleration],
+        "webhook": {"clientAuth": {"caConfigMap": "apiserver-admission-ca", "names": ["kube-apiserver-admission"]}},
     }
     try:
         # The user-facing ClusterRoles already exist (the suite applied manifests/): adopt them.
@@ -214,10 +233,11 @@ def in_cluster_operator(env: Environment, api: client.ApiClient, operator: Opera
         print("in-cluster operator log (tail):\n" + logs)
         helm(env, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", check=False)
         env.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--timeout=120s", check=False)
-        env.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "deploy.miosa.io", check=False)
         # The suite's operator identity and the user roles, which the uninstall removed.
         env.kubectl("apply", "-f", str(REPO / "manifests" / "operator" / "rbac.yaml"))
+        install_admission(env, admission.cert)
         operator.start()
+        operator.wait_ready()
 
 
 def set_json(values: dict[str, Any]) -> list[str]:
@@ -259,7 +279,7 @@ def test_operator_runs_in_cluster_from_its_image_under_the_chart(
     for version, message in (("app-v1", b"v1\n"), ("app-v2", b"v2\n"), ("app-v1", b"v1\n")):
         promote(objects, "app", version)
         dep = wait_live(objects, "app", version)
-        assert dep["status"]["history"][-1]["actor"] == "miosa-admin"  # recorded by the in-cluster mutating webhook
+        assert dep["status"]["history"][-1]["actor"] == "miosa-admin"  # recorded at admission, as the in-cluster chart configures it
         wait_until(lambda m=message: served(api, namespace, "app") == {m}, timeout=60, what=f"{version} served")
     assert [h["action"] for h in dep["status"]["history"]] == ["promote", "promote", "rollback"]
     logs = env.kubectl("-n", RELEASE_NAMESPACE, "logs", pod.metadata.name).stdout
