@@ -2,20 +2,30 @@
 # server pods it creates (`miosa-operator fetch` in an init container, then `serve`).
 #
 #   docker build -t ghcr.io/miosa/miosa-operator:0.1.0 .
-FROM python:3.11-slim AS build
+#
+# Debian's python3 (it carries Debian's security patches) in a venv at /opt/miosa.
+# hack/build-images.sh builds the same image without a container engine, step for step
+# (debootstrap instead of FROM); tests/e2e/test_images.py checks the two recipes agree.
+FROM debian:trixie-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # Every dependency ships manylinux wheels: no compiler needed.
-RUN python -m venv /opt/miosa \
+RUN python3 -m venv /opt/miosa \
  && /opt/miosa/bin/pip install --no-cache-dir --disable-pip-version-check . \
  && /opt/miosa/bin/pip uninstall -y --disable-pip-version-check pip
 
-FROM python:3.11-slim
+FROM debian:trixie-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 LABEL org.opencontainers.image.title="miosa-operator" \
       org.opencontainers.image.description="Immutable DeploymentVersions, promotion, rollback and retention for Kubernetes" \
       org.opencontainers.image.licenses="Apache-2.0"
-ENV PATH=/opt/miosa/bin:$PATH \
+ENV PATH=/opt/miosa/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp

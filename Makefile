@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: dev down test unit e2e lint bench bench-serving crds binaries env venv test-env test-env-down
+.PHONY: dev down test unit e2e lint bench bench-serving crds binaries images env venv test-env test-env-down kind
 
 ## dev: local control plane + S3, CRDs, the operator and the examples, all on loopback
 dev: venv binaries
@@ -14,21 +14,23 @@ down:
 	hack/env.sh down
 
 ## test: lint, unit and end-to-end tests (starts and stops its own environment)
-test: venv binaries lint
+test: venv binaries images lint
 	$(PY) -m pytest tests
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff check operator tests hack
+	hack/host-packages.sh shellcheck
+	shellcheck hack/*.sh
 
 unit: venv
 	$(PY) -m pytest tests/unit
 
-e2e: venv binaries
+e2e: venv binaries images
 	$(PY) -m pytest tests/e2e
 
-## test-env: start the e2e suite's own environment and keep it, for `MIOSA_E2E_REUSE=1 make e2e`
-test-env: venv binaries
-	eval "$$($(PY) tests/e2e/slots.py)" && hack/env.sh up
+## test-env: start the e2e suite's own environment (with its real node) and keep it, for `MIOSA_E2E_REUSE=1 make e2e`
+test-env: venv binaries images
+	eval "$$($(PY) tests/e2e/slots.py)" && hack/env.sh up --real-node
 
 test-env-down:
 	eval "$$($(PY) tests/e2e/slots.py)" && hack/env.sh down
@@ -46,10 +48,18 @@ crds: venv binaries
 	$(PY) -m miosa_operator.api.crdgen crds
 	hack/sync-manifests.sh
 
-## binaries: build etcd, Kubernetes, kwok and versitygw once (cached in ~/.cache/miosa-operator)
+## binaries: build etcd, Kubernetes, kwok, versitygw, helm, containerd, runc and CNI once (cached in ~/.cache/miosa-operator)
 binaries:
-	hack/system-packages.sh
+	hack/host-packages.sh
 	hack/build-binaries.sh
+
+## images: the real node's images (pause, testapp, the operator from this checkout), cached in ~/.cache/miosa-operator/images
+images: venv
+	hack/build-images.sh
+
+## kind: the operator on a kind cluster, for machines with Docker (not this one: see README)
+kind:
+	hack/kind.sh
 
 ## env: only the control plane and S3 server
 env: binaries

@@ -31,7 +31,7 @@ mark() { echo "$2" >"$BIN/.$1.stamp"; }
 
 build_kubernetes() {
   local stamp="k8s-$K8S_VERSION"
-  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
   local missing=0
   for n in "${names[@]}"; do built "$n" "$stamp" || missing=1; done
   [[ $missing == 0 ]] && { log "kubernetes $K8S_VERSION cached"; return; }
@@ -69,11 +69,14 @@ build_kubernetes() {
     ld+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
     ld+=" -X $p.gitTreeState=clean -X $p.buildDate=$date -X $p.gitCommit=$commit"
   done
+  local t
   for n in "${names[@]}"; do
     built "$n" "$stamp" && continue
     log "building $n v$K8S_VERSION"
+    t=$SECONDS
     (cd "$dir" && go build -mod=mod -ldflags "$ld" -o "$BIN/$n" "k8s.io/kubernetes/cmd/$n")
     mark "$n" "$stamp"
+    log "$n took $((SECONDS - t)) s"
   done
 }
 
@@ -161,6 +164,50 @@ build_helm() {
   mark helm "$stamp"
 }
 
+# ---------------------------------------------------------------- the real node (hack/node.sh)
+# containerd (daemon, runc shim, ctr) from its own module: no replace block, no cgo needed
+# without the btrfs snapshotter.
+build_containerd() {
+  local stamp="containerd-$CONTAINERD_VERSION" n names=(containerd containerd-shim-runc-v2 ctr) pkgs=()
+  for n in "${names[@]}"; do built "$n" "$stamp" || pkgs+=("github.com/containerd/containerd/v2/cmd/$n@v$CONTAINERD_VERSION"); done
+  ((${#pkgs[@]})) || { log "containerd $CONTAINERD_VERSION cached"; return; }
+  log "building containerd v$CONTAINERD_VERSION"
+  GOBIN="$BIN" go install -tags "no_btrfs urfave_cli_no_docs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=v$CONTAINERD_VERSION" "${pkgs[@]}"
+  for n in "${names[@]}"; do mark "$n" "$stamp"; done
+}
+
+# runc needs cgo (its nsenter is C) and libseccomp for seccomp profiles; the Debian packages
+# are installed by hack/host-packages.sh.  Without the libpathrs tag it uses its pure-Go path code.
+build_runc() {
+  local stamp="runc-$RUNC_VERSION"
+  built runc "$stamp" && { log "runc $RUNC_VERSION cached"; return; }
+  "$HERE/host-packages.sh" libseccomp-dev pkg-config
+  log "building runc v$RUNC_VERSION"
+  CGO_ENABLED=1 GOBIN="$BIN" go install -tags "seccomp urfave_cli_no_docs" \
+    -ldflags "-s -w -X main.version=$RUNC_VERSION" "github.com/opencontainers/runc@v$RUNC_VERSION"
+  mark runc "$stamp"
+}
+
+# The CNI plugins the node's network uses, in a directory of their own (containerd's bin_dirs).
+build_cni() {
+  local stamp="cni-$CNI_PLUGINS_VERSION" mod="github.com/containernetworking/plugins/plugins"
+  [[ -x "$BIN/cni/bridge" && "$(cat "$BIN/.cni.stamp" 2>/dev/null)" == "$stamp" ]] &&
+    { log "CNI plugins $CNI_PLUGINS_VERSION cached"; return; }
+  log "building CNI plugins v$CNI_PLUGINS_VERSION"
+  mkdir -p "$BIN/cni"
+  GOBIN="$BIN/cni" go install -ldflags "-s -w" \
+    "$mod/main/bridge@v$CNI_PLUGINS_VERSION" "$mod/main/loopback@v$CNI_PLUGINS_VERSION" \
+    "$mod/ipam/host-local@v$CNI_PLUGINS_VERSION"
+  mark cni "$stamp"
+}
+
+# timed NAME FUNCTION: run a build step and record how long it took (README's figures).
+timed() {
+  local t=$SECONDS
+  "$2"
+  ((SECONDS - t < 2)) || log "$1 took $((SECONDS - t)) s"
+}
 
 start=$SECONDS
 build_etcd
@@ -169,4 +216,7 @@ build_kwok
 kwok_stages
 build_kubernetes
 build_helm
+timed containerd build_containerd
+timed runc build_runc
+timed cni build_cni
 log "all binaries ready in $BIN ($((SECONDS - start)) s)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The local environment: a real Kubernetes control plane and a real S3 server on loopback.
 #
-#   hack/env.sh up      build (cached) and start everything, write a kubeconfig, print how to use it
-#   hack/env.sh down    stop everything, leave no process behind
-#   hack/env.sh status  say what runs
+#   hack/env.sh up               build (cached) and start everything, write a kubeconfig, print how to use it
+#   hack/env.sh up --real-node   the same plus one real node (kubelet, containerd): hack/node.sh
+#   hack/env.sh down             stop everything, leave no process behind
+#   hack/env.sh status           say what runs
 #
 # etcd, kube-apiserver (TLS, RBAC, admission webhooks and policies, service-account tokens,
 # a client certificate it presents to admission webhooks),
@@ -42,37 +43,43 @@ die() { log "error: $*"; exit 1; }
 kubectl_() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
 # ---------------------------------------------------------------- certificates
+# Python 3.13+ verifies TLS strictly (VERIFY_X509_STRICT): the CA needs keyUsage, and every
+# certificate key identifiers.  Bump the marker when the certificates' shape changes.
+PKI_DONE="$PKI/.done-v2"
+
 make_pki() {
-  [[ -f "$PKI/.done" ]] && return
+  [[ -f "$PKI_DONE" ]] && return
   log "creating certificates in $PKI"
   rm -rf "$PKI" && mkdir -p "$PKI"
   (
     cd "$PKI"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=miosa-local-ca" \
-      -keyout ca.key -out ca.crt 2>/dev/null
+      -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout ca.key -out ca.crt 2>/dev/null
     cat >apiserver.ext <<'EOF'
 subjectAltName = DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.0.0.1
 extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 EOF
     issue apiserver "/CN=kube-apiserver" apiserver.ext
-    printf 'extendedKeyUsage = clientAuth\n' >client.ext
+    printf 'extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n' >client.ext
     issue admin "/O=system:masters/CN=miosa-admin" client.ext
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
-  touch "$PKI/.done"
+  touch "$PKI_DONE"
 }
 
 # The API server's identity towards admission webhooks: a CA of its own (webhooks trust only
 # it, not the cluster CA that also signs the admin's certificate) and a client certificate
 # it presents to every webhook (AdmissionConfiguration -> kubeConfigFile, user "*").
 make_admission_pki() {
-  [[ -f "$PKI/.admission-done" ]] && return
+  [[ -f "$PKI/.admission-done-v2" ]] && return
   (
     cd "$PKI"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=miosa-admission-client-ca" \
-      -keyout admission-ca.key -out admission-ca.crt 2>/dev/null
-    printf 'extendedKeyUsage = clientAuth\n' >admission-client.ext
+      -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout admission-ca.key -out admission-ca.crt 2>/dev/null
+    printf 'extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n' >admission-client.ext
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver-admission" \
       -keyout admission-client.key -out admission-client.csr 2>/dev/null
     openssl x509 -req -in admission-client.csr -CA admission-ca.crt -CAkey admission-ca.key \
@@ -102,7 +109,7 @@ plugins:
     kubeConfigFile: $PKI/admission-kubeconfig
 EOF
   )
-  touch "$PKI/.admission-done"
+  touch "$PKI/.admission-done-v2"
 }
 
 # issue NAME SUBJECT EXTFILE: a key and a certificate signed by the local CA.
@@ -191,8 +198,11 @@ start_apiserver() {
     --service-account-signing-key-file "$PKI/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \
     --authorization-mode RBAC \
-    --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionPolicy,MutatingAdmissionWebhook,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook \
+    --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionPolicy,MutatingAdmissionWebhook,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,PodNodeSelector,PodTolerationRestriction \
     --admission-control-config-file "$PKI/admission-config.yaml" \
+    --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+    --kubelet-preferred-address-types InternalIP \
+    --enable-aggregator-routing=true \
     --endpoint-reconciler-type none \
     --allow-privileged=true --profiling=false --v=1
   wait_for kube-apiserver 60 apiserver_ready
@@ -268,6 +278,7 @@ export MIOSA_S3_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 export MIOSA_ENV_DIR=$ENV_DIR
 export PATH=$BIN:\$PATH
 EOF
+  if [[ $REAL_NODE == 1 ]]; then "$HERE/node.sh" env >>"$ENV_DIR/env"; fi
 }
 
 # ---------------------------------------------------------------- commands
@@ -281,6 +292,8 @@ running() {
 
 cmd_down() {
   local f pid
+  # The real node first: its containers are found by cgroup, not by command line.
+  if [[ -d "$ENV_DIR/node" ]]; then "$HERE/node.sh" down >/dev/null 2>&1 || true; fi
   # Every pid file: the components, and anything else started into this environment
   # (hack/dev.sh adds the operator).
   for f in "$RUN"/*.pid; do
@@ -297,7 +310,7 @@ cmd_down() {
   done
   pkill -KILL -f -- "$ENV_DIR/" 2>/dev/null || true
   for f in "$RUN"/*.pid; do
-    [[ -f "$f" ]] && kill -KILL -- "-$(cat "$f")" 2>/dev/null || true
+    if [[ -f "$f" ]]; then kill -KILL -- "-$(cat "$f")" 2>/dev/null || true; fi
   done
   rm -rf "$RUN"
   log "stopped"
@@ -314,6 +327,10 @@ any_pid_alive() {
 cmd_up() {
   local start=$SECONDS
   if running; then
+    if [[ $REAL_NODE == 1 ]]; then
+      "$HERE/node.sh" up
+      write_env_file
+    fi
     log "already running"
     print_usage
     return
@@ -335,6 +352,7 @@ cmd_up() {
   start_controllers
   create_nodes
   wait "$s3_job" || { cmd_down >/dev/null 2>&1; die "S3 server failed"; }
+  if [[ $REAL_NODE == 1 ]]; then "$HERE/node.sh" up; fi
   trap - ERR
   log "environment up in $((SECONDS - start)) s"
   print_usage
@@ -357,11 +375,15 @@ cmd_status() {
   for c in "${COMPONENTS[@]}"; do
     if alive "$c"; then echo "$c: running (pid $(cat "$RUN/$c.pid"))"; else echo "$c: stopped"; fi
   done
+  if [[ -d "$ENV_DIR/node" ]]; then "$HERE/node.sh" status; fi
 }
+
+REAL_NODE=0
+[[ "${2:-}" == --real-node ]] && REAL_NODE=1
 
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--real-node]|down|status" >&2; exit 2 ;;
 esac

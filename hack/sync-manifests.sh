@@ -63,7 +63,8 @@ kustomization "$out/manifests/crds/kustomization.yaml" Kustomization "${crds[@]}
 # render DIR ARGS...: the chart's templates, one file per template, with a header.
 render() {
   local dest="$1"; shift
-  local tmp="$out/render-$(basename "$dest")"
+  local tmp
+  tmp="$out/render-$(basename "$dest")"
   "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --set manifestsMode=true \
     --output-dir "$tmp" "$@" >/dev/null
   mkdir -p "$dest"

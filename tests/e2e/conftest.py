@@ -36,9 +36,12 @@ RELEASES_BUCKET = "miosa-releases"
 UPLOADS_BUCKET = "miosa-uploads"
 
 
-def _env_script(command: str, timeout: float) -> None:
+def _env_script(command: str, timeout: float, *flags: str) -> None:
     subprocess.run(
-        ["bash", str(ENV_SCRIPT), command], check=command == "up", timeout=timeout, env={**os.environ, **environment_variables()}
+        ["bash", str(ENV_SCRIPT), command, *flags],
+        check=command == "up",
+        timeout=timeout,
+        env={**os.environ, **environment_variables()},
     )
 
 
@@ -71,10 +74,12 @@ class Environment:
 
 
 @pytest.fixture(scope="session")
-def env() -> Iterator[Environment]:
+def env(request: pytest.FixtureRequest) -> Iterator[Environment]:
     reuse = os.environ.get("MIOSA_E2E_REUSE") == "1"
     if not reuse:
-        _env_script("up", timeout=3600)
+        # The real node (kubelet + containerd) only when a collected test runs pods on it.
+        real_node = any(item.get_closest_marker("realnode") for item in request.session.items)
+        _env_script("up", 3600, *(["--real-node"] if real_node else []))
     environment = Environment(_read_env_file(ENV_DIR / "env"))
     saved = {k: os.environ.get(k) for k in environment.values}
     os.environ.update(environment.values)
@@ -346,6 +351,10 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     log_dir = Path(os.environ.get("MIOSA_E2E_LOG_DIR", tmp_path_factory.mktemp("operator")))
     extra_env = {"KUBECONFIG": str(operator_kubeconfig), **admission.operator_env}
+    if "MIOSA_REAL_NODE_ADDRESS" in env.values:
+        # Static pods on the real node reach the artifact endpoint at the node's gateway
+        # (hack/node.sh forwards MIOSA_NODE_HOST_PORTS there from the host's loopback).
+        extra_env["MIOSA_ARTIFACTS_URL"] = f"http://{env.values['MIOSA_REAL_NODE_ADDRESS']}:{ARTIFACTS_PORT}"
     process = OperatorProcess(env, log_dir / "operator.log", extra_env=extra_env)
     process.start()
     process.wait_ready()

@@ -41,8 +41,13 @@ SPARE_PORTS = range(21000 + 100 * SLOT, 21100 + 100 * SLOT)
 
 
 def environment_variables() -> dict[str, str]:
-    """What ``hack/env.sh`` needs to start or stop the suite's environment."""
-    return {"MIOSA_ENV_DIR": str(ENV_DIR), **{name: str(port) for name, port in ENV_PORTS.items()}}
+    """What ``hack/env.sh`` needs to start or stop the suite's environment.  Pods on the real
+    node reach the suite's artifact endpoint, on the host's loopback, at the node's gateway."""
+    return {
+        "MIOSA_ENV_DIR": str(ENV_DIR),
+        **{name: str(port) for name, port in ENV_PORTS.items()},
+        "MIOSA_NODE_HOST_PORTS": str(ARTIFACTS_PORT),
+    }
 
 
 if __name__ == "__main__":

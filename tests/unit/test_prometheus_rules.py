@@ -1,7 +1,7 @@
 """The alerts (charts/miosa-operator/files/prometheus-rules.yaml) and the Grafana dashboard
 (integrations/grafana) against the real promtool and the operator's real metric names.
 
-promtool comes from Debian's `prometheus` package, installed by hack/system-packages.sh
+promtool comes from Debian's `prometheus` package, installed by hack/host-packages.sh
 (`make binaries`, part of CI).
 """
 
@@ -29,7 +29,7 @@ DASHBOARD = REPO / "integrations" / "grafana" / "miosa-operator.json"
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("promtool")
     if binary is None:
-        pytest.fail("promtool is missing: run `make binaries` (hack/system-packages.sh installs it)")
+        pytest.fail("promtool is missing: run `make binaries` (hack/host-packages.sh installs it)")
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120)
 
 

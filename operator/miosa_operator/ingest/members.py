@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import tarfile
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any
 
 from .common import BLOCK, human, show
 from .errors import BundleRejected, Reason
@@ -61,29 +61,41 @@ class EndMarker:
     seen: bool = False
 
 
+# Python 3.13.4+, 3.12.11+ and 3.11.13+ (the 2025 tarfile security fixes, which Debian's
+# python3 carries) parse every header through the private ``TarInfo._frombuf``; the public
+# ``frombuf`` only delegates to it and ``fromtarfile`` no longer calls it.  Older versions
+# call ``frombuf``.  The strict parser replaces whichever one parses headers, so that it runs
+# exactly once per header on both (found by running the operator image on the real node:
+# with ``frombuf`` alone, every bundle was refused for want of an end-of-archive marker).
+_HEADER_HOOK = "_frombuf" if hasattr(tarfile.TarInfo, "_frombuf") else "frombuf"
+
+
 def strict_tarinfo(limits: IngestLimits, end: EndMarker) -> type[tarfile.TarInfo]:
     """A ``TarInfo`` class whose header parsing is strict and bounded (one per ingestion)."""
     chain = 0  # consecutive extended headers: tarfile follows them recursively
 
     class StrictTarInfo(tarfile.TarInfo):
-        @classmethod
-        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-            nonlocal chain
-            if len(buf) != BLOCK:
-                raise BundleRejected(
-                    Reason.CORRUPT_BUNDLE, "the tar stream ends without an end-of-archive marker (truncated?)"
-                )
-            if buf.count(0) == BLOCK:
-                end.seen = True
-                return super().frombuf(buf, encoding, errors)  # raises tarfile's own end signal
-            try:
-                info = super().frombuf(buf, encoding, errors)
-            except tarfile.HeaderError as exc:
-                raise BundleRejected(Reason.CORRUPT_BUNDLE, f"invalid tar header: {exc}") from None
-            chain = chain + 1 if info.type in _EXTENSION_TYPES else 0
-            _check_header(info, chain, limits)
-            return info
+        pass
 
+    def parse(cls: type[StrictTarInfo], buf: bytes | bytearray, encoding: str, errors: str, **options: Any) -> Any:
+        nonlocal chain
+        lenient = getattr(super(StrictTarInfo, cls), _HEADER_HOOK)
+        if len(buf) != BLOCK:
+            raise BundleRejected(
+                Reason.CORRUPT_BUNDLE, "the tar stream ends without an end-of-archive marker (truncated?)"
+            )
+        if buf.count(0) == BLOCK:
+            end.seen = True
+            return lenient(buf, encoding, errors, **options)  # raises tarfile's own end signal
+        try:
+            info = lenient(buf, encoding, errors, **options)
+        except tarfile.HeaderError as exc:
+            raise BundleRejected(Reason.CORRUPT_BUNDLE, f"invalid tar header: {exc}") from None
+        chain = chain + 1 if info.type in _EXTENSION_TYPES else 0
+        _check_header(info, chain, limits)
+        return info
+
+    setattr(StrictTarInfo, _HEADER_HOOK, classmethod(parse))
     return StrictTarInfo
 
 
