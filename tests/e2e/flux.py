@@ -151,6 +151,7 @@ class Flux:
                 "timeout": "3m",
                 "sourceRef": {"kind": "Bucket", "name": name},
                 "path": f"./{namespace}",
+                "targetNamespace": namespace,
                 "prune": True,
                 "wait": True,
                 "serviceAccountName": service_account,
@@ -194,7 +195,7 @@ class Flux:
             return wait_until(settled, timeout=timeout, interval=1, what=f"Kustomization Ready={ready} at {revision}")
         except AssertionError as exc:
             raise AssertionError(
-                f"{exc}\nstatus: {self.kustomization(namespace).get('status')}\n{self.kustomize.tail()}"
+                f"{exc}\nstatus: {self.kustomization(namespace).get('status')}\n{self.kustomize.tail(6)}"
             ) from None
 
 
