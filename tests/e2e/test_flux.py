@@ -67,10 +67,15 @@ def test_flux_promotes_rolls_back_and_reports_a_failed_version(
     flux.reconcile(ns)
     fourth = flux.artifact_revision(ns, third)
     failed = flux.wait_applied(ns, fourth, ready="False", timeout=150)
+    # Flux fails fast on the first Failed object it reads: the version, or the Deployment
+    # (Stalled, VersionFailed), whichever its poll saw first.
     assert failed["reason"] == "HealthCheckFailed", failed
-    assert "DeploymentVersion" in failed["message"] and "site-v3" in failed["message"], failed
-    assert "Failed" in failed["message"] and "timeout" not in failed["message"], failed
+    assert "failed early due to stalled resources" in failed["message"], failed
+    assert f"DeploymentVersion/{ns}/site-v3 status: 'Failed'" in failed["message"] or (
+        f"Deployment/{ns}/site status: 'Failed'" in failed["message"]
+    ), failed
     deployment = objects.deployment("site")
     assert deployment["status"]["liveVersion"] == "site-v1"
-    assert condition(deployment, "Stalled")["status"] == "True"
+    stalled = condition(deployment, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "VersionFailed") and "site-v3" in stalled["message"]
     assert objects.version("site-v3")["status"]["state"] == "failed"
