@@ -7,7 +7,8 @@
 // EXPRS.yaml is the list a Kustomization carries in spec.healthCheckExprs.  Objects are a
 // stream of JSON objects on standard input; for each, one JSON line:
 // {"status": "Current|InProgress|Failed", "error": "..."} (an expression that cannot be
-// evaluated is an error, which kustomize-controller treats as "not ready yet").
+// evaluated is an error, which kustomize-controller treats as "not ready yet").  A kind
+// without expressions gets kstatus, as in kustomize-controller (Flux's cli-utils fork).
 // hack/build-binaries.sh builds it in the kustomize-controller build module, so the
 // evaluator is the one of the pinned controller.
 package main
@@ -20,6 +21,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
 	"github.com/fluxcd/pkg/apis/kustomize"
 	"github.com/fluxcd/pkg/runtime/cel"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -66,12 +68,14 @@ func main() {
 		if err := obj.UnmarshalJSON(doc); err != nil {
 			fail("not a Kubernetes object: %v", err)
 		}
-		evaluator, ok := evaluators[obj.GroupVersionKind().GroupKind()]
-		if !ok {
-			fail("no health check expressions for %s", obj.GroupVersionKind().GroupKind())
+		compute := status.Compute
+		if evaluator, ok := evaluators[obj.GroupVersionKind().GroupKind()]; ok {
+			compute = func(u *unstructured.Unstructured) (*status.Result, error) {
+				return evaluator.Evaluate(context.Background(), u)
+			}
 		}
 		result := verdict{}
-		if computed, err := evaluator.Evaluate(context.Background(), &obj); err != nil {
+		if computed, err := compute(&obj); err != nil {
 			result.Error = err.Error()
 		} else {
 			result.Status = string(computed.Status)

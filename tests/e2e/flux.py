@@ -199,8 +199,8 @@ class Flux:
             ) from None
 
 
-@pytest.fixture(scope="session")
-def flux(env: Environment, api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
+@pytest.fixture(scope="session", name="flux")
+def flux_controllers(env: Environment, api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
     crds = crd_dir()
     assert (crds / ".done").exists(), f"Flux CRDs missing in {crds}: run hack/build-binaries.sh"
     env.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))

@@ -26,6 +26,7 @@ def kstatus(*objects: dict[str, Any]) -> list[str]:
 
 
 def flux_health(*objects: dict[str, Any]) -> list[str]:
-    """kustomize-controller's verdict with integrations/flux/healthcheckexprs.yaml; ``waiting``
-    when an expression cannot be evaluated yet (Flux polls again)."""
+    """kustomize-controller's verdict with integrations/flux/healthcheckexprs.yaml (kstatus for a
+    kind without expressions); ``waiting`` when an expression cannot be evaluated yet (Flux
+    polls again)."""
     return [r.get("status") or "waiting" for r in _run([str(BIN / "flux-health"), str(FLUX_EXPRS)], list(objects))]

@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes import client
 
 from .conftest import OperatorProcess
-from .flux import Flux, flux  # noqa: F401  (the fixture)
+from .flux import Flux, flux_controllers  # noqa: F401  (the `flux` fixture)
 from .gitops import FLUX_PRUNE_DISABLED, Repository
 from .helpers import Objects, condition
 

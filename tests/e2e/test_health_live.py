@@ -5,6 +5,7 @@ the live object (so the unit tests run on what the operator really writes)."""
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from kubernetes import client
@@ -66,9 +67,16 @@ def test_versions_and_deployments_in_every_state(
     promote(objects, "site", "site-v2")
     wait_live(objects, "site", "site-v2")
     # site-v3 was never live: collected 31 days on; its record stays.
-    assert [row["name"] for row in gc(env, namespace, 31, dry_run=False)["collected"]] == ["site-v3"]
+    try:
+        report = gc(env, namespace, 31, dry_run=False)
+    except subprocess.CalledProcessError as exc:
+        raise AssertionError(f"miosa-operator gc failed:\n{exc.stdout}\n{exc.stderr}") from None
+    assert [row["name"] for row in report["collected"]] == ["site-v3"]
     wait_until(lambda: objects.version("site-v3")["status"].get("artifactsCollectedAt"), what="site-v3 collected")
     wait_until(lambda: condition(objects.deployment("empty"), "Ready"), what="empty Deployment's conditions")
+    policy = {"apiVersion": "deploy.miosa.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "default"}, "spec": {}}
+    objects.custom.create_namespaced_custom_object("deploy.miosa.io", "v1alpha1", namespace, "retentionpolicies", policy)
+    retention = objects.custom.get_namespaced_custom_object("deploy.miosa.io", "v1alpha1", namespace, "retentionpolicies", "default")
 
     check(
         {
@@ -79,6 +87,7 @@ def test_versions_and_deployments_in_every_state(
             "version-collected": objects.version("site-v3"),
             "deployment-nothing-promoted": objects.deployment("empty"),
             "deployment-live": objects.deployment("site"),
+            "retention-policy-new" if "status" not in retention else "retention-policy-swept": retention,
         }
     )
 

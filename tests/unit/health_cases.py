@@ -5,7 +5,8 @@ One table, three readers:
 * ``argocd`` — the ``health.lua`` scripts in ``integrations/argocd`` (run by a real Lua 5.1,
   the dialect of Argo CD's gopher-lua: tests/unit/test_health_checks.py);
 * ``flux`` — the ``healthCheckExprs`` in ``integrations/flux`` as kustomize-controller
-  evaluates them (its own evaluator, built by hack/build-binaries.sh: tests/e2e/test_health_tools.py);
+  evaluates them, kstatus for a kind without expressions (its own code, built by
+  hack/build-binaries.sh: tests/e2e/test_health_tools.py);
   ``WAITING`` is an expression that cannot be evaluated yet (no ``status`` at all), which
   Flux treats as "not ready, poll again";
 * ``kstatus`` — ``sigs.k8s.io/cli-utils`` kstatus, the reader of Flux without our
