@@ -167,6 +167,20 @@ class Flux:
         patch = {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}}
         self.custom.patch_namespaced_custom_object(*SOURCE, namespace, "buckets", name, patch)
 
+    def sync(self, namespace: str, name: str = "site") -> dict[str, Any]:
+        """``flux reconcile kustomization NAME``: apply the current revision again (self-heal);
+        the Kustomization's Ready condition once that sync is done."""
+        stamp = datetime.now(UTC).isoformat()
+        patch = {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}}
+        self.custom.patch_namespaced_custom_object(*KUSTOMIZE, namespace, "kustomizations", name, patch)
+
+        def handled() -> dict[str, Any] | None:
+            status = self.kustomization(namespace, name).get("status") or {}
+            ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+            return ready if status.get("lastHandledReconcileAt") == stamp and ready and ready["status"] == "True" else None
+
+        return wait_until(handled, timeout=120, interval=1, what=f"Kustomization {name} synced again")
+
     def artifact_revision(self, namespace: str, previous: str | None, name: str = "site") -> str:
         """The Bucket's artifact revision once it differs from ``previous``."""
 

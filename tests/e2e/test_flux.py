@@ -14,7 +14,8 @@ from kubernetes import client
 from .conftest import OperatorProcess
 from .flux import Flux, flux_controllers  # noqa: F401  (the `flux` fixture)
 from .gitops import FLUX_PRUNE_DISABLED, Repository
-from .helpers import Objects, condition
+from .helpers import Objects, condition, wait_until
+from .test_plugin import ok, plugin
 
 
 def test_flux_promotes_rolls_back_and_reports_a_failed_version(
@@ -79,3 +80,36 @@ def test_flux_promotes_rolls_back_and_reports_a_failed_version(
     stalled = condition(deployment, "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "VersionFailed") and "site-v3" in stalled["message"]
     assert objects.version("site-v3")["status"]["state"] == "failed"
+
+
+def test_a_plugin_rollback_is_undone_by_self_heal_unless_git_leaves_promoted_version_out(
+    env: Any, api: client.ApiClient, tenants: Any, operator: OperatorProcess, flux: Flux, tmp_path: Path
+) -> None:
+    """docs/gitops.md, "Rolling back outside Git": a field Git declares is Flux's, and each sync
+    puts it back; a Deployment whose manifest has no promotedVersion leaves it to people."""
+    tenant = tenants("flux")
+    ns = tenant.namespace
+    objects = Objects(api, ns)
+    repo = Repository(tmp_path / "repo", env, ns, version_annotations=FLUX_PRUNE_DISABLED)
+    for name in ("site-v1", "site-v2", "blog-v1", "blog-v2"):
+        repo.add_version(name, name.split("-")[0])
+    repo.set_deployment("site", "site-v2")
+    repo.set_deployment("blog", None)  # promotion is operated, not declared
+    flux.publish(repo)
+    flux.set_up_tenant(ns, "ci")
+    flux.wait_applied(ns, flux.artifact_revision(ns, None), ready="True")
+    assert objects.deployment("site")["status"]["liveVersion"] == "site-v2"
+
+    as_tenant = {"kubeconfig": str(tenant.kubeconfig)}
+    ok(plugin(env, ns, "rollback", "site", "--to", "site-v1", "--wait", **as_tenant))
+    assert objects.deployment("site")["status"]["liveVersion"] == "site-v1"
+    flux.sync(ns)
+    assert objects.deployment("site")["spec"]["promotedVersion"] == "site-v2"  # Git's value, back
+    wait_until(lambda: objects.deployment("site")["status"].get("liveVersion") == "site-v2", what="site-v2 live again")
+
+    for version in ("blog-v1", "blog-v2"):
+        ok(plugin(env, ns, "promote", "blog", version, "--wait", **as_tenant))
+    ok(plugin(env, ns, "rollback", "blog", "--wait", **as_tenant))
+    flux.sync(ns)
+    blog = objects.deployment("blog")
+    assert (blog["spec"]["promotedVersion"], blog["status"]["liveVersion"]) == ("blog-v1", "blog-v1")
