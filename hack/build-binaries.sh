@@ -174,8 +174,8 @@ build_kstatus() {
   (
     cd "$dir"
     [[ -f go.mod ]] || go mod init miosa.local/kstatus >/dev/null 2>&1
-    go get "sigs.k8s.io/cli-utils@v$CLI_UTILS_VERSION" >/dev/null 2>&1
-    go mod tidy >/dev/null 2>&1
+    go get "sigs.k8s.io/cli-utils@v$CLI_UTILS_VERSION" >/dev/null
+    go mod tidy >/dev/null
     go build -ldflags "-s -w" -o "$BIN/kstatus" .
   )
   mark kstatus "$stamp"
