@@ -209,6 +209,81 @@ timed() {
   ((SECONDS - t < 2)) || log "$1 took $((SECONDS - t)) s"
 }
 
+# kstatus: a small main around sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute (source in
+# hack/kstatus), so tests check our conditions against the library GitOps tools use.
+build_kstatus() {
+  local stamp
+  stamp="kstatus-$CLI_UTILS_VERSION-$(sha256sum "$HERE/kstatus/main.go" | cut -c1-12)"
+  built kstatus "$stamp" && { log "kstatus (cli-utils $CLI_UTILS_VERSION) cached"; return; }
+  local dir="$SRC/kstatus-$CLI_UTILS_VERSION"
+  log "building kstatus (cli-utils v$CLI_UTILS_VERSION)"
+  mkdir -p "$dir"
+  cp "$HERE/kstatus/main.go" "$dir/main.go"
+  (
+    cd "$dir"
+    [[ -f go.mod ]] || go mod init miosa.local/kstatus >/dev/null 2>&1
+    go get "sigs.k8s.io/cli-utils@v$CLI_UTILS_VERSION" >/dev/null
+    go mod tidy >/dev/null
+    go build -ldflags "-s -w" -o "$BIN/kstatus" .
+  )
+  mark kstatus "$stamp"
+}
+
+# Flux's source-controller and kustomize-controller, run as local processes by the GitOps
+# e2e tests.  Their main modules carry replace blocks (`./api` and a few pins), so, as for
+# Kubernetes, a go.mod of our own takes theirs whole (same requires and pins, so the same
+# dependency versions), points `./api` at the published api module and requires the
+# controller; only the two main packages are built.  Their CRDs come from the same modules.
+# flux-health (hack/flux-health) is built in the kustomize-controller module, so it
+# evaluates healthCheckExprs with exactly that controller's code.
+build_flux() {
+  local stamp="flux-source-$FLUX_SOURCE_CONTROLLER_VERSION-kustomize-$FLUX_KUSTOMIZE_CONTROLLER_VERSION"
+  local crds="$CACHE/flux-crds-$FLUX_SOURCE_CONTROLLER_VERSION-$FLUX_KUSTOMIZE_CONTROLLER_VERSION"
+  local health_stamp
+  health_stamp="$stamp-$(sha256sum "$HERE/flux-health/main.go" | cut -c1-12)"
+  if built source-controller "$stamp" && built kustomize-controller "$stamp" &&
+    built flux-health "$health_stamp" && [[ -f "$crds/.done" ]]; then
+    log "flux controllers cached"
+    return
+  fi
+  local ctl version dir upstream
+  mkdir -p "$crds"
+  for ctl in source-controller kustomize-controller; do
+    version="$FLUX_SOURCE_CONTROLLER_VERSION"
+    [[ $ctl == kustomize-controller ]] && version="$FLUX_KUSTOMIZE_CONTROLLER_VERSION"
+    dir="$SRC/flux-$ctl-$version"
+    mkdir -p "$dir"
+    upstream="$(cd "$SRC" && go mod download -json "github.com/fluxcd/$ctl@v$version" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
+    install -m 644 "$upstream"/config/crd/bases/*.yaml "$crds/"
+    (
+      cd "$dir"
+      {
+        sed -e "s#^module .*#module miosa.local/flux-$ctl-build#" -e '\#=> \./api#d' "$upstream/go.mod"
+        echo "require github.com/fluxcd/$ctl v$version"
+      } >go.mod
+      install -m 644 "$upstream/go.sum" go.sum
+      if ! built "$ctl" "$stamp"; then
+        log "building flux $ctl v$version"
+        go build -mod=mod -ldflags "-s -w" -o "$BIN/$ctl" "github.com/fluxcd/$ctl"
+        mark "$ctl" "$stamp"
+      fi
+      if [[ $ctl == kustomize-controller ]] && ! built flux-health "$health_stamp"; then
+        log "building flux-health"
+        mkdir -p fluxhealth && cp "$HERE/flux-health/main.go" fluxhealth/main.go
+        go build -mod=mod -ldflags "-s -w" -o "$BIN/flux-health" ./fluxhealth
+        mark flux-health "$health_stamp"
+      fi
+    )
+  done
+  touch "$crds/.done"
+}
+
+# `hack/build-binaries.sh kstatus flux`: only those (the names of the build_* functions).
+if (($#)); then
+  for name; do "build_$name"; done
+  exit
+fi
+
 start=$SECONDS
 build_etcd
 build_versitygw
@@ -219,4 +294,6 @@ build_helm
 timed containerd build_containerd
 timed runc build_runc
 timed cni build_cni
+timed kstatus build_kstatus
+timed flux build_flux
 log "all binaries ready in $BIN ($((SECONDS - start)) s)"
