@@ -34,12 +34,13 @@ TITLES = {
     "5": "operator RSS",
     "6": "kubectl miosa versions list",
     "7": "garbage-collection sweep",
+    "8": "throughput with 1, 2 and 4 shards",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-7); default: all")
+    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-8); default: all")
     parser.add_argument("--quick", action="store_true", help="smaller samples: a smoke run, not figures to publish")
     parser.add_argument("--env-dir", default=str(CACHE / "bench-env"))
     parser.add_argument("--etcd-port", type=int, default=23890)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "4" in wanted:
             step("4", TITLES["4"], lambda: ingestion.run(ctx))
-        if wanted & {"1", "2", "3"}:
+        if wanted & {"1", "2", "3", "8"}:
             start_operator()
         if "1" in wanted:
             step("1", TITLES["1"], lambda: latency.run(ctx))
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             step("2", TITLES["2"], lambda: throughput.run(ctx))
             if "7" in wanted:
                 step("7", "real sweep over the throughput versions", lambda: throughput.real_sweep(ctx))
+        if "8" in wanted:
+            step("8", TITLES["8"], lambda: throughput.sharded(ctx))
         if wanted & {"5", "6", "7"}:
             step("5/6/7", "10,000-version fleet: RSS, plugin, sweep", lambda: fleet.run(ctx, wanted))
     finally:

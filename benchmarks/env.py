@@ -151,21 +151,30 @@ class BenchEnv:
             ),
         )
 
-    def apiserver_requests(self) -> dict[tuple[str, str, str], float]:
-        """(verb, resource, subresource) -> requests served so far (the API server's own counter)."""
+    def _metrics(self) -> str:
         pki = self.spec.env_dir / "pki"
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         url = f"https://127.0.0.1:{self.spec.apiserver_port}/metrics"
         with urllib.request.urlopen(url, context=context, timeout=30) as response:
-            text = response.read().decode()
+            return response.read().decode()
+
+    def apiserver_requests(self) -> dict[tuple[str, str, str], float]:
+        """(verb, resource, subresource) -> requests served so far (the API server's own counter)."""
         counts: dict[tuple[str, str, str], float] = {}
-        for line in text.splitlines():
-            if not line.startswith("apiserver_request_total{"):
-                continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+        for labels, value in _samples(self._metrics(), "apiserver_request_total"):
             key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
-            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            counts[key] = counts.get(key, 0.0) + value
+        return counts
+
+    def apiserver_watch_events(self) -> dict[str, float]:
+        """group/resource -> watch events sent so far to all watchers (``apiserver_watch_events_total``):
+        the operator's, the benchmark's own and kube-controller-manager's (its garbage collector
+        and quota controller watch every resource: one event per change)."""
+        counts: dict[str, float] = {}
+        for labels, value in _samples(self._metrics(), "apiserver_watch_events_total"):
+            key = f"{labels.get('group', '')}/{labels.get('resource', '')}"
+            counts[key] = counts.get(key, 0.0) + value
         return counts
 
     # ------------------------------------------------------------------ namespaces
@@ -195,6 +204,15 @@ class BenchEnv:
             if not core.list_namespace(label_selector=f"{BENCH_LABEL}=true").items:
                 return
             time.sleep(1)
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    found = []
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+            found.append((labels, float(line.rsplit(" ", 1)[1])))
+    return found
 
 
 def cpu_seconds(pid: int) -> float:

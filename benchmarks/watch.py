@@ -95,7 +95,9 @@ def _main(kind: str, namespace: str) -> None:
                     obj = api.sanitize_for_serialization(obj)
                 now = time.monotonic()
                 rv = obj["metadata"].get("resourceVersion", rv)
-                if event["type"] == "DELETED":
+                if event["type"] == "DELETED":  # counted (watch events), not a state
+                    out.write(f"{now:.6f}\t-\t{json.dumps({'deleted': obj['metadata']['name']})}\n")
+                    out.flush()
                     continue
                 out.write(f"{now:.6f}\t{obj['metadata']['name']}\t{json.dumps(summarize(kind, obj))}\n")
                 out.flush()
@@ -164,6 +166,12 @@ class Watcher:
         self.wait(done, timeout, what=f"{self.kind}/{name}")
         # The earliest matching event after ``after``.
         return self.first(name, predicate, after) or found[0]
+
+    def watch_events(self) -> int:
+        """Events this watch has received since it opened (the initial LIST not counted)."""
+        with self._cond:
+            opened = next(i for i, (_, n, s) in enumerate(self.events) if n == "-" and s.get("watching"))
+            return len(self.events) - opened - 1
 
     def count(self, predicate: Callable[[Summary], bool]) -> int:
         with self._cond:

@@ -7,7 +7,8 @@
 #   hack/env.sh status           say what runs
 #
 # etcd, kube-apiserver (TLS, RBAC, admission webhooks and policies, service-account tokens,
-# a client certificate it presents to admission webhooks),
+# a client certificate it presents to admission webhooks; ShardedListAndWatch on, for operator
+# shards),
 # kube-controller-manager, kube-scheduler, kwok with fake nodes (so pods of apps/v1
 # Deployments become Ready) and versitygw (S3 over a local directory).
 #
@@ -204,6 +205,7 @@ start_apiserver() {
     --kubelet-preferred-address-types InternalIP \
     --enable-aggregator-routing=true \
     --endpoint-reconciler-type none \
+    --feature-gates ShardedListAndWatch=true \
     --allow-privileged=true --profiling=false --v=1
   wait_for kube-apiserver 60 apiserver_ready
 }

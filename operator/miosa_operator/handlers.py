@@ -12,18 +12,25 @@ behind ingestions in kopf's pool.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
+from . import __version__
 from .api import meta
 from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
 from .controllers.offboarding import PeriodicOffboarding, TenantOffboarding
 from .controllers.retention import Collector, PeriodicCollector
 from .controllers.versions import VersionController
+from .coordination import Coordination
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
 from .kube.tokenreview import TokenReviewer, api_review
 from .observability import context, instrument, metrics
@@ -32,6 +39,7 @@ from .observability.journal import Journal, JournaledKube
 from .render.runtime import StaticServer
 from .serve.artifacts import ArtifactEndpoint, EndpointLimits
 from .settings import Settings
+from .sharding import Shard
 from .store.router import StoreRouter
 from .webhook import PROMOTION_WEBHOOK, PromotionReviewer, admission_server, ensure_ca_bundle
 
@@ -78,6 +86,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     config = SETTINGS
     logging.getLogger("kopf.objects").addFilter(PlannedWaitsAreInfo())
     logging.getLogger("kopf.objects").addFilter(QuietCensus())
+    logging.getLogger("kopf.objects").addFilter(QuietForgetting())
     settings.execution.max_workers = 16
     settings.posting.level = logging.WARNING  # our own events say what happened
     settings.persistence.finalizer = f"{meta.GROUP}/finalizer"
@@ -91,8 +100,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # parsed at once (benchmarks/: restart RSS 316 -> 263 MiB, peak 411 -> 272 MiB).
     settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
+    configure_watching(settings, config)
     # Controllers write through the journal: their status writes become log lines and metrics.
     kube = JournaledKube(Kube.from_environment(config.kube_timeouts), Journal(CENSUS))
+    # managedFields name the writer: "miosa-operator", or "miosa-operator-shard-<i>" per shard.
+    kube.api_client.user_agent = f"{field_manager(config.shard)}/{__version__}"
     memo.config = config
     memo.kube = kube
     events = KopfEvents()
@@ -102,6 +114,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
     memo.artifacts = artifact_endpoint(config, kube)
     memo.offboarding = TenantOffboarding(kube, store, config.releases_uri)
+    memo.singletons = SingletonWork(kube, config, memo.offboarding)
     configure_webhook(settings, memo, config, kube)
     if config.metrics_port:
         try:
@@ -110,23 +123,22 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             raise kopf.PermanentError(
                 f"cannot serve metrics on {config.metrics_addr}:{config.metrics_port} (MIOSA_METRICS_PORT): {exc}"
             ) from exc
-    if config.gc_interval > 0:
-        collector = Collector.from_config(kube, config)
-        collector.store = instrument.FreedBytes(collector.store)
-        # A short interval (tests, small installations) also means a short first wait.
-        first = min(60.0, config.gc_interval)
-        memo.collector = PeriodicCollector(instrument.CountedSweeps(collector), config.gc_interval, first_delay=first)
-        memo.collector.start()
-        memo.periodic_offboarding = PeriodicOffboarding(memo.offboarding, config.gc_interval)
-        memo.periodic_offboarding.start()
-    log.info("miosa-operator configured: releases at %s", config.releases_uri)
+    if config.shard.sharded:
+        memo.coordination = join_shards(kube, config, memo.singletons)
+    else:
+        memo.singletons.start()
+    threading.Thread(target=seed_census, args=(kube, config), name="miosa-census-seed", daemon=True).start()
+    log.info("miosa-operator configured: releases at %s, %s", config.releases_uri, config.shard)
 
 
 @kopf.on.cleanup()
 def stop_background_work(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("collector", "periodic_offboarding", "artifacts"):
-        if getattr(memo, name, None):
-            getattr(memo, name).stop()
+    if getattr(memo, "coordination", None):
+        memo.coordination.stop()  # stops the singletons if this shard held them
+    elif getattr(memo, "singletons", None):
+        memo.singletons.stop()
+    if getattr(memo, "artifacts", None):
+        memo.artifacts.stop()
     if getattr(memo, "admission", None):
         memo.admission.close()
     if getattr(memo, "metrics_server", None):
@@ -169,17 +181,15 @@ def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: 
     reviewer_kube = Kube.from_environment(config.admission_timeouts, pool_size=config.admission_workers)
     memo.admission = PromotionReviewer(reviewer_kube, config.admission_workers)
     if config.webhook_configuration and server.cafile:
-        try:
-            ensure_ca_bundle(kube, config.webhook_configuration, Path(server.cafile).read_bytes())
-        except ApiError as exc:  # promotions are refused meanwhile (failurePolicy Fail); say why
-            log.error("admission: cannot update the caBundle of %s: %s", config.webhook_configuration, exc)
+        memo.singletons.ca_file = Path(server.cafile)  # one owner of the caBundle (SingletonWork)
 
 
 @kopf.on.resume(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
 @kopf.on.create(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
 def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """created → building → ready | failed, one idempotent step after another."""
-    _run(memo.versions.reconcile, body, retry, "versions")
+    if owned(body):
+        _run(memo.versions.reconcile, body, retry, "versions")
 
 
 @kopf.on.event(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
@@ -195,7 +205,8 @@ async def count_version(type: str | None, body: kopf.Body, **_: Any) -> None:
 @kopf.on.update(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL)
 def deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Roll the live workload to the version the promotion policy asks for."""
-    _run(memo.deployments.reconcile, body, retry, "deployments")
+    if owned(body):
+        _run(memo.deployments.reconcile, body, retry, "deployments")
 
 
 async def validate_promotion(
@@ -219,7 +230,9 @@ def register_webhooks() -> None:
 def namespace_deleted(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A tenant's namespace is gone: its releases go too (controllers.offboarding)."""
     if event.get("type") == "DELETED":
-        memo.offboarding.collect(event["object"]["metadata"]["name"])
+        CENSUS.forget_namespace(event["object"]["metadata"]["name"])
+        if owned(event["object"]):  # every shard sees namespaces; one offboards each
+            memo.offboarding.collect(event["object"]["metadata"]["name"])
 
 
 # Read once, when the handlers are registered: whether admission handlers exist depends on it.
@@ -260,3 +273,221 @@ def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body, retry: int, han
             # A 4xx we did not expect (e.g. RBAC): keep retrying slowly and say so loudly.
             metrics.handler_retry(handler, "api_refused")
             raise kopf.TemporaryError(f"Kubernetes API refused a request: {exc}", delay=30) from exc
+
+
+# ---------------------------------------------------------------------- shards and singletons
+
+
+def field_manager(shard: Shard) -> str:
+    """Our name in managedFields (the API server takes it from the User-Agent)."""
+    return f"miosa-operator-shard-{shard.index}" if shard.sharded else "miosa-operator"
+
+
+def owned(body: Any) -> bool:
+    """This shard's object?  The API server filters by the same hash (``sharding``); this is
+    the last check, for Namespace events (not sharded by kopf) and should a server ignore it."""
+    return SETTINGS.shard.owns(((body.get("metadata") or {}).get("uid")) or "")
+
+
+class SingletonWork:
+    """What must run in one process only: the periodic collector and offboarding sweeps, and
+    keeping the webhook configuration's caBundle.  Every shard builds it; the holder of the
+    singletons' Lease starts it (``coordination``), an unsharded operator starts it at once."""
+
+    def __init__(self, kube: Kube, config: Settings, offboarding: TenantOffboarding) -> None:
+        self.kube, self.config, self.offboarding = kube, config, offboarding
+        self.ca_file: Path | None = None
+        self.running: list[Any] = []
+
+    def start(self) -> None:
+        if self.ca_file is not None and self.config.webhook_configuration:
+            try:
+                ensure_ca_bundle(self.kube, self.config.webhook_configuration, self.ca_file.read_bytes())
+            except ApiError as exc:  # promotions are refused meanwhile (failurePolicy Fail); say why
+                log.error("admission: cannot update the caBundle of %s: %s", self.config.webhook_configuration, exc)
+        if self.config.gc_interval > 0:
+            collector = Collector.from_config(self.kube, self.config)
+            collector.store = instrument.FreedBytes(collector.store)
+            # A short interval (tests, small installations) also means a short first wait.
+            first = min(60.0, self.config.gc_interval)
+            periodic = PeriodicCollector(instrument.CountedSweeps(collector), self.config.gc_interval, first_delay=first)
+            self.running = [periodic, PeriodicOffboarding(self.offboarding, self.config.gc_interval)]
+            for work in self.running:
+                work.start()
+
+    def stop(self) -> None:
+        for work in self.running:
+            work.stop()
+        self.running = []
+
+
+def join_shards(kube: Kube, config: Settings, singletons: SingletonWork) -> Coordination:
+    """Hold this shard's Lease before any watch starts (kopf runs startup handlers first)."""
+    check_sharded_watches(kube, config)
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+    coordination = Coordination(
+        kube.api_client, config.shard, config.leases_namespace, identity, singletons,
+        on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM), duration=config.lease_seconds,
+    )
+    coordination.join()
+    coordination.start()
+    return coordination
+
+
+def check_sharded_watches(kube: Kube, config: Settings) -> None:
+    """Refuse to run as a shard where the API server would send every shard everything.
+
+    A server that applies shard selectors validates them (an unsupported field path is an
+    error); one without the feature gate ignores the parameter and lists everything (200)."""
+    path = f"/apis/{meta.GROUP}/{meta.VERSION}/{meta.VERSION_PLURAL}"
+    probe = "shardRange(object.metadata.name, '0x0000000000000000', '0x0000000000000001')"
+    try:
+        kube.api_client.call_api(
+            path, "GET", query_params=[("limit", "1"), ("shardSelector", probe)],
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+            _preload_content=False, _request_timeout=kube.timeouts.request_timeout,
+        )
+    except ApiException as exc:
+        if "invalid shard selector" in str(exc.body):  # 400, or 500 from Kubernetes 1.37's alpha
+            return
+        raise kopf.PermanentError(f"{config.shard}: cannot check that the API server shards lists: {exc}") from exc
+    raise kopf.PermanentError(
+        f"{config.shard}: the API server ignores shard selectors (feature gate ShardedListAndWatch, "
+        "Kubernetes 1.36+); every shard would handle every version. Enable the gate or set MIOSA_SHARDS=1."
+    )
+
+
+# ---------------------------------------------------------------------- what kopf watches and keeps
+
+SETTLED_STATES = ("ready", "failed", "archived")
+# Settled versions need no handler: the Deployment controller, promotion and retention find
+# them by LIST.  Watching only the others keeps kopf's per-object memory to versions in flight.
+UNSETTLED_VERSIONS = ",".join(f"status.state!={state}" for state in SETTLED_STATES)
+
+
+def seed_census(kube: Kube, config: Settings) -> None:
+    """Count this shard's settled versions, which the watch never shows (observability.census)."""
+    shard = config.shard.selector if config.shard.sharded else ""
+    try:
+        seen = sum(
+            CENSUS.seed(kube.list_pages(meta.VERSION_PLURAL, field_selector=f"status.state={state}", shard_selector=shard))
+            for state in SETTLED_STATES
+        )
+        log.info("census: %d settled versions counted", seen)
+    except ApiError as exc:
+        log.warning("census: settled versions not counted (%s); versions in flight still are", exc)
+
+
+def configure_watching(settings: kopf.OperatorSettings, config: Settings) -> None:
+    """Server-side selectors, and kopf's bookkeeping in this process instead of on objects.
+
+    A version leaving the selection (it became ready or failed) arrives as a DELETED event:
+    kopf forgets the object and runs no deletion logic (there is none, and no finalizer), and
+    ``forget_version`` drops what is kept here.  Shards get their share from the API server.
+    """
+    settings.watching.field_selectors[meta.GROUP, meta.VERSION_PLURAL] = UNSETTLED_VERSIONS
+    settings.persistence.progress_storage = PROGRESS
+    settings.persistence.diffbase_storage = ESSENCES
+    if config.shard.sharded:
+        for plural in (meta.VERSION_PLURAL, meta.DEPLOYMENT_PLURAL):
+            settings.watching.shard_selectors[meta.GROUP, plural] = config.shard.selector
+
+
+def _uid(body: Any) -> str:
+    return str(((body.get("metadata") or {}).get("uid")) or "")
+
+
+class ProgressInMemory(kopf.ProgressStorage):
+    """kopf's handler progress (retries, delays) in this process, not in an annotation.
+
+    The annotation cost a PATCH (and a watch event back) per success and two per retry.  A
+    restart forgets the progress; every handler here is idempotent and simply runs again, as
+    ``on.resume`` did.  Waking up after a delay needs an event, so ``touch`` still writes kopf's
+    dummy annotation: one PATCH per retry.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: dict[str, dict[str, kopf.ProgressRecord]] = {}
+        self._toucher = kopf.AnnotationsProgressStorage()
+
+    def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
+        return self._records.get(_uid(body), {}).get(key)
+
+    def store(self, *, key: kopf.HandlerId, record: kopf.ProgressRecord, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._records.setdefault(_uid(body), {})[key] = kopf.ProgressRecord(**record)
+
+    def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
+        records = self._records.get(_uid(body), {})
+        records.pop(key, None)
+        if not records:
+            self._records.pop(_uid(body), None)
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        self._toucher.touch(body=body, patch=patch, value=value)
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return self._toucher.clear(essence=essence)
+
+    def forget(self, uid: str) -> None:
+        self._records.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+class EssencesInMemory(kopf.DiffBaseStorage):
+    """The last handled essence of each object, in this process, not in an annotation.
+
+    A DeploymentVersion's spec is immutable and its handler level-based, so its essence is a
+    constant: the first event after a start runs the handler (what resume did), every later
+    one (the echoes of the handler's own writes) is a no-op, and kopf neither deep-copies the
+    event's body nor writes an annotation (two PATCHes per version before).  Deployments keep
+    kopf's essence (spec, labels, annotations) for ``on.update``, kept here.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._essences: dict[str, kopf.BodyEssence] = {}
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if body.get("kind") == meta.VERSION_KIND:
+            return kopf.BodyEssence()
+        return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._essences.get(_uid(body))
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._essences[_uid(body)] = essence
+
+    def forget(self, uid: str) -> None:
+        self._essences.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._essences)
+
+
+PROGRESS = ProgressInMemory()
+ESSENCES = EssencesInMemory()
+
+
+def _deleted(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL, when=_deleted)
+@kopf.on.event(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, when=_deleted)
+async def forget_gone(body: kopf.Body, **_: Any) -> None:
+    """Deleted, or (a version) settled and out of the watch: nothing to remember about it.
+
+    Async: it runs on the event loop, never a worker thread per event."""
+    PROGRESS.forget(_uid(body))
+    ESSENCES.forget(_uid(body))
+
+
+class QuietForgetting(logging.Filter):
+    """kopf logs each event handler's success; forgetting a settled version is not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.getMessage() == f"Handler '{forget_gone.__name__}' succeeded.")

@@ -29,13 +29,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .ingest.limits import IngestLimits, parse_size
 from .kube.timeouts import Timeouts
+from .sharding import Shard
 from .store.s3store import S3Config
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class SettingsError(ValueError):
@@ -138,6 +141,13 @@ class Settings(BaseSettings):
         section="store",
         default="path",
         description="`path` (most S3-compatible servers), `virtual` or `auto`.",
+    )
+    s3_head_before_put: bool = env(
+        "MIOSA_S3_HEAD_BEFORE_PUT",
+        section="store",
+        default=False,
+        description="HEAD before each conditional PUT (`If-None-Match: *`): only for S3-compatible servers "
+        "that ignore that header and would overwrite a stored release.",
     )
     s3_ambient_credentials: Annotated[bool, BeforeValidator(_present)] = env(
         "AWS_ROLE_ARN",
@@ -279,6 +289,39 @@ class Settings(BaseSettings):
         description="Seconds between retention sweeps; 0 disables the periodic collector.",
     )
 
+    # ------------------------------------------------------------------ shards
+    shards: int = env(
+        "MIOSA_SHARDS",
+        section="shards",
+        default=1,
+        ge=1,
+        le=64,
+        description="Operator processes that share the DeploymentVersions and Deployments by uid hash "
+        "(needs the API server's `ShardedListAndWatch` feature gate above 1; the chart's `shards`).",
+    )
+    shard_index: int = env(
+        "MIOSA_SHARD_INDEX",
+        section="shards",
+        default=0,
+        ge=0,
+        description="This process's shard, 0 … `MIOSA_SHARDS`-1 (the chart: the StatefulSet pod's ordinal).",
+    )
+    lease_namespace: str | None = env(
+        "MIOSA_LEASE_NAMESPACE",
+        section="shards",
+        default=None,
+        description="Namespace of the shards' Leases (one per shard, one for the singletons: the collector, "
+        "offboarding sweeps, the webhook's caBundle); default: the pod's own namespace, else `miosa-system`.",
+    )
+    lease_seconds: float = env(
+        "MIOSA_LEASE_SECONDS",
+        section="shards",
+        default=15.0,
+        ge=2,
+        description="A Lease not renewed for this long is free: how long a crashed shard's tenants or the "
+        "singletons wait for another process.",
+    )
+
     # ------------------------------------------------------------------ Kubernetes API
     kube_connect_timeout: float = env(
         "MIOSA_KUBE_CONNECT_TIMEOUT",
@@ -379,6 +422,12 @@ class Settings(BaseSettings):
 
     _isolated: ClassVar[bool] = False
 
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> Settings:
+        if self.shard_index >= self.shards:
+            raise ValueError(f"MIOSA_SHARD_INDEX {self.shard_index} must be below MIOSA_SHARDS ({self.shards})")
+        return self
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def settings_customise_sources(
@@ -437,7 +486,22 @@ class Settings(BaseSettings):
             secret_access_key=self.s3_secret_access_key,
             addressing_style=self.s3_addressing_style,
             session_token=self.s3_session_token,
+            head_before_put=self.s3_head_before_put,
         )
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.shard_index, self.shards)
+
+    @property
+    def leases_namespace(self) -> str:
+        """``MIOSA_LEASE_NAMESPACE``, else the namespace of the pod's ServiceAccount, else miosa-system."""
+        if self.lease_namespace:
+            return self.lease_namespace
+        try:
+            return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "miosa-system"
+        except OSError:
+            return "miosa-system"
 
     @property
     def artifacts_pod_url(self) -> str:
@@ -485,7 +549,10 @@ def _validated(cls: type[Settings], **given: Any) -> Settings:
     try:
         return cls(**given)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" if error["loc"] else error["msg"]
+            for error in exc.errors()
+        ]
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
 
 

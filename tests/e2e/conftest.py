@@ -201,10 +201,12 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["-n", namespace]
 
     def start(self) -> None:
         exe = Path(sys.executable).parent / "miosa-operator"
         command = [str(exe), "run", "--standalone"] if exe.exists() else [sys.executable, "-m", "miosa_operator", "run", "--standalone"]
+        command += self.extra_args
         self.starts += 1
         log = open(self.log_path, "ab")
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())

@@ -51,6 +51,15 @@ def s3(s3_env: None) -> Iterator[S3Store]:
     with mock_aws():
         store = S3Store(S3Config(region="us-east-1", access_key_id="testing", secret_access_key="testing"))
         store._client.create_bucket(Bucket=BUCKET)
+        # S3 decides a conditional PUT atomically; moto checks and stores in two steps, so
+        # its requests are serialised here (the real server's race: tests/e2e/test_store_s3.py).
+        lock, put = threading.Lock(), store._client.put_object
+
+        def atomic_put(**kwargs: object) -> object:
+            with lock:
+                return put(**kwargs)
+
+        store._client.put_object = atomic_put
         yield store
 
 
@@ -256,6 +265,31 @@ def test_s3_uri_must_name_an_object(s3: S3Store) -> None:
     for uri in (f"s3://{BUCKET}/", f"s3://{BUCKET}/dir/", f"file:///{BUCKET}/x"):
         with pytest.raises(StoreError):
             s3.head(uri)
+
+
+def _count_calls(store: S3Store) -> list[str]:
+    """The names of the S3 operations the store's client sends (botocore's event hook)."""
+    calls: list[str] = []
+    store._client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_s3_conditional_put_needs_no_head(s3: S3Store) -> None:
+    """If-None-Match does the write-once check: a new release costs one request, not two."""
+    calls = _count_calls(s3)
+    assert s3.put_bytes_if_absent(f"s3://{BUCKET}/new", b"first") is True
+    assert s3.put_bytes_if_absent(f"s3://{BUCKET}/new", b"second") is False
+    assert calls == ["PutObject", "PutObject"]
+    with s3.open_read(f"s3://{BUCKET}/new") as reader:
+        assert reader.read() == b"first"
+
+
+def test_s3_head_before_put_for_servers_ignoring_the_condition(s3: S3Store) -> None:
+    store = S3Store(S3Config(access_key_id="testing", secret_access_key="testing", head_before_put=True))
+    calls = _count_calls(store)
+    assert store.put_bytes_if_absent(f"s3://{BUCKET}/old-server", b"first") is True
+    assert store.put_bytes_if_absent(f"s3://{BUCKET}/old-server", b"second") is False
+    assert calls == ["HeadObject", "PutObject", "HeadObject"]  # the second upload never starts
 
 
 def test_s3_unreachable_endpoint_is_transient(s3_env: None) -> None:

@@ -85,8 +85,14 @@ variables.current == variables.wanted ? []
 
 {{/* Fail early on values that cannot work. */}}
 {{- define "miosa-operator.validate" -}}
-{{- if ne (int .Values.replicas) 1 -}}
-{{- fail "replicas must be 1: the operator runs --standalone (no peering between instances)" -}}
+{{- if ne (int (.Values.replicas | default 1)) 1 -}}
+{{- fail "replicas must be 1: more operator processes are shards (set shards instead)" -}}
+{{- end -}}
+{{- if or (lt (int .Values.shards) 1) (gt (int .Values.shards) 64) -}}
+{{- fail "shards must be 1 to 64" -}}
+{{- end -}}
+{{- if and (gt (int .Values.shards) 1) (not (hasPrefix "s3://" .Values.store.releasesUri)) -}}
+{{- fail "shards above 1 need an s3:// store.releasesUri (a file:// store lives in one pod's volume)" -}}
 {{- end -}}
 {{- if and .Values.store.s3.existingSecret (or .Values.store.s3.accessKeyId .Values.store.s3.secretAccessKey) -}}
 {{- fail "store.s3: set existingSecret or accessKeyId/secretAccessKey, not both" -}}

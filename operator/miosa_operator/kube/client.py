@@ -17,9 +17,11 @@ on a version.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import urllib3
@@ -112,6 +114,24 @@ class Kube:
         else:
             result = self._call(self.custom.list_cluster_custom_object, meta.GROUP, meta.VERSION, plural, **kwargs)
         return list(result.get("items", []))
+
+    def list_pages(self, plural: str, *, field_selector: str = "", shard_selector: str = "", limit: int = 500) -> Iterator[Obj]:
+        """Every object cluster-wide, ``limit`` per request, so no LIST is parsed whole; the
+        shard selector (``sharding``) is not a parameter the generated client knows."""
+        path = f"/apis/{meta.GROUP}/{meta.VERSION}/{plural}"
+        token = ""
+        while True:
+            query = [("limit", str(limit))]
+            query += [(k, v) for k, v in (("fieldSelector", field_selector), ("shardSelector", shard_selector), ("continue", token)) if v]
+            response = self._call(
+                self.api_client.call_api, path, "GET", query_params=query, header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _preload_content=False,
+            )
+            page = json.loads(response.data)
+            yield from page.get("items", [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
 
     def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj:
         body = _with_precondition(patch, resource_version)

@@ -12,6 +12,14 @@ ignored.
 
 ``since`` is when the census first saw a version in its current state; after an operator
 restart it is the restart, so "oldest in building" can only err on the young side.
+
+The operator watches only versions in flight (``handlers.UNSETTLED_VERSIONS``): a version
+that becomes ready, failed or archived leaves the watch with a DELETED event.  So a DELETED
+of a version the census knows as settled means "no longer watched", not "gone": it stays
+counted.  Settled versions from before the process started are counted by ``seed`` (a paged
+LIST at startup); a settled version deleted later (a retention admin's purge) stays counted
+until the operator restarts, and a deleted namespace's versions are dropped with it
+(``forget_namespace``).
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 Obj = dict[str, Any]
 UNSET = "unset"
+SETTLED = frozenset({"ready", "failed", "archived"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class VersionCensus:
         key = (metadata.get("namespace") or "", metadata.get("name") or "")
         with self._lock:
             if event_type == "DELETED":
+                known = self._by_uid.get(uid)
+                if known is not None and known.state in SETTLED:
+                    return  # it left the watch (it settled); it is not gone
                 self._by_uid.pop(uid, None)
                 if self._uid_by_name.get(key) == uid:
                     del self._uid_by_name[key]
@@ -76,6 +88,24 @@ class VersionCensus:
             kind = (body.get("spec") or {}).get("kind") or UNSET
             self._by_uid[uid] = Facts(key[0], key[1], kind, state, status.get("id"), since, revision)
             self._uid_by_name[key] = uid
+
+    def seed(self, bodies: Iterable[Obj]) -> int:
+        """Versions listed (not watched) at startup; anything the census already has wins."""
+        seen = 0
+        for body in bodies:
+            uid = (body.get("metadata") or {}).get("uid")
+            with self._lock:
+                known = uid in self._by_uid
+            if uid and not known:
+                self.observe(None, body)
+            seen += 1
+        return seen
+
+    def forget_namespace(self, namespace: str) -> None:
+        with self._lock:
+            for uid in [uid for uid, facts in self._by_uid.items() if facts.namespace == namespace]:
+                facts = self._by_uid.pop(uid)
+                self._uid_by_name.pop((facts.namespace, facts.name), None)
 
     def counts(self) -> Counter[tuple[str, str]]:
         """(state, kind) -> number of versions."""

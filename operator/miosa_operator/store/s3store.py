@@ -3,11 +3,14 @@
 Design decisions:
 
 * **Write-once is the server's job.** ``put_if_absent`` sends ``If-None-Match: *`` so S3
-  itself refuses to replace an existing key (412). A ``HEAD`` first skips the upload
-  when the object is obviously there, and limits the damage on old S3-compatible servers
-  that ignore the header. A 409 ``ConditionalRequestConflict`` (another conditional write
-  to the same key in flight) is resolved with a ``HEAD``: "exists" means someone else
-  created it (False); otherwise it is transient, because the other writer may still fail.
+  itself refuses to replace an existing key (412). No ``HEAD`` before it: on a new key (every
+  first ingestion) it was a wasted round trip, two per version (benchmarks/); a retry of an
+  ingestion whose release is already stored uploads it once more and gets the 412.  Old
+  S3-compatible servers that ignore the header need ``head_before_put``
+  (``MIOSA_S3_HEAD_BEFORE_PUT``), which skips the upload when the object is there.  A 409
+  ``ConditionalRequestConflict`` (another conditional write to the same key in flight) is
+  resolved with a ``HEAD``: "exists" means someone else created it (False); otherwise it is
+  transient, because the other writer may still fail.
 * **Portable client settings.** Path-style addressing by default and checksums only "when
   required": since botocore 1.36 the default adds CRC trailers with ``aws-chunked``
   encoding that many S3-compatible servers reject.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -81,6 +85,10 @@ class S3Config:
     read_timeout: float = 60
     max_attempts: int = 3
     session_token: str | None = field(default=None, repr=False)
+    head_before_put: bool = False  # for servers that ignore If-None-Match
+    # An ingestion holds its GET connection while it reads; botocore's default pool of 10 made
+    # the 16 handler threads queue for connections (benchmarks/).
+    max_pool_connections: int = 32
 
     def __post_init__(self) -> None:
         if (self.access_key_id is None) != (self.secret_access_key is None):
@@ -96,20 +104,33 @@ class S3Config:
             retries={"max_attempts": self.max_attempts, "mode": "standard"},
             s3={"addressing_style": self.addressing_style},
             signature_version="s3v4",
+            max_pool_connections=self.max_pool_connections,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        # A private session: the module-level default session is not thread-safe.
-        session = boto3.session.Session()
-        return session.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            aws_session_token=self.session_token,
-            config=config,
-        )
+        # One session of our own for every client: it loads the S3 model once (~15 MB per
+        # session; the operator makes three clients).  Sessions are not thread-safe, clients
+        # are: making a client holds the lock.
+        with _SESSION_LOCK:
+            return _session().client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                aws_access_key_id=self.access_key_id,
+                aws_secret_access_key=self.secret_access_key,
+                aws_session_token=self.session_token,
+                config=config,
+            )
+
+
+_SESSION_LOCK = threading.Lock()
+_SESSIONS: list[Any] = []
+
+
+def _session() -> Any:
+    if not _SESSIONS:
+        _SESSIONS.append(boto3.session.Session())
+    return _SESSIONS[0]
 
 
 def classify_error(exc: BaseException, what: str) -> StoreError:
@@ -231,7 +252,7 @@ class S3Store:
         content_type: str = DEFAULT_CONTENT_TYPE,
     ) -> bool:
         bucket, key = self._object(uri)
-        if self.head(uri) is not None:
+        if self.config.head_before_put and self.head(uri) is not None:
             return False
         if not _seekable(source):
             with tempfile.TemporaryFile(prefix="miosa-s3-spool-") as spool:
