@@ -74,8 +74,28 @@ def test_census_counts_by_state_and_kind_and_forgets_deleted() -> None:
     assert census.version_id(NS, "b") == "ver_B" and census.version_id(NS, "zz") is None
     census.observe("MODIFIED", version_body("a", "ready"))
     assert census.oldest_seconds("building") == 0.0
-    census.observe("DELETED", version_body("b", "ready", "dynamic"))
-    assert len(census) == 2 and census.version_id(NS, "b") is None
+    census.observe("DELETED", version_body("c", None))  # deleted in flight: gone
+    assert len(census) == 2 and census.version_id(NS, "c") is None
+
+
+def test_a_settled_version_leaving_the_watch_stays_counted() -> None:
+    """The operator watches versions in flight only: settling ends in a DELETED event whose
+    body is the version before it settled; the journal has already recorded the new state."""
+    census = VersionCensus()
+    census.observe(None, version_body("a", "building"))
+    census.observe("MODIFIED", version_body("a", "ready", vid="ver_A"))  # as the journal records it
+    census.observe("DELETED", version_body("a", "building"))  # out of the selection
+    assert census.counts() == {("ready", "static"): 1} and census.version_id(NS, "a") == "ver_A"
+    census.observe("DELETED", version_body("b", "building"))  # never known, deleted: nothing
+    census.forget_namespace(NS)
+    assert len(census) == 0
+
+
+def test_settled_versions_are_seeded_from_a_listing() -> None:
+    census = VersionCensus()
+    census.observe("MODIFIED", version_body("a", "archived"))
+    assert census.seed([version_body("a", "ready"), version_body("b", "failed", "dynamic")]) == 2
+    assert census.counts() == {("archived", "static"): 1, ("failed", "dynamic"): 1}  # what it knew wins
 
 
 def test_census_collector_exports_every_state_and_kind() -> None:
