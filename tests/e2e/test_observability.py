@@ -196,3 +196,19 @@ def test_collection_is_logged_and_counted(
         if (line.get("namespace"), line.get("name")) == (namespace, "site-v1") and "artifacts collected" in line["message"]
     ]  # fmt: skip
     assert len(collected) == 1 and collected[0]["version_id"] == version_id
+
+
+def test_settled_versions_are_counted_after_a_restart(objects: Objects, operator: OperatorProcess) -> None:
+    """The operator watches versions in flight only; a ready version leaves its watch, and a
+    restarted operator counts the settled ones from a paged listing (observability.census)."""
+    objects.create_deployment("app", kind="dynamic")
+    objects.create_version("app-v1", dynamic_spec("app"))
+    objects.wait_state("app-v1", "ready")
+    wait_until(lambda: value(scrape(), "miosa_versions", state="ready", kind="dynamic") >= 1, timeout=30,
+               what="the ready version counted")
+    ready = value(scrape(), "miosa_versions", state="ready", kind="dynamic")
+    operator.restart()
+    operator.wait_ready()
+    wait_until(lambda: value(scrape(), "miosa_versions", state="ready", kind="dynamic") >= ready, timeout=60,
+               what=f"{ready:.0f} ready dynamic versions counted again after the restart")
+    assert "settled versions counted" in operator.log_path.read_text()
