@@ -130,6 +130,23 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    """The HTTP API and the deploy-history web page (its own process, not inside kopf)."""
+    from dataclasses import replace
+
+    from .httpapi.server import serve
+    from .httpapi.settings import ApiSettings
+
+    try:
+        settings = ApiSettings.from_env()
+    except ValueError as exc:
+        print(f"miosa-operator api: {exc}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    serve(replace(settings, **overrides))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="miosa-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("-n", "--namespace", help="only this namespace (tenant); default: all")
     gc.add_argument("-o", "--output", choices=["text", "json"], default="text")
     gc.set_defaults(func=_gc)
+
+    api = sub.add_parser("api", help="serve the HTTP API and the deploy-history web page (MIOSA_API_* settings)")
+    api.add_argument("--host", default=None, help="address to listen on (default: MIOSA_API_HOST or 127.0.0.1)")
+    api.add_argument("--port", type=int, default=None, help="port (default: MIOSA_API_PORT or 8090)")
+    api.set_defaults(func=_api)
     return parser
 
 
