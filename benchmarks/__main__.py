@@ -34,12 +34,13 @@ TITLES = {
     "5": "operator RSS",
     "6": "kubectl miosa versions list",
     "7": "garbage-collection sweep",
+    "8": "HTTP API list, 50 of 10,000",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-7); default: all")
+    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-8); default: all")
     parser.add_argument("--quick", action="store_true", help="smaller samples: a smoke run, not figures to publish")
     parser.add_argument("--env-dir", default=str(CACHE / "bench-env"))
     parser.add_argument("--etcd-port", type=int, default=23890)
@@ -101,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             step("2", TITLES["2"], lambda: throughput.run(ctx))
             if "7" in wanted:
                 step("7", "real sweep over the throughput versions", lambda: throughput.real_sweep(ctx))
-        if wanted & {"5", "6", "7"}:
-            step("5/6/7", "10,000-version fleet: RSS, plugin, sweep", lambda: fleet.run(ctx, wanted))
+        if wanted & {"5", "6", "7", "8"}:
+            step("5/6/7/8", "10,000-version fleet: RSS, plugin, sweep, HTTP API", lambda: fleet.run(ctx, wanted))
     finally:
         operator.stop()
         if not args.keep_objects:
