@@ -509,3 +509,15 @@ def test_openapi_and_health(http: TestClient) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     page = http.get("/ui/")
     assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_a_chunked_body_without_length_is_cut_off_at_the_cap(http: TestClient) -> None:
+    def chunks() -> Any:
+        yield b'{"reason": "'
+        for _ in range(100):
+            yield b"x" * 100
+        yield b'"}'
+
+    url = f"/api/v1/deployments/{DEP_A}/versions/{ver_id(2)}/promote"
+    response = http.post(url, content=chunks(), headers={**auth("tok-a-write"), "Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"

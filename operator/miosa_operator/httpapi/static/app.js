@@ -67,6 +67,14 @@ function cell(row, text, label, className) {
   return td;
 }
 
+function container(row, label, className) {
+  const td = document.createElement("td");
+  td.dataset.label = label;
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
 function signature(view) {
   const live = view.live_version;
   return [live && live.id, view.history.length, view.rollout && view.rollout.version].join("|");
@@ -98,7 +106,7 @@ function renderVersions(versions, append) {
     row.dataset.number = version.version_number;
     if (version.id && version.id === live) row.classList.add("is-live");
     cell(row, version.version_number, "#", "number");
-    const stateCell = cell(row, "", "State");
+    const stateCell = container(row, "State", "state");
     const badge = document.createElement("span");
     badge.className = `badge state-${version.state}`;
     badge.textContent = version.state || "new";
@@ -113,8 +121,7 @@ function renderVersions(versions, append) {
     cell(row, version.external_workspace_id, "Workspace");
     cell(row, when(version.created_at), "Created");
     cell(row, when(version.promoted_at), "Promoted");
-    const actions = cell(row, "", "");
-    actions.className = "row-actions";
+    const actions = container(row, "", "row-actions");
     const promotable = ["ready", "archived", "building", "created"].includes(version.state);
     if (state.view && state.view.permissions.promote && promotable && version.id !== live) {
       const button = document.createElement("button");
