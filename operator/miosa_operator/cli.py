@@ -132,18 +132,16 @@ def _gc(args: argparse.Namespace) -> int:
 
 def _api(args: argparse.Namespace) -> int:
     """The HTTP API and the deploy-history web page (its own process, not inside kopf)."""
-    from dataclasses import replace
-
     from .httpapi.server import serve
-    from .httpapi.settings import ApiSettings
+    from .settings import Settings, SettingsError
 
     try:
-        settings = ApiSettings.from_env()
-    except ValueError as exc:
+        settings = Settings.load()
+    except SettingsError as exc:
         print(f"miosa-operator api: {exc}", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    serve(replace(settings, **overrides))
+    overrides = {k: v for k, v in (("api_host", args.host), ("api_port", args.port)) if v is not None}
+    serve(settings.model_copy(update=overrides))
     return 0
 
 

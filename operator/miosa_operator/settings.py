@@ -377,6 +377,75 @@ class Settings(BaseSettings):
         "(`miosa-operator run --log-format` overrides it).",
     )
 
+    # ------------------------------------------------------------------ HTTP API (`miosa-operator api`)
+    api_host: str = env("MIOSA_API_HOST", section="api", default="127.0.0.1", description="Address the HTTP API listens on.")
+    api_port: int = env("MIOSA_API_PORT", section="api", default=8090, ge=1, le=65535, description="Port of the HTTP API.")
+    api_uploads_uri: Annotated[str, BeforeValidator(_strip_slash)] = env(
+        "MIOSA_API_UPLOADS_URI",
+        section="api",
+        default="s3://miosa-uploads",
+        description="Bundles published over HTTP go to `<uploads>/<namespace>/<dep id>/<sha256>.<ext>`, the tenant's "
+        "upload prefix (pair with `MIOSA_SOURCE_PREFIXES=<uploads>/{namespace}/`).",
+    )
+    api_spool_dir: str | None = env(
+        "MIOSA_API_SPOOL_DIR", section="api", default=None, description="Where a published bundle is spooled and hashed (default: the temp dir)."
+    )
+    api_max_bundle_bytes: ByteSize = env(
+        "MIOSA_API_MAX_BUNDLE_BYTES", section="api", default=512 << 20, gt=0, description="Largest bundle a publish accepts (413)."
+    )
+    api_max_json_bytes: ByteSize = env(
+        "MIOSA_API_MAX_JSON_BYTES", section="api", default=64 << 10, gt=0, description="Largest JSON request body (413)."
+    )
+    api_body_idle_timeout: float = env(
+        "MIOSA_API_BODY_IDLE_TIMEOUT", section="api", default=30.0, gt=0, description="Seconds a request body may stall (408)."
+    )
+    api_max_uploads: int = env(
+        "MIOSA_API_MAX_UPLOADS", section="api", default=8, ge=1, description="Bundle uploads in progress, all tenants (429)."
+    )
+    api_max_uploads_per_tenant: int = env(
+        "MIOSA_API_MAX_UPLOADS_PER_TENANT", section="api", default=2, ge=1, description="Bundle uploads in progress per namespace (429)."
+    )
+    api_auth_cache_seconds: float = env(
+        "MIOSA_API_AUTH_CACHE_SECONDS",
+        section="api",
+        default=10.0,
+        ge=0,
+        description="Seconds a TokenReview or SubjectAccessReview answer is reused (0: never).",
+    )
+    api_auth_cache_entries: int = env(
+        "MIOSA_API_AUTH_CACHE_ENTRIES", section="api", default=10_000, ge=1, description="Cached review answers at most (LRU)."
+    )
+    api_page_size: int = env("MIOSA_API_PAGE_SIZE", section="api", default=20, ge=1, description="Versions per page without `limit`.")
+    api_max_page_size: int = env("MIOSA_API_MAX_PAGE_SIZE", section="api", default=100, ge=1, description="Largest `limit`.")
+    api_max_wait_seconds: float = env(
+        "MIOSA_API_MAX_WAIT_SECONDS", section="api", default=300.0, gt=0, description="Cap of `?wait=true` (its `timeout`)."
+    )
+    api_kube_timeout: float = env(
+        "MIOSA_API_KUBE_TIMEOUT", section="api", default=30.0, gt=0, description="Timeout of each call to the Kubernetes API server."
+    )
+    api_max_connections: int = env(
+        "MIOSA_API_MAX_CONNECTIONS", section="api", default=200, ge=1, description="Concurrent connections served (503 beyond)."
+    )
+    api_shutdown_grace_seconds: float = env(
+        "MIOSA_API_SHUTDOWN_GRACE_SECONDS",
+        section="api",
+        default=25.0,
+        ge=0,
+        description="On SIGTERM: seconds requests in flight may take to finish.",
+    )
+
+    # ------------------------------------------------------------------ kubectl miosa publish
+    client_api_url: str | None = env(
+        "MIOSA_API_URL", section="plugin", default=None, description="`kubectl miosa publish`: the HTTP API's address (or `--api`)."
+    )
+    client_api_token: str | None = env(
+        "MIOSA_API_TOKEN",
+        section="plugin",
+        default=None,
+        repr=False,
+        description="`kubectl miosa publish`: bearer token (or `--token`; default: the kubeconfig user's token).",
+    )
+
     _isolated: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ construction
@@ -461,6 +530,11 @@ class Settings(BaseSettings):
     def s3_wanted(self) -> bool:
         """Whether the operator is meant to talk to S3 at all (an endpoint, keys or an IAM role)."""
         return bool(self.s3_endpoint or self.s3_access_key_id or self.s3_ambient_credentials)
+
+    def api_spool_directory(self) -> str:
+        import tempfile
+
+        return self.api_spool_dir or tempfile.gettempdir()
 
     def source_allowed(self, uri: str, namespace: str) -> bool:
         """Tenants may not point a version at another tenant's releases (or anything else

@@ -29,7 +29,7 @@ from miosa_operator.httpapi.decisions import previous_live_candidates, promotion
 from miosa_operator.httpapi.errors import ApiError, Code
 from miosa_operator.httpapi.kube import KubeError
 from miosa_operator.httpapi.paging import BadCursor, PagePlanner, decode_cursor, encode_cursor, window_selector
-from miosa_operator.httpapi.settings import ApiSettings
+from miosa_operator.settings import Settings
 
 Obj = dict[str, Any]
 DEP_A = "dep_01HAAAAAAAAAAAAAAAAAAAAAAA"
@@ -363,7 +363,7 @@ def world() -> FakeKube:
 
 @pytest.fixture
 def http(world: FakeKube, tmp_path: Any) -> TestClient:
-    settings = ApiSettings(max_json_bytes=1024, max_bundle_bytes=10_000, spool_dir=str(tmp_path), page_size=10)
+    settings = Settings.defaults(api_max_json_bytes=1024, api_max_bundle_bytes=10_000, api_spool_dir=str(tmp_path), api_page_size=10)
     return TestClient(asgi(create_app(settings, world, store=None)))
 
 

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..api.seed import SeedVersion
 from ..plugin.selection import STATES
+from ..settings import Settings
 from .auth import Access, Caller
 from .errors import ERROR_RESPONSES, WRITE_RESPONSES, ApiError, Code, ErrorBody, bad_parameter
 from .kube import Kube
@@ -43,7 +44,6 @@ from .schemas import (
     VersionPage,
 )
 from .service import DeploymentsService, Filters, Wait
-from .settings import ApiSettings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -61,8 +61,8 @@ def _is_publish(scope: dict[str, Any]) -> bool:
     return scope.get("method") == "POST" and bool(PUBLISH_PATH.match(scope.get("path", "")))
 
 
-def create_app(settings: ApiSettings, kube: Kube, store: Any) -> FastAPI:
-    access = Access(kube, settings.auth_cache_seconds, settings.auth_cache_entries)
+def create_app(settings: Settings, kube: Kube, store: Any) -> FastAPI:
+    access = Access(kube, settings.api_auth_cache_seconds, settings.api_auth_cache_entries)
     service = DeploymentsService(kube, access, settings, store)
     state = {"shutting_down": False}
 
@@ -149,9 +149,9 @@ def create_app(settings: ApiSettings, kube: Kube, store: Any) -> FastAPI:
         caller = await caller_of(request, credentials)
         if state_filter is not None and state_filter not in STATES:
             raise bad_parameter(f"state must be one of {', '.join(STATES)}")
-        size = limit or settings.page_size
-        if size > settings.max_page_size:
-            raise bad_parameter(f"limit must be at most {settings.max_page_size}")
+        size = limit or settings.api_page_size
+        if size > settings.api_max_page_size:
+            raise bad_parameter(f"limit must be at most {settings.api_max_page_size}")
         filters = Filters(external_workspace_id, external_user_id, external_project_id, state_filter)
         return await service.list_versions(caller, deployment_id, filters, size, cursor)
 
@@ -255,7 +255,7 @@ def create_app(settings: ApiSettings, kube: Kube, store: Any) -> FastAPI:
         caller = await caller_of(request, credentials)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type == "application/json":
-            raw = await _read_json_body(request, settings.max_json_bytes)
+            raw = await _read_json_body(request, settings.api_max_json_bytes)
             try:
                 publish_request = DynamicPublishRequest.model_validate_json(raw)
             except ValidationError as exc:
@@ -291,9 +291,9 @@ def create_app(settings: ApiSettings, kube: Kube, store: Any) -> FastAPI:
     # (lifespan events pass through all three).
     guarded = BodyGuard(
         app,
-        json_limit=settings.max_json_bytes,
-        bundle_limit=settings.max_bundle_bytes,
-        idle_timeout=settings.body_idle_timeout,
+        json_limit=settings.api_max_json_bytes,
+        bundle_limit=settings.api_max_bundle_bytes,
+        idle_timeout=settings.api_body_idle_timeout,
         is_upload=_is_publish,
     )
     app.state.asgi = AccessLog(SecurityHeaders(guarded))

@@ -20,7 +20,6 @@ Design decisions:
 from __future__ import annotations
 
 import json
-import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,9 +27,10 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from kubernetes import client, config
+from kubernetes import client
 
 from ..api import meta
+from ..kube.client import load_api_client
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
@@ -56,11 +56,7 @@ class Cluster:
     @classmethod
     def from_environment(cls) -> Cluster:
         """In-cluster config in a pod, else ``$KUBECONFIG`` / ``~/.kube/config`` (like kubectl)."""
-        cfg = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=cfg)
-        except config.ConfigException:
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg)
+        cfg = load_api_client().configuration
         return cls(
             host=str(cfg.host).rstrip("/"),
             ca_file=cfg.ssl_ca_cert,

@@ -19,10 +19,10 @@ import time
 
 import uvicorn
 
+from ..settings import Settings
 from ..store.router import StoreRouter
 from .app import asgi, create_app
 from .kube import Cluster, Kube
-from .settings import ApiSettings
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,22 +53,22 @@ def configure_logging() -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def serve(settings: ApiSettings) -> None:
+def serve(settings: Settings) -> None:
     configure_logging()
-    kube = Kube(Cluster.from_environment(), timeout=settings.kube_timeout)
-    app = create_app(settings, kube, StoreRouter.from_env())
+    kube = Kube(Cluster.from_environment(), timeout=settings.api_kube_timeout)
+    app = create_app(settings, kube, StoreRouter.from_settings(settings))
     config = uvicorn.Config(
         asgi(app),
-        host=settings.host,
-        port=settings.port,
+        host=settings.api_host,
+        port=settings.api_port,
         log_config=None,
         access_log=False,
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=5,
-        limit_concurrency=settings.max_connections,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        limit_concurrency=settings.api_max_connections,
+        timeout_graceful_shutdown=int(settings.api_shutdown_grace_seconds),
         lifespan="on",
     )
-    logging.getLogger(__name__).info("miosa-operator api on http://%s:%d (uploads to %s)", settings.host, settings.port, settings.uploads_uri)
+    logging.getLogger(__name__).info("miosa-operator api on http://%s:%d (uploads to %s)", settings.api_host, settings.api_port, settings.api_uploads_uri)
     uvicorn.Server(config).run()

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import meta
+from ..api.conditions import ConditionType
 from ..api.seed import SeedVersion, history_rows, rfc3339, seed_version_model
 from ..plugin.commands import promotion_patch, rollout_outcome
 from ..plugin.selection import AttributionFilter, belongs, state_selector, version_selector
+from ..settings import Settings
 from ..store.base import StoreError, TransientStoreError
 from . import uploads
 from .auth import PROMOTE, PUBLISH, READ, Access, Caller, Scope
@@ -48,7 +50,6 @@ from .schemas import (
     RolloutView,
     VersionPage,
 )
-from .settings import ApiSettings
 
 Obj = dict[str, Any]
 DEPLOYMENT_ID = re.compile(r"^dep_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -99,9 +100,9 @@ def _as_caller_error(exc: KubeError, *, writing: bool, refused: tuple[int, Code]
 
 
 class DeploymentsService:
-    def __init__(self, kube: Kube, access: Access, settings: ApiSettings, store: Any) -> None:
+    def __init__(self, kube: Kube, access: Access, settings: Settings, store: Any) -> None:
         self.kube, self.access, self.settings, self.store = kube, access, settings, store
-        self.slots = uploads.UploadSlots(settings.max_uploads, settings.max_uploads_per_tenant)
+        self.slots = uploads.UploadSlots(settings.api_max_uploads, settings.api_max_uploads_per_tenant)
 
     # ------------------------------------------------------------------ resolution and access
     async def _resolve(self, caller: Caller, deployment_id: str, write: Scope | None = None) -> Obj:
@@ -175,7 +176,7 @@ class DeploymentsService:
                     await self._caller_call(self.kube.get(caller.token, meta.VERSION_PLURAL, namespace, status["liveVersion"]))
                 )
         rollout = status.get("rollout")
-        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), None)
         try:
             can_promote = await self.access.allowed(caller, PROMOTE, namespace)
             can_publish = await self.access.allowed(caller, PUBLISH, namespace)
@@ -260,7 +261,7 @@ class DeploymentsService:
         )
 
     async def _wait_live(self, caller: Caller, deployment: Obj, version: str, generation: int, seconds: float) -> tuple[Obj, bool]:
-        deadline = time.monotonic() + min(seconds, self.settings.max_wait_seconds)
+        deadline = time.monotonic() + min(seconds, self.settings.api_max_wait_seconds)
         namespace, name = _namespace(deployment), _name(deployment)
         while True:
             outcome = rollout_outcome(deployment, version, generation)
@@ -286,13 +287,13 @@ class DeploymentsService:
     ) -> SeedVersion:
         deployment = await self._resolve(caller, deployment_id, write=PUBLISH)
         self._require_kind(deployment, "static")
-        uploads.check_declared_length(content_length, self.settings.max_bundle_bytes)
+        uploads.check_declared_length(content_length, self.settings.api_max_bundle_bytes)
         namespace, dep_id = _namespace(deployment), (deployment.get("status") or {}).get("id", deployment_id)
         with self.slots.take(namespace):
-            chunks = uploads.with_idle_timeout(body, self.settings.body_idle_timeout)
-            spooled = await uploads.spool(chunks, self.settings.spool_directory(), self.settings.max_bundle_bytes)
+            chunks = uploads.with_idle_timeout(body, self.settings.api_body_idle_timeout)
+            spooled = await uploads.spool(chunks, self.settings.api_spool_directory(), self.settings.api_max_bundle_bytes)
             try:
-                uri = uploads.upload_uri(self.settings.uploads_uri, namespace, dep_id, spooled.sha256, spooled.format)
+                uri = uploads.upload_uri(self.settings.api_uploads_uri, namespace, dep_id, spooled.sha256, spooled.format)
                 await asyncio.to_thread(self._store_file, uri, spooled)
             finally:
                 with contextlib.suppress(OSError):
@@ -366,7 +367,7 @@ class DeploymentsService:
             self.kube.create(caller.token, meta.VERSION_PLURAL, namespace, body), writing=True, refused=(400, Code.INVALID_PARAMETER)
         )
         if wait.enabled:
-            deadline = time.monotonic() + min(wait.seconds, self.settings.max_wait_seconds)
+            deadline = time.monotonic() + min(wait.seconds, self.settings.api_max_wait_seconds)
             while (created.get("status") or {}).get("state") not in FINAL_STATES and time.monotonic() < deadline:
                 await asyncio.sleep(POLL_SECONDS)
                 created = await self._caller_call(self.kube.get(caller.token, meta.VERSION_PLURAL, namespace, _name(created)))

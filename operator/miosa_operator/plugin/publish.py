@@ -32,6 +32,7 @@ from typing import Any
 
 from ..ingest.errors import BundleRejected
 from ..ingest.streams import detect_format
+from ..settings import Settings, SettingsError
 from .client import Cluster
 from .errors import ExitCode, PluginError
 from .pack import PackError, pack_directory
@@ -41,8 +42,15 @@ CONTENT_TYPES = {"tar.zst": "application/zstd", "tar.gz": "application/gzip", "t
 _EXIT = {400: ExitCode.REFUSED, 401: ExitCode.FORBIDDEN, 403: ExitCode.FORBIDDEN, 404: ExitCode.NOT_FOUND}
 
 
+def _settings() -> Settings:
+    try:
+        return Settings.load()
+    except SettingsError as exc:
+        raise PluginError(str(exc), ExitCode.USAGE) from exc
+
+
 def api_token(cluster: Cluster, explicit: str | None) -> str:
-    token = explicit or os.environ.get("MIOSA_API_TOKEN")
+    token = explicit or _settings().client_api_token
     if token:
         return token
     header = (cluster.api_client.configuration.api_key or {}).get("authorization") or ""
@@ -112,7 +120,7 @@ def call(method: str, url: str, token: str, *, body: Any = None, content_type: s
 
 
 def publish(cluster: Cluster, args: argparse.Namespace) -> int:
-    base = (args.api or os.environ.get("MIOSA_API_URL") or "").rstrip("/")
+    base = (args.api or _settings().client_api_url or "").rstrip("/")
     if not base:
         raise PluginError("where is the miosa API? pass --api URL or set MIOSA_API_URL", ExitCode.REFUSED)
     token = api_token(cluster, args.token)
