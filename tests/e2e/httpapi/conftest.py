@@ -101,7 +101,7 @@ def api_server(env: Environment, api_kubeconfig: Path, operator: OperatorProcess
 
 
 @dataclass
-class Tenant:
+class ApiTenant:
     """A tenant namespace with a read and a write ServiceAccount and their bound tokens."""
 
     namespace: str
@@ -114,21 +114,21 @@ class Tenant:
         return f"system:serviceaccount:{self.namespace}:writer"
 
 
-def make_tenant(env: Environment, api: client.ApiClient, namespace: str) -> Tenant:
+def make_tenant(env: Environment, api: client.ApiClient, namespace: str) -> ApiTenant:
     tokens = {}
     for account, role in (("reader", "miosa-deployments-read"), ("writer", "miosa-deployments-write")):
         env.kubectl("-n", namespace, "create", "serviceaccount", account)
         env.kubectl("-n", namespace, "create", "rolebinding", account, f"--clusterrole={role}", f"--serviceaccount={namespace}:{account}")
         tokens[account] = env.kubectl("-n", namespace, "create", "token", account, "--duration=2h").stdout.strip()
-    return Tenant(namespace, Objects(api, namespace), tokens["reader"], tokens["writer"])
+    return ApiTenant(namespace, Objects(api, namespace), tokens["reader"], tokens["writer"])
 
 
 @pytest.fixture
-def tenant(env: Environment, api: client.ApiClient, namespace: str, api_server: ApiProcess) -> Tenant:
+def tenant(env: Environment, api: client.ApiClient, namespace: str, api_server: ApiProcess) -> ApiTenant:
     return make_tenant(env, api, namespace)
 
 
-def upload_static(env: Environment, tenant: Tenant, deployment: str, name: str, *, good: bool = True, **spec: Any) -> str:
+def upload_static(env: Environment, tenant: ApiTenant, deployment: str, name: str, *, good: bool = True, **spec: Any) -> str:
     """Upload a small bundle under the tenant's prefix and create a static version (not waiting)."""
     bundle = tar_gz({"index.html": f"<h1>{name}</h1>".encode()})
     key = f"{tenant.namespace}/{name}.tar.gz"
@@ -138,11 +138,11 @@ def upload_static(env: Environment, tenant: Tenant, deployment: str, name: str, 
     return name
 
 
-def deployment_id(tenant: Tenant, name: str) -> str:
+def deployment_id(tenant: ApiTenant, name: str) -> str:
     return wait_until(lambda: (tenant.objects.deployment(name).get("status") or {}).get("id"), what=f"{name} has an id")
 
 
-def version_id(tenant: Tenant, name: str, *states: str) -> str:
+def version_id(tenant: ApiTenant, name: str, *states: str) -> str:
     return tenant.objects.wait_state(name, *(states or ("ready",)))["status"]["id"]
 
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from kubernetes import client
 
-from ..conftest import UPLOADS_BUCKET, Environment
+from ..conftest import UPLOADS_BUCKET, Environment, create_namespace
 from ..helpers import Objects, sha256, static_spec, tar_gz, wait_until
-from .conftest import ApiProcess, Tenant, deployment_id, make_tenant, upload_static, version_id
+from .conftest import ApiProcess, ApiTenant, deployment_id, make_tenant, upload_static, version_id
 
 ULID = "[0-9A-HJKMNP-TV-Z]{26}"
 
@@ -23,7 +23,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_401_403_200_and_the_history_names_the_caller(api_server: ApiProcess, tenant: Tenant, env: Environment) -> None:
+def test_401_403_200_and_the_history_names_the_caller(api_server: ApiProcess, tenant: ApiTenant, env: Environment) -> None:
     tenant.objects.create_deployment("site")
     upload_static(env, tenant, "site", "site-v1")
     dep = deployment_id(tenant, "site")
@@ -57,7 +57,7 @@ def test_401_403_200_and_the_history_names_the_caller(api_server: ApiProcess, te
     assert tenant.write_token not in api_server.log()
 
 
-def test_pagination_over_250_versions_and_the_workspace_filter(api_server: ApiProcess, tenant: Tenant, env: Environment) -> None:
+def test_pagination_over_250_versions_and_the_workspace_filter(api_server: ApiProcess, tenant: ApiTenant, env: Environment) -> None:
     tenant.objects.create_deployment("shop")
     bundle = tar_gz({"index.html": b"<h1>shop</h1>"})
     key = f"{tenant.namespace}/shop.tar.gz"
@@ -104,12 +104,11 @@ def test_pagination_over_250_versions_and_the_workspace_filter(api_server: ApiPr
 
 
 def test_another_tenants_ids_are_404_like_unknown_ones(
-    api_server: ApiProcess, tenant: Tenant, env: Environment, api: client.ApiClient
+    api_server: ApiProcess, tenant: ApiTenant, env: Environment, api: client.ApiClient
 ) -> None:
     other_ns = f"{tenant.namespace[:50]}-b"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": other_ns, "labels": {"miosa.io/e2e": "true"}}})
+    create_namespace(api, other_ns)
     try:
-        wait_until(lambda: any(sa.metadata.name == "default" for sa in client.CoreV1Api(api).list_namespaced_service_account(other_ns).items))
         other = make_tenant(env, api, other_ns)
         other.objects.create_deployment("site")
         upload_static(env, other, "site", "site-v1")
@@ -139,7 +138,7 @@ def test_another_tenants_ids_are_404_like_unknown_ones(
         client.CoreV1Api(api).delete_namespace(other_ns)
 
 
-def test_a_failed_version_is_422_and_auto_policy_is_409(api_server: ApiProcess, tenant: Tenant, env: Environment, objects_api: Objects) -> None:
+def test_a_failed_version_is_422_and_auto_policy_is_409(api_server: ApiProcess, tenant: ApiTenant, env: Environment, objects_api: Objects) -> None:
     tenant.objects.create_deployment("site")
     upload_static(env, tenant, "site", "site-bad", good=False)
     upload_static(env, tenant, "site", "site-v2")
@@ -167,7 +166,7 @@ def objects_api(api: client.ApiClient) -> Any:
     return Admin()
 
 
-def test_publish_a_bundle_streams_it_to_the_tenants_prefix(api_server: ApiProcess, tenant: Tenant, env: Environment) -> None:
+def test_publish_a_bundle_streams_it_to_the_tenants_prefix(api_server: ApiProcess, tenant: ApiTenant, env: Environment) -> None:
     tenant.objects.create_deployment("site")
     dep = deployment_id(tenant, "site")
     bundle = tar_gz({"index.html": b"<h1>published</h1>", "app.js": b"console.log(1)"})
@@ -209,7 +208,7 @@ def test_publish_a_bundle_streams_it_to_the_tenants_prefix(api_server: ApiProces
     assert junk.status_code == 415
 
 
-def test_hostile_requests_get_clear_4xx_and_the_server_keeps_serving(api_server: ApiProcess, tenant: Tenant) -> None:
+def test_hostile_requests_get_clear_4xx_and_the_server_keeps_serving(api_server: ApiProcess, tenant: ApiTenant) -> None:
     tenant.objects.create_deployment("site")
     dep = deployment_id(tenant, "site")
     base = f"{api_server.url}/api/v1/deployments/{dep}"

@@ -18,7 +18,7 @@ import httpx
 
 from ..conftest import REPO, Environment
 from ..helpers import tar_gz
-from .conftest import ApiProcess, Tenant, deployment_id, upload_static, version_id
+from .conftest import ApiProcess, ApiTenant, deployment_id, upload_static, version_id
 
 NODE_DIR = REPO / "tests" / "e2e" / "node"
 
@@ -30,7 +30,7 @@ def node_tool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_generated_typescript_client_lists_publishes_promotes_and_rolls_back(
-    api_server: ApiProcess, tenant: Tenant, env: Environment, tmp_path: Path
+    api_server: ApiProcess, tenant: ApiTenant, env: Environment, tmp_path: Path
 ) -> None:
     tenant.objects.create_deployment("site")
     for n, workspace in ((1, "acme-team-123"), (2, "other"), (3, "acme-team-123")):

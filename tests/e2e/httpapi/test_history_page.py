@@ -15,13 +15,13 @@ import subprocess
 import httpx
 
 from ..conftest import REPO, Environment
-from .conftest import ARTIFACTS, ApiProcess, Tenant, deployment_id, upload_static, version_id
+from .conftest import ARTIFACTS, ApiProcess, ApiTenant, deployment_id, upload_static, version_id
 
 NODE_DIR = REPO / "tests" / "e2e" / "node"
 
 
 
-def test_history_page_filter_and_promote_in_chromium(api_server: ApiProcess, tenant: Tenant, env: Environment) -> None:
+def test_history_page_filter_and_promote_in_chromium(api_server: ApiProcess, tenant: ApiTenant, env: Environment) -> None:
     tenant.objects.create_deployment("site")
     for n, workspace in ((1, "acme-team-123"), (2, "other-customer"), (3, "acme-team-123")):
         upload_static(env, tenant, "site", f"site-v{n}", attribution={"externalWorkspaceId": workspace})
