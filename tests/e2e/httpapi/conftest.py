@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -144,14 +143,3 @@ def deployment_id(tenant: ApiTenant, name: str) -> str:
 
 def version_id(tenant: ApiTenant, name: str, *states: str) -> str:
     return tenant.objects.wait_state(name, *(states or ("ready",)))["status"]["id"]
-
-
-def wait_for_port_closed(url: str, timeout: float = 30) -> None:
-    host, port = url.rsplit("//", 1)[1].split(":")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex((host, int(port))) != 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{url} still accepts connections")

@@ -240,3 +240,61 @@ def test_openapi_document(api_server: ApiProcess) -> None:
         "/api/v1/deployments/{deployment_id}",
     }
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
+
+
+def test_sigterm_lets_requests_in_flight_finish(api_kubeconfig: Any, tenant: ApiTenant, env: Environment) -> None:
+    """Graceful shutdown: a publish whose body is still arriving completes, then the process exits 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from .conftest import free_port
+
+    tenant.objects.create_deployment("site")
+    dep = deployment_id(tenant, "site")
+    port = free_port()
+    exe = Path(sys.executable).parent / "miosa-operator"
+    environment = {**os.environ, **env.values, "KUBECONFIG": str(api_kubeconfig), "MIOSA_API_PORT": str(port)}
+    proc = subprocess.Popen([str(exe), "api"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _ready(url), timeout=60, interval=0.2, what="second API process ready")
+        bundle = tar_gz({"index.html": b"<h1>slow</h1>"})
+
+        def slowly() -> Any:
+            for i in range(0, len(bundle), 40):
+                time.sleep(0.05)
+                yield bundle[i : i + 40]
+
+        answer: dict[str, Any] = {}
+
+        def publish() -> None:
+            answer["response"] = httpx.post(
+                f"{url}/api/v1/deployments/{dep}/versions",
+                content=slowly(),
+                headers={**bearer(tenant.write_token), "Content-Type": "application/gzip"},
+                timeout=60,
+            )
+
+        worker = threading.Thread(target=publish)
+        worker.start()
+        time.sleep(0.4)
+        os.killpg(proc.pid, signal.SIGTERM)
+        worker.join(timeout=60)
+        assert answer["response"].status_code == 201, answer["response"].text
+        assert proc.wait(timeout=40) == 0
+        assert not _ready(url)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
