@@ -31,7 +31,7 @@ from typing import Any
 from .common import Row, percentile
 from .context import Context
 
-PORTS = (16590, 16591)  # next to the benchmark environment's own ports (16543)
+PORT_OFFSETS = (47, 48)  # the API processes listen next to the environment's API server port (16543 -> 16590, 16591)
 WORKSPACE = "ws-2"
 
 
@@ -64,8 +64,9 @@ def run(ctx: Context, fleet: Any) -> None:
     dep_id = fleet.dep_ids[7]
     token = _reader_token(ctx, fleet.ns)
     log_path = ctx.env.spec.env_dir / "logs" / f"api-bench-{ctx.run_id}.log"
-    servers = {"cached": _start_api(ctx, PORTS[0], 10.0, log_path), "uncached": _start_api(ctx, PORTS[1], 0.0, log_path)}
-    urls = {"cached": f"http://127.0.0.1:{PORTS[0]}", "uncached": f"http://127.0.0.1:{PORTS[1]}"}
+    ports = [ctx.env.spec.apiserver_port + offset for offset in PORT_OFFSETS]
+    servers = {"cached": _start_api(ctx, ports[0], 10.0, log_path), "uncached": _start_api(ctx, ports[1], 0.0, log_path)}
+    urls = {"cached": f"http://127.0.0.1:{ports[0]}", "uncached": f"http://127.0.0.1:{ports[1]}"}
     selector = f"deploy.miosa.io/deployment={dep_name},deploy.miosa.io/external-workspace-id={WORKSPACE}"
     kubectl_cmd = [str(ctx.env.bin_dir / "kubectl"), "--kubeconfig", ctx.env.kubeconfig, "get", "dver", "-n", fleet.ns, "-l", selector, "-o", "json"]
     custom = client.CustomObjectsApi(ctx.api())
