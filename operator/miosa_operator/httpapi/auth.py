@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..api import meta
-from .errors import unauthenticated
-from .kube import Kube
+from .errors import cluster_unavailable, unauthenticated
+from .kube import Kube, KubeError
 
 T = TypeVar("T")
 
@@ -146,7 +146,11 @@ class Access:
         key = token_key(token)
         reviewed = self._callers.get(key)
         if reviewed is None:
-            reviewed = Reviewed(caller_from_review(await self.kube.token_review(token), token))
+            try:
+                review = await self.kube.token_review(token)
+            except KubeError as exc:  # the API server, or our own identity's rights: not the caller's fault
+                raise cluster_unavailable(exc.message) from exc
+            reviewed = Reviewed(caller_from_review(review, token))
             self._callers.put(key, reviewed)  # rejections too: a replayed bad token costs no review
         if reviewed.caller is None:
             raise unauthenticated("the Kubernetes API server did not accept this token")

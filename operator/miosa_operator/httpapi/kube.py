@@ -68,7 +68,7 @@ class Cluster:
 
     def own_authorization(self) -> str | None:
         """The API's own ``Authorization`` header value (refreshed for rotating in-cluster tokens)."""
-        return self.configuration.get_api_key_with_prefix("authorization") or None
+        return authorization_header(self.configuration)
 
     def ssl_context(self, with_client_certificate: bool) -> ssl.SSLContext | bool:
         if not self.host.startswith("https://"):
@@ -80,6 +80,18 @@ class Cluster:
         if with_client_certificate and self.cert_file:
             context.load_cert_chain(self.cert_file, self.key_file)
         return context
+
+
+def authorization_header(configuration: client.Configuration) -> str | None:
+    """The ``Authorization`` value a client configuration sends (``Bearer …``), if any.
+
+    Asked through ``auth_settings()``, the generated client's own way: the key under which a
+    kubeconfig token is stored differs between client versions, and in-cluster tokens are
+    refreshed by a hook that runs there."""
+    for setting in configuration.auth_settings().values():
+        if setting.get("in") == "header" and str(setting.get("key", "")).lower() == "authorization" and setting.get("value"):
+            return str(setting["value"])
+    return None
 
 
 def _status_message(status: int, text: str) -> tuple[str, str]:

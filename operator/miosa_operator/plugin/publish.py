@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..httpapi.kube import authorization_header
 from ..ingest.errors import BundleRejected
 from ..ingest.streams import detect_format
 from ..settings import Settings, SettingsError
@@ -53,7 +54,7 @@ def api_token(cluster: Cluster, explicit: str | None) -> str:
     token = explicit or _settings().client_api_token
     if token:
         return token
-    header = (cluster.api_client.configuration.api_key or {}).get("authorization") or ""
+    header = authorization_header(cluster.api_client.configuration) or ""
     if header.lower().startswith("bearer "):
         return header[7:]
     raise PluginError(
