@@ -4,8 +4,8 @@
   uvicorn's and our own messages), ready for a log pipeline; uvicorn's own access log is off.
 * On SIGTERM uvicorn stops accepting connections, lets requests in flight finish for
   ``shutdown_grace_seconds`` (the chart's ``terminationGracePeriodSeconds`` is longer) and
-  then runs the lifespan shutdown, which closes the API server sessions.  ``/readyz`` fails
-  from the moment shutdown begins.
+  then runs the lifespan shutdown, which closes the API server sessions, and ends by the
+  signal (uvicorn re-raises it).  ``/readyz`` fails from the moment shutdown begins.
 * ``limit_concurrency`` answers 503 beyond ``max_connections`` instead of queueing without
   bound; idle keep-alive connections are closed after 5 s.
 """
