@@ -521,3 +521,16 @@ def test_a_chunked_body_without_length_is_cut_off_at_the_cap(http: TestClient) -
     url = f"/api/v1/deployments/{DEP_A}/versions/{ver_id(2)}/promote"
     response = http.post(url, content=chunks(), headers={**auth("tok-a-write"), "Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+
+
+def test_promoting_a_version_still_building_is_accepted_as_intent(http: TestClient, world: FakeKube) -> None:
+    world.objects[("deploymentversions", "a", "site-v5")]["status"]["state"] = "building"
+    response = http.post(f"/api/v1/deployments/{DEP_A}/versions/{ver_id(5)}/promote", headers=auth("tok-a-write"))
+    assert response.status_code == 202 and response.json()["status"] == "pending"
+    assert world.patches[-1][1]["spec"]["promotedVersion"] == "site-v5"
+
+
+def test_a_rollout_in_progress_is_409(http: TestClient, world: FakeKube) -> None:
+    world.objects[("deployments", "a", "site")]["status"]["rollout"] = {"version": "site-v4"}
+    response = http.post(f"/api/v1/deployments/{DEP_A}/versions/{ver_id(5)}/promote", headers=auth("tok-a-write"))
+    assert response.status_code == 409 and response.json()["code"] == "promotion_in_progress"
