@@ -19,6 +19,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Mapping
@@ -204,11 +205,14 @@ class Kube:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
         try:
-            async with session.request(method, self.cluster.host + path, params=params, data=data, headers=headers) as response:
-                text = await response.text()
-                if response.status >= 400:
-                    message, reason = _status_message(response.status, text)
-                    raise KubeError(response.status, message, reason)
-                return {} if raw else json.loads(text)
+            # aiohttp's own timeout, and a hard one around the whole exchange: a benchmark under
+            # heavy API server load once saw a request outlive the former.
+            async with asyncio.timeout(self.timeout.total + 1 if self.timeout.total else None):
+                async with session.request(method, self.cluster.host + path, params=params, data=data, headers=headers) as response:
+                    text = await response.text()
+                    if response.status >= 400:
+                        message, reason = _status_message(response.status, text)
+                        raise KubeError(response.status, message, reason)
+                    return {} if raw else json.loads(text)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise KubeError(0, f"cannot reach the Kubernetes API server: {type(exc).__name__}: {exc}") from exc
