@@ -75,7 +75,7 @@ def test_pagination_over_250_versions_and_the_workspace_filter(api_server: ApiPr
         items = tenant.objects.versions("deploy.miosa.io/deployment=shop,deploy.miosa.io/version-number")
         return len(items) == 250
 
-    wait_until(numbered, timeout=240, interval=2, what="250 versions numbered and labelled")
+    wait_until(numbered, timeout=600, interval=2, what="250 versions numbered and labelled")
     dep = deployment_id(tenant, "shop")
     url = f"{api_server.url}/api/v1/deployments/{dep}/versions"
 
