@@ -29,7 +29,8 @@ from typing import Any
 
 from ..api import meta
 from ..api.conditions import ConditionType
-from ..api.seed import SeedVersion, history_rows, rfc3339, seed_version_model
+from ..api.seed import SeedVersion, history_rows, seed_version_model
+from ..api.seedshape import rfc3339
 from ..plugin.commands import promotion_patch, rollout_outcome
 from ..plugin.selection import AttributionFilter, belongs, state_selector, version_selector
 from ..settings import Settings

@@ -131,6 +131,10 @@ class ApiClient:
         self._context = context
         return context
 
+    def auth_headers(self) -> dict[str, str]:
+        """The credentials' headers (``Authorization``), e.g. for ``publish`` to forward the token."""
+        return dict(self._auth_headers())
+
     def _auth_headers(self) -> dict[str, str]:
         if self._headers is not None:
             return self._headers

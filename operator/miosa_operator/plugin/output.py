@@ -3,7 +3,7 @@
 Design decisions:
 
 * ``-o json`` prints versions exactly in the seed's shape (snake_case keys, in the seed's
-  order), built by ``api.seed``: the same code the HTTP API answers with, so a platform that
+  order), built by ``api.seedshape``: the same code the HTTP API answers with, so a platform that
   consumed the hosted API can consume either unchanged.
   Extra keys come last and only add facts: ``name`` (the object to pass to other
   commands), ``runtime_args`` (the seed has no place for container args),
@@ -12,7 +12,7 @@ Design decisions:
   written); ``published_by`` is the Kubernetes user that created the object, recorded by
   the API server itself (``deploy.miosa.io/published-by``, set at creation by an admission
   policy and never changed after), so the history cannot be made to name someone else.
-* How the seed's fields map onto the object, and the timestamp format: ``api.seed``.
+* How the seed's fields map onto the object, and the timestamp format: ``api.seedshape``.
 * Tables follow kubectl: upper-case headers, three spaces between columns, ``<none>``-free
   (``-`` for empty), ages like ``5m`` and ``3d``.
 """
@@ -27,13 +27,13 @@ from typing import Any
 
 import yaml
 
-from ..api.seed import history_entries, parse_time, rfc3339, seed_version, updated_at
+from ..api.seedshape import history_entries, parse_time, rfc3339, seed_version, updated_at
 
 Obj = dict[str, Any]
 
 
 
-# ---------------------------------------------------------------------------- time (and the seed shape: api.seed)
+# ---------------------------------------------------------------------------- time (and the seed shape: api.seedshape)
 
 __all__ = ["history_entries", "parse_time", "rfc3339", "seed_version", "updated_at"]  # re-exported
 

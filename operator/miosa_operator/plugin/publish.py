@@ -30,20 +30,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..httpapi.kube import authorization_header
-from ..ingest.errors import BundleRejected
-from ..ingest.streams import detect_format
-from ..settings import Settings, SettingsError
 from .client import Cluster
 from .errors import ExitCode, PluginError
-from .pack import PackError, pack_directory
 
 Obj = dict[str, Any]
 CONTENT_TYPES = {"tar.zst": "application/zstd", "tar.gz": "application/gzip", "tar": "application/x-tar"}
 _EXIT = {400: ExitCode.REFUSED, 401: ExitCode.FORBIDDEN, 403: ExitCode.FORBIDDEN, 404: ExitCode.NOT_FOUND}
 
 
-def _settings() -> Settings:
+def _settings() -> Any:
+    """The settings (MIOSA_API_URL, MIOSA_API_TOKEN); imported here: publishing needs the full
+    install (pydantic, zstandard), the light plugin package does not carry them."""
+    try:
+        from ..settings import Settings, SettingsError
+    except ImportError as exc:
+        raise PluginError(f"publish needs the full miosa-operator package: {exc}", ExitCode.USAGE) from exc
     try:
         return Settings.load()
     except SettingsError as exc:
@@ -54,7 +55,7 @@ def api_token(cluster: Cluster, explicit: str | None) -> str:
     token = explicit or _settings().client_api_token
     if token:
         return token
-    header = authorization_header(cluster.api_client.configuration) or ""
+    header = cluster.api.auth_headers().get("Authorization", "")  # the kubeconfig's token, exec plugins included
     if header.lower().startswith("bearer "):
         return header[7:]
     raise PluginError(
@@ -75,6 +76,10 @@ def deployment_id(cluster: Cluster, deployment: str) -> str:
 
 def bundle_file(source: Path, directory: str) -> tuple[Path, str, str]:
     """(file to send, its content type, what it is) for a directory or an archive."""
+    from ..ingest.errors import BundleRejected
+    from ..ingest.streams import detect_format
+    from .pack import PackError, pack_directory
+
     if source.is_dir():
         fd, name = tempfile.mkstemp(prefix="miosa-bundle-", suffix=".tar.zst", dir=directory)
         with os.fdopen(fd, "wb") as out:
