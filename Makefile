@@ -53,13 +53,17 @@ binaries:
 	hack/host-packages.sh
 	hack/build-binaries.sh
 
-## images browser-tools: the real node's images browser-tools (pause, testapp, the operator from this checkout), cached in ~/.cache/miosa-operator/images
+## images: the real node's images (pause, testapp, the operator from this checkout), cached in ~/.cache/miosa-operator/images
 images: venv
 	hack/build-images.sh
 
 ## kind: the operator on a kind cluster, for machines with Docker (not this one: see README)
 kind:
 	hack/kind.sh
+
+## browser-tools: Debian's chromium and the npm packages of tests/e2e/node (HTTP API e2e tests)
+browser-tools:
+	hack/browser-tools.sh
 
 ## env: only the control plane and S3 server
 env: binaries
