@@ -704,6 +704,7 @@ def test_writes_name_a_field_manager_gitops_tools_leave_alone() -> None:
             raise ConnectionError("recorded")
 
     client = Recording.__new__(Recording)
+    client.timeout = 1.0
     for method in ("GET", "PATCH", "POST"):
         with pytest.raises(ConnectionError):
             client.request(method, "/x", {"a": "b"})
