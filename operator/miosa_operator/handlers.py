@@ -18,6 +18,7 @@ from typing import Any
 
 import kopf
 
+from . import lifecycle
 from .api import meta
 from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
@@ -97,7 +98,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.kube = kube
     events = KopfEvents()
     store = StoreRouter.from_settings(config)
-    memo.versions = VersionController(kube, store, config, events)
+    # Ingestions run in limited worker processes, a bounded number at once (controllers.ingestion_slots).
+    memo.versions = VersionController(kube, store, config, events, stopping=lifecycle.STOPPING)
     memo.versions.static_build = instrument.TimedStaticBuild(memo.versions.static_build)
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
     memo.artifacts = artifact_endpoint(config, kube)
@@ -131,6 +133,13 @@ def stop_background_work(memo: kopf.Memo, **_: Any) -> None:
         memo.admission.close()
     if getattr(memo, "metrics_server", None):
         metrics.stop(memo.metrics_server)
+
+
+@kopf.on.cleanup()
+def release_build_attempts(memo: kopf.Memo, **_: Any) -> None:
+    """A graceful stop: attempts still held (health gates) must not count as interrupted."""
+    released = memo.versions.release_attempts()
+    log.info("graceful stop: released %d build attempts", released)
 
 
 def static_server(config: Settings) -> StaticServer:
@@ -243,7 +252,7 @@ def planned_delay(delay: float, retry: int) -> float:
     return min(delay, FIRST_POLL * 2 ** min(retry, 16))
 
 
-def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body, retry: int, handler: str) -> None:
+def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body | dict[str, Any], retry: int, handler: str) -> None:
     """Run a controller step on ``body``; everything it logs and writes is about ``body``."""
     with context.reconciling(dict(body)):
         try:
@@ -251,7 +260,8 @@ def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body, retry: int, han
         except Retry as wait:
             metrics.handler_retry(handler, "wait" if wait.planned else "transient")
             prefix = WAITING if wait.planned else ""
-            delay = planned_delay(wait.delay, retry) if wait.planned else wait.delay
+            # Unplanned retries (store faults, a crashed worker) back off: at least the delay asked for.
+            delay = planned_delay(wait.delay, retry) if wait.planned else max(wait.delay, backoff(retry))
             raise kopf.TemporaryError(f"{prefix}{wait}", delay=delay) from None
         except (TransientApiError, Conflict) as exc:
             metrics.handler_retry(handler, "api_conflict" if isinstance(exc, Conflict) else "api_unavailable")

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -361,3 +362,46 @@ def test_a_worker_killed_from_outside_is_a_crash_not_a_verdict() -> None:
     with pytest.raises(WorkerCrashed, match=re.escape(f"signal {int(signal.SIGKILL)}")):
         isolated(BIG, source=io.BufferedReader(Source(BIG, 3 * MiB, kill_worker)))
     assert no_workers_left()
+
+
+# --------------------------------------------------------------------------- graceful stop
+
+
+def test_the_stop_signal_reaches_ingestions_before_kopf_reacts() -> None:
+    """kopf installs its SIGTERM handler on the loop; the loop adds ``STOPPING`` to it."""
+    import asyncio
+
+    from miosa_operator import lifecycle
+
+    seen: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stopped = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, lambda: (seen.append(1), stopped.set()))  # what kopf does
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stopped.wait(), 10)
+        loop.remove_signal_handler(signal.SIGTERM)
+
+    lifecycle.STOPPING.clear()
+    with asyncio.Runner(loop_factory=lifecycle.StopAwareLoop) as runner:
+        runner.run(main())
+    assert seen == [1] and lifecycle.STOPPING.is_set()
+    lifecycle.STOPPING.clear()
+
+
+def test_the_fork_server_starts_without_the_operators_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multiprocessing import forkserver
+
+    from miosa_operator.ingest import isolation
+
+    monkeypatch.setenv("MIOSA_S3_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "t0ken")
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]  # a fresh one for this test
+    isolation.start_fork_server()
+    assert os.environ["MIOSA_S3_SECRET_ACCESS_KEY"] == "s3cr3t"  # the operator keeps its own
+    verdict, _ = isolated(hostile.tar_of({"index.html": b"x"}))  # served by that server
+    assert verdict == "accepted"
+    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    environ = Path(f"/proc/{server}/environ").read_bytes()
+    assert b"s3cr3t" not in environ and b"t0ken" not in environ and b"PATH=" in environ

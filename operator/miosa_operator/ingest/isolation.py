@@ -24,6 +24,9 @@ Design decisions:
   ``RLIMIT_CPU`` kills with ``SIGXCPU``) and a ``MemoryError`` are
   ``BundleRejected(ResourceLimitExceeded)``; any other death (a crash of libzstd, an OOM kill
   from outside) is ``WorkerCrashed``. The worker is always joined.
+* **The fork server holds no secrets.** ``start_fork_server`` starts it before kopf (while
+  the operator is still single-threaded) with an environment reduced to ``_INHERITED``: the
+  store's credentials never reach a process that parses tenants' bytes.
 * **Memory is virtual here.** ``RLIMIT_AS`` counts address space, which bounds RSS from
   above; the measured peaks are in ``docs/benchmarks.md``. A run that fails with
   ``CorruptBundle`` within ``_MEMORY_HEADROOM`` of the limit is reported as
@@ -35,13 +38,14 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import select
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from multiprocessing import reduction
+from multiprocessing import forkserver, reduction
 from typing import IO, Any, BinaryIO
 
 from ..api.conditions import Reason
@@ -59,6 +63,24 @@ _POLL = 0.25
 _CONTEXT = multiprocessing.get_context("forkserver")
 # "__main__" too: a forked child then skips re-running the operator's entry script.
 _CONTEXT.set_forkserver_preload(["__main__", "miosa_operator.ingest.worker"])
+_INHERITED = re.compile(r"^(PATH|HOME|LANG|LC_[A-Z]+|TZ|TMPDIR|PYTHON[A-Z_]*|VIRTUAL_ENV)$")
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, with only ``_INHERITED`` variables in its environment.
+
+    Call it while the process is single-threaded (``cli`` does, before kopf starts): the
+    environment is swapped for the duration of the start. Without it the server starts on
+    the first ingestion, with the operator's full environment.
+    """
+    saved = dict(os.environ)
+    try:
+        for name in [name for name in os.environ if not _INHERITED.match(name)]:
+            del os.environ[name]
+        forkserver.ensure_running()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @dataclass(frozen=True)
