@@ -11,6 +11,7 @@ behind ingestions in kopf's pool.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
 from .controllers.offboarding import PeriodicOffboarding, TenantOffboarding
 from .controllers.retention import Collector, PeriodicCollector
-from .controllers.versions import VersionController
+from .controllers.versions import QueuedForSlot, VersionController
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
 from .kube.tokenreview import TokenReviewer, api_review
 from .observability import context, instrument, metrics
@@ -96,6 +97,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     kube = JournaledKube(Kube.from_environment(config.kube_timeouts), Journal(CENSUS))
     memo.config = config
     memo.kube = kube
+    memo.executor = settings.execution.executor
     events = KopfEvents()
     store = StoreRouter.from_settings(config)
     # Ingestions run in limited worker processes, a bounded number at once (controllers.ingestion_slots).
@@ -184,11 +186,48 @@ def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: 
             log.error("admission: cannot update the caBundle of %s: %s", config.webhook_configuration, exc)
 
 
+QUEUE_RECHECK = 30.0
+"""Seconds a version queued for an ingestion slot waits to be woken before it asks again."""
+
+
 @kopf.on.resume(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
 @kopf.on.create(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
-def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    """created → building → ready | failed, one idempotent step after another."""
-    _run(memo.versions.reconcile, body, retry, "versions")
+async def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """created → building → ready | failed, one idempotent step after another.
+
+    The reconcile runs on kopf's thread pool. A version queued for an ingestion slot waits
+    here, as a coroutine, until the slots wake it (``IngestionSlots.subscribe``): no thread,
+    no polling, no kopf retry per second for every queued version of a flood."""
+    loop = asyncio.get_running_loop()
+    current: dict[str, Any] | None = dict(body)
+    while current is not None:
+        try:
+            await loop.run_in_executor(memo.executor, _run, memo.versions.reconcile, current, retry, "versions")
+            return
+        except QueuedForSlot as queued:
+            await _wait_for_turn(memo.versions.slots, queued.key)
+        current = await loop.run_in_executor(memo.executor, _fresh, memo.kube, current)
+
+
+def _fresh(kube: Kube, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The object as it is now (the handler's body is a snapshot); None once deleted."""
+    try:
+        return kube.get(meta.VERSION_PLURAL, body["metadata"]["namespace"], body["metadata"]["name"])
+    except ApiError as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
+
+
+async def _wait_for_turn(slots: Any, key: str) -> None:
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    if slots.subscribe(key, lambda: loop.call_soon_threadsafe(woken.set)):
+        return
+    try:
+        await asyncio.wait_for(woken.wait(), QUEUE_RECHECK)
+    except TimeoutError:
+        pass
+    finally:
+        slots.unsubscribe(key)
 
 
 @kopf.on.event(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
@@ -257,6 +296,8 @@ def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body | dict[str, Any]
     with context.reconciling(dict(body)):
         try:
             step(dict(body))
+        except QueuedForSlot:
+            raise  # the async version handler waits for its turn
         except Retry as wait:
             metrics.handler_retry(handler, "wait" if wait.planned else "transient")
             prefix = WAITING if wait.planned else ""

@@ -15,7 +15,7 @@ class Clock:
 
 def slots(total: int = 4, per_tenant: int = 2, tenant_bytes: int = 1000, tenant_pending: int = 50) -> tuple[IngestionSlots, Clock]:
     clock = Clock()
-    return IngestionSlots(total, per_tenant, tenant_bytes, tenant_pending, clock=clock, forget_after=60), clock
+    return IngestionSlots(total, per_tenant, tenant_bytes, tenant_pending, clock=clock, absent_after=10, forget_after=60), clock
 
 
 def test_never_more_than_total_and_per_tenant() -> None:
@@ -74,15 +74,32 @@ def test_pending_cap_keeps_the_queue_small() -> None:
     assert "MIOSA_TENANT_MAX_PENDING" in results[-1].message  # type: ignore[union-attr]
 
 
-def test_a_waiter_that_stops_asking_is_forgotten() -> None:
+def test_a_waiter_that_stops_asking_is_skipped_then_forgotten() -> None:
     pool, clock = slots(total=1, per_tenant=1)
     running = pool.acquire("a", "a0", 1)
     assert isinstance(pool.acquire("a", "gone", 1), Queued)  # then its version is deleted
-    clock.now = 30
-    assert isinstance(pool.acquire("b", "b1", 1), Queued)
+    clock.now = 5
+    assert isinstance(pool.acquire("a", "next", 1), Queued)
     pool.release(running)  # type: ignore[arg-type]
-    clock.now = 61
-    assert isinstance(pool.acquire("b", "b1", 1), Slot)
+    assert isinstance(pool.acquire("a", "next", 1), Queued)  # "gone" asked 5 s ago: its turn
+    clock.now = 12
+    assert isinstance(pool.acquire("a", "next", 1), Slot)  # "gone" is absent: the slot does not idle
+    clock.now = 70
+    pool.acquire("b", "b0", 1)
+    assert "gone" not in pool._tenants["a"].waiting  # forgotten
+
+
+def test_a_waiter_polling_slowly_is_not_starved() -> None:
+    """Polls further apart than the absence limit (a delayed handler) still get their turn."""
+    pool, clock = slots(total=1, per_tenant=1)
+    running = pool.acquire("a", "busy", 1)
+    assert isinstance(pool.acquire("a", "slow", 1), Queued)
+    for t in range(1, 5):
+        clock.now = 30 * t
+        assert isinstance(pool.acquire("a", "slow", 1), Queued)
+    pool.release(running)  # type: ignore[arg-type]
+    clock.now = 200
+    assert isinstance(pool.acquire("a", "slow", 1), Slot)
 
 
 def test_asking_again_while_running_keeps_the_slot() -> None:
@@ -98,3 +115,38 @@ def test_messages_say_nothing_about_other_tenants() -> None:
     pool.acquire("secret-customer", "x", 1)
     queued = pool.acquire("a", "a0", 1)
     assert isinstance(queued, Queued) and "secret-customer" not in queued.message
+
+
+def test_free_slots_do_not_idle_behind_a_waiter_that_has_not_asked_again() -> None:
+    pool, clock = slots(total=4, per_tenant=4)
+    running = [pool.acquire("a", f"a{i}", 1) for i in range(4)]
+    assert isinstance(pool.acquire("a", "first", 1), Queued)
+    assert isinstance(pool.acquire("a", "second", 1), Queued)
+    pool.release(running[0])  # type: ignore[arg-type]
+    pool.release(running[1])  # type: ignore[arg-type]
+    clock.now = 1
+    assert isinstance(pool.acquire("a", "second", 1), Slot)  # two free: "first" keeps the other
+    assert isinstance(pool.acquire("a", "third", 1), Queued)
+    assert isinstance(pool.acquire("a", "first", 1), Slot)
+
+
+def test_a_subscribed_waiter_is_woken_when_its_turn_comes_and_never_forgotten() -> None:
+    pool, clock = slots(total=1, per_tenant=1)
+    running = pool.acquire("a", "a0", 1)
+    assert isinstance(pool.acquire("b", "b0", 1), Queued)
+    woken: list[str] = []
+    assert pool.subscribe("b0", lambda: woken.append("b0")) is False
+    clock.now = 500  # long past absence and forgetting: a subscribed waiter is still there
+    assert isinstance(pool.acquire("c", "c0", 1), Queued)
+    pool.release(running)  # type: ignore[arg-type]
+    assert woken == ["b0"]
+    assert isinstance(pool.acquire("c", "c0", 1), Queued)  # b0's turn, although it has not asked yet
+    assert isinstance(pool.acquire("b", "b0", 1), Slot)
+
+
+def test_subscribing_when_it_is_already_the_turn_says_so() -> None:
+    pool, _ = slots(total=1, per_tenant=1)
+    running = pool.acquire("a", "a0", 1)
+    assert isinstance(pool.acquire("b", "b0", 1), Queued)
+    pool.release(running)  # type: ignore[arg-type]
+    assert pool.subscribe("b0", lambda: None) is True

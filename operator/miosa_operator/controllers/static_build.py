@@ -26,7 +26,7 @@ import hashlib
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -122,7 +122,9 @@ class StaticBuild:
         return Prepared(source, info.size)
 
     # ------------------------------------------------------------------ step 2
-    def run(self, version: DeploymentVersion, prepared: Prepared, cancel: threading.Event | None = None) -> Built | Rejected:
+    def run(
+        self, version: DeploymentVersion, prepared: Prepared, cancel: threading.Event | None = None, niceness: int | None = None
+    ) -> Built | Rejected:
         artifact = version.spec.artifact
         assert artifact is not None, "the CRD requires an artifact for static versions"
         prefix = self.release_prefix(version)
@@ -137,7 +139,7 @@ class StaticBuild:
                         expected_sha256=artifact.sha256,
                         entrypoint=artifact.entrypoint,
                         limits=self.config.limits,
-                        budget=self.config.budget,
+                        budget=self._budget(niceness),
                         log=log.line,
                         cancel=cancel,
                         **self._usage_kwargs(log),
@@ -169,6 +171,10 @@ class StaticBuild:
         if artifact is not None:
             log.line(f"source {artifact.uri} expecting sha256 {artifact.sha256}")
         return log
+
+    def _budget(self, niceness: int | None) -> Budget:
+        budget = self.config.budget
+        return budget if niceness is None else replace(budget, niceness=niceness)
 
     def _usage_kwargs(self, log: BuildLog) -> dict[str, Any]:
         if self.ingest is not ingest_isolated:

@@ -49,7 +49,7 @@ from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, pars
 from .gate_log import GateTranscript
 from .health_gate import HealthGate
 from .ingestion_slots import IngestionSlots, Queued
-from .static_build import Built, Ingest, Rejected, StaticBuild, StoreWait
+from .static_build import Built, Ingest, Prepared, Rejected, StaticBuild, StoreWait
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,15 @@ NUMBER_CLAIM_ATTEMPTS = 50
 WAKE_ATTEMPTS = 5
 QUEUE_POLL = 2.0
 FULL_QUEUE_POLL = 10.0
+PREPARED_TTL = 300.0
+
+
+class QueuedForSlot(Retry):
+    """Waiting for an ingestion slot: the handler may wait for ``slots.subscribe`` instead of polling."""
+
+    def __init__(self, message: str, key: str, delay: float) -> None:
+        super().__init__(message, delay=delay)
+        self.key = key
 
 
 def new_run_id() -> str:
@@ -91,6 +100,7 @@ class VersionController:
         self.stopping = stopping or threading.Event()
         self._held: set[tuple[str, str]] = set()
         self._held_lock = threading.Lock()
+        self._prepared: dict[str, tuple[Prepared, float]] = {}
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:
@@ -251,23 +261,24 @@ class VersionController:
         return version, failure
 
     def _build_static(self, version: DeploymentVersion) -> tuple[DeploymentVersion, Failure | None]:
-        assert version.spec.artifact is not None, "the CRD requires an artifact for static versions"
-        source = self.config.source_policy.check(version.spec.artifact.uri, version.metadata.namespace)
-        try:
-            prepared = self.static_build.prepare(version, source)
-        except StoreWait as wait:
-            self._show(version, wait.health)
-            raise
-        if isinstance(prepared, Rejected):
-            version.status.build_log_uri = prepared.build_log_uri
-            return version, prepared.failure
-        slot = self.slots.acquire(version.metadata.namespace, version.metadata.uid, prepared.size)
+        looked_up = self._look_up(version)
+        if isinstance(looked_up, Rejected):
+            version.status.build_log_uri = looked_up.build_log_uri
+            return version, looked_up.failure
+        uid = version.metadata.uid
+        slot = self.slots.acquire(version.metadata.namespace, uid, looked_up.size)
         if isinstance(slot, Queued):
+            with self._held_lock:
+                self._prepared.setdefault(uid, (looked_up, time.monotonic()))
             self._show(version, Health.reconciling(Reason.INGESTION_QUEUED, slot.message))
-            raise Retry(slot.message, delay=QUEUE_POLL if slot.ahead is not None else FULL_QUEUE_POLL)
+            if slot.ahead is None:  # not even in the queue (the namespace has too many pending)
+                raise Retry(slot.message, delay=FULL_QUEUE_POLL)
+            raise QueuedForSlot(slot.message, uid, delay=QUEUE_POLL)
+        with self._held_lock:
+            self._prepared.pop(uid, None)
         try:
             version = self._begin_attempt(version, "verifying the artifact")
-            outcome = self._ingest(version, prepared)
+            outcome = self._ingest(version, looked_up, slot.niceness)
         finally:
             self.slots.release(slot)
         if isinstance(outcome, Built):
@@ -276,10 +287,27 @@ class VersionController:
         version.status.build_log_uri = outcome.build_log_uri
         return version, outcome.failure
 
-    def _ingest(self, version: DeploymentVersion, prepared: object) -> Built | Rejected:
+    def _look_up(self, version: DeploymentVersion) -> Prepared | Rejected:
+        """The bundle's normalised URI and size: one HEAD per wait in the queue, not per poll."""
+        now = time.monotonic()
+        with self._held_lock:
+            for uid in [uid for uid, (_, since) in self._prepared.items() if now - since > PREPARED_TTL]:
+                del self._prepared[uid]  # versions deleted while queued, or queued for long: look again
+            cached = self._prepared.get(version.metadata.uid)
+        if cached is not None:
+            return cached[0]
+        assert version.spec.artifact is not None, "the CRD requires an artifact for static versions"
+        source = self.config.source_policy.check(version.spec.artifact.uri, version.metadata.namespace)
+        try:
+            return self.static_build.prepare(version, source)
+        except StoreWait as wait:
+            self._show(version, wait.health)
+            raise
+
+    def _ingest(self, version: DeploymentVersion, prepared: Prepared, niceness: int) -> Built | Rejected:
         """One attempt; every way out that decides nothing closes the attempt and says why."""
         try:
-            return self.static_build.run(version, prepared, self.stopping)  # type: ignore[arg-type]
+            return self.static_build.run(version, prepared, self.stopping, niceness)
         except StoreWait as wait:
             self._end_attempt(version, wait.health)
             raise

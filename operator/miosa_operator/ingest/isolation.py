@@ -85,11 +85,13 @@ def start_fork_server() -> None:
 
 @dataclass(frozen=True)
 class Budget:
-    """What one ingestion may use: address space, CPU time and wall-clock time."""
+    """What one ingestion may use: address space, CPU time and wall-clock time, and how
+    readily it yields the CPU (``niceness``, added to the operator's own)."""
 
     memory_bytes: int = 256 * MiB
     cpu_seconds: int = 300
     wall_seconds: float = 900.0
+    niceness: int = 10
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ def ingest_isolated(
         "limits": asdict(limits),
         "memory_bytes": budget.memory_bytes,
         "cpu_seconds": budget.cpu_seconds,
+        "niceness": budget.niceness,
     }
     bundle_r, bundle_w = os.pipe()
     messages_r, messages_w = os.pipe()

@@ -4,7 +4,10 @@
 module), once per ingestion. Before it reads a byte it limits itself (address space:
 ``RLIMIT_AS``; CPU time: ``RLIMIT_CPU``, whose soft limit kills with ``SIGXCPU``), keeps
 glibc to one malloc arena (a thread arena would reserve 64 MiB of address space for libzstd's
-worker thread) and asks the kernel to kill it when its parent (the fork server) dies. Then it
+worker thread), asks the kernel to kill it when its parent (the fork server) dies, and lowers
+its CPU priority to the job's ``niceness``: ingestion is bulk work, while the operator process
+serves every tenant's reconciles, so on a busy node the control loop wins the CPU (the
+niceness per worker is chosen by the operator, see ``controllers.ingestion_slots``). Then it
 runs ``ingest_bundle`` from the bundle pipe into the output file and reports on the message
 pipe, one JSON object per line:
 
@@ -41,7 +44,7 @@ _M_ARENA_MAX = -8
 
 def run(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> None:
     """One ingestion, start to verdict (``job``: see ``isolation.ingest_isolated``)."""
-    _harden(job["memory_bytes"], job["cpu_seconds"])
+    _harden(job["memory_bytes"], job["cpu_seconds"], job["niceness"])
     reserve: bytearray | None = bytearray(_RESERVE_BYTES)
     with os.fdopen(messages_fd, "w", encoding="utf-8") as messages, os.fdopen(source_fd, "rb") as source:
 
@@ -71,7 +74,7 @@ def run(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> N
         say({"result": dataclasses.asdict(result), "usage": usage()})
 
 
-def _harden(memory_bytes: int, cpu_seconds: int) -> None:
+def _harden(memory_bytes: int, cpu_seconds: int, niceness: int) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # Linux: die with the fork server
@@ -80,6 +83,7 @@ def _harden(memory_bytes: int, cpu_seconds: int) -> None:
         pass
     _limit(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + HARD_CPU_GRACE)
     _limit(resource.RLIMIT_AS, memory_bytes, memory_bytes)
+    os.nice(niceness)
 
 
 def _limit(kind: int, soft: int, hard: int) -> None:
