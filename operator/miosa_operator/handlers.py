@@ -12,6 +12,8 @@ behind ingestions in kopf's pool.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -198,15 +200,21 @@ async def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: A
     The reconcile runs on kopf's thread pool. A version queued for an ingestion slot waits
     here, as a coroutine, until the slots wake it (``IngestionSlots.subscribe``): no thread,
     no polling, no kopf retry per second for every queued version of a flood."""
-    loop = asyncio.get_running_loop()
     current: dict[str, Any] | None = dict(body)
     while current is not None:
         try:
-            await loop.run_in_executor(memo.executor, _run, memo.versions.reconcile, current, retry, "versions")
+            await _in_thread(memo, _run, memo.versions.reconcile, current, retry, "versions")
             return
         except QueuedForSlot as queued:
             await _wait_for_turn(memo.versions.slots, queued.key)
-        current = await loop.run_in_executor(memo.executor, _fresh, memo.kube, current)
+        current = await _in_thread(memo, _fresh, memo.kube, current)
+
+
+async def _in_thread(memo: kopf.Memo, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn`` on kopf's thread pool, in this handler's context (kopf.event needs it), as
+    kopf runs sync handlers."""
+    copied = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(memo.executor, functools.partial(copied.run, fn, *args))
 
 
 def _fresh(kube: Kube, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -405,3 +405,31 @@ def test_the_fork_server_starts_without_the_operators_secrets(monkeypatch: pytes
     server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
     environ = Path(f"/proc/{server}/environ").read_bytes()
     assert b"s3cr3t" not in environ and b"t0ken" not in environ and b"PATH=" in environ
+
+
+def test_a_worker_that_dies_as_the_operator_stops_is_an_interruption_not_a_crash() -> None:
+    """A stop signal sent to the whole process group can end the worker (through the fork
+    server) a moment before the operator sees it: still a graceful stop, not a crash."""
+    cancel = threading.Event()
+
+    def stop_everything() -> None:
+        for child in multiprocessing.active_children():
+            if child.name == "miosa-ingest" and child.pid:
+                os.kill(child.pid, signal.SIGKILL)
+        threading.Timer(0.3, cancel.set).start()
+
+    with pytest.raises(IngestionInterrupted):
+        isolated(BIG, source=io.BufferedReader(Source(BIG, 3 * MiB, stop_everything)), cancel=cancel)
+    assert no_workers_left()
+
+
+def test_workers_ignore_stop_signals_meant_for_the_operator() -> None:
+    """SIGTERM to the process group: the worker carries on, the operator decides."""
+
+    def term_worker() -> None:
+        for child in multiprocessing.active_children():
+            if child.name == "miosa-ingest" and child.pid:
+                os.kill(child.pid, signal.SIGTERM)
+
+    verdict, _ = isolated(BIG, source=io.BufferedReader(Source(BIG, 3 * MiB, term_worker)))
+    assert verdict == "accepted"

@@ -252,6 +252,9 @@ def test_s3_second_put_returns_false_and_keeps_original(s3: S3Store) -> None:
 def test_s3_missing_bucket_is_the_operators_to_fix_not_the_objects(s3: S3Store) -> None:
     with pytest.raises(StoreAccessDenied, match="the bucket does not exist"):
         s3.open_read("s3://no-such-bucket-here/key")
+    with pytest.raises(StoreAccessDenied, match="the bucket does not exist"):  # a HEAD's 404 has no body
+        s3.head("s3://no-such-bucket-here/key")
+    assert s3.head(f"s3://{BUCKET}/no-such-key") is None
 
 
 def test_s3_uri_must_name_an_object(s3: S3Store) -> None:

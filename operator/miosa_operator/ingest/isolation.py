@@ -59,6 +59,7 @@ _MEMORY_HEADROOM = 16 * MiB
 _MAX_LINE = 64 << 10
 _MAX_LOG_LINES = 10_000
 _POLL = 0.25
+_SHUTDOWN_GRACE = 2.0
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # "__main__" too: a forked child then skips re-running the operator's entry script.
@@ -165,6 +166,10 @@ def ingest_isolated(
         pump.join()
     if pump.error is not None:
         raise pump.error
+    if run.stopped is None and verdict is None and cancel is not None and cancel.wait(_SHUTDOWN_GRACE):
+        # A stop signal sent to the whole process group (a terminal, some supervisors) can
+        # end the fork server, and with it the worker, a moment before the operator reacts.
+        run.stopped = IngestionInterrupted("the operator is shutting down")
     if run.stopped is not None:
         raise run.stopped
     if verdict is not None and "usage" in verdict:

@@ -75,6 +75,10 @@ def run(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> N
 
 
 def _harden(memory_bytes: int, cpu_seconds: int, niceness: int) -> None:
+    # Only the operator ends a worker (or its CPU limit, or its parent's death): a stop signal
+    # sent to the whole process group must reach the operator, which then decides.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # Linux: die with the fork server

@@ -222,9 +222,18 @@ class S3Store:
         except Exception as exc:  # noqa: BLE001
             error = classify_error(exc, f"HEAD {uri}")
             if isinstance(error, ArtifactNotFound):
+                self._check_bucket(bucket, uri)  # a HEAD's 404 has no body: key or bucket?
                 return None
             raise error from exc
         return ObjectInfo(uri=uri, size=int(response["ContentLength"]))
+
+    def _check_bucket(self, bucket: str, uri: str) -> None:
+        """A missing bucket is the operator's to fix, not a missing object of the tenant's."""
+        try:
+            self._client.head_bucket(Bucket=bucket)
+        except Exception as exc:  # noqa: BLE001
+            error = classify_error(exc, f"HEAD {uri}")
+            raise (StoreAccessDenied(f"HEAD {uri}: the bucket does not exist") if isinstance(error, ArtifactNotFound) else error) from exc
 
     def list(self, prefix_uri: str) -> Iterator[ObjectInfo]:
         bucket, prefix = self._split(prefix_uri)
