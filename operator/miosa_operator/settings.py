@@ -210,6 +210,7 @@ class Settings(BaseSettings):
         ge=1 << 10,
         description="Largest window a zstd frame may declare (the decoder allocates it); `zstd -19` uses 8Mi.",
     )
+    # ------------------------------------------------------------------ ingestion processes
     ingest_memory: ByteSize = env(
         "MIOSA_INGEST_MEMORY",
         section="ingestion",
