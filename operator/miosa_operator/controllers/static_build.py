@@ -85,9 +85,11 @@ class Rejected:
 Ingest = Callable[..., IngestResult]
 
 
-def in_process(source: Any, out: Any, *, budget: Budget, cancel: threading.Event | None, **kwargs: Any) -> IngestResult:
+def in_process(
+    source: Any, out: Any, *, budget: Budget, cancel: threading.Event | None, usage: Callable[[Usage], None], **kwargs: Any
+) -> IngestResult:
     """``ingest_bundle`` in the operator's own process (tests of the controller; no limits)."""
-    del budget, cancel
+    del budget, cancel, usage
     return ingest_bundle(source, out, **kwargs)
 
 
@@ -142,7 +144,9 @@ class StaticBuild:
                         budget=self._budget(niceness),
                         log=log.line,
                         cancel=cancel,
-                        **self._usage_kwargs(log),
+                        usage=lambda used: log.line(
+                            f"ingestion worker: {used.cpu_seconds:.2f} s CPU, peak {human(used.peak_rss)} resident"
+                        ),
                     )
             except BundleRejected as rejected:
                 return self.reject(version, Reason(rejected.reason), rejected.message, log)
@@ -175,15 +179,6 @@ class StaticBuild:
     def _budget(self, niceness: int | None) -> Budget:
         budget = self.config.budget
         return budget if niceness is None else replace(budget, niceness=niceness)
-
-    def _usage_kwargs(self, log: BuildLog) -> dict[str, Any]:
-        if self.ingest is not ingest_isolated:
-            return {}
-
-        def report(usage: Usage) -> None:
-            log.line(f"ingestion worker: {usage.cpu_seconds:.2f} s CPU, peak {human(usage.peak_rss)} resident")
-
-        return {"usage": report}
 
     def _store_canonical(self, uri: str, data: Any, size: int, sha256: str, log: BuildLog) -> str:
         """Write the release once; if an earlier attempt already did, keep it and use its hash."""
