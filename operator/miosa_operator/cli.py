@@ -11,8 +11,6 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf
-
     from . import handlers, lifecycle  # registers the handlers
     from .ingest.isolation import start_fork_server
     from .observability import logs
