@@ -35,12 +35,13 @@ TITLES = {
     "6": "kubectl miosa versions list",
     "7": "garbage-collection sweep",
     "8": "HTTP API list, 50 of 10,000",
+    "9": "ingestion memory: hostile bundles, concurrent worst cases, the bound",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-8); default: all")
+    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-9); default: all")
     parser.add_argument("--quick", action="store_true", help="smaller samples: a smoke run, not figures to publish")
     parser.add_argument("--env-dir", default=str(CACHE / "bench-env"))
     parser.add_argument("--etcd-port", type=int, default=23890)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(ctx.results.details["machine"], indent=1), flush=True)
     env.delete_bench_namespaces(wait=300)  # leftovers of an interrupted run would skew counts and RSS
 
-    from . import fleet, ingestion, latency, promotion, throughput
+    from . import fleet, hostile, ingestion, latency, promotion, throughput
 
     failures: list[str] = []
 
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "4" in wanted:
             step("4", TITLES["4"], lambda: ingestion.run(ctx))
+        if "9" in wanted:
+            step("9", TITLES["9"], lambda: hostile.run(ctx))
         if wanted & {"1", "2", "3"}:
             start_operator()
         if "1" in wanted:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf
-
-    from . import handlers  # registers the handlers
+    from . import handlers, lifecycle  # registers the handlers
+    from .ingest.isolation import start_fork_server
     from .observability import logs
 
+    start_fork_server()  # while single-threaded, and without the store's credentials
     config = handlers.SETTINGS
     logs.configure(
         args.log_format or config.log_format,
@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
         census=handlers.CENSUS,
         secrets=(config.s3_secret_access_key, config.s3_session_token),
     )
-    kopf.run(
+    lifecycle.run(
         standalone=args.standalone,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),

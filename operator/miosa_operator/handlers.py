@@ -11,6 +11,9 @@ behind ingestions in kopf's pool.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,12 +21,13 @@ from typing import Any
 
 import kopf
 
+from . import lifecycle
 from .api import meta
 from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
 from .controllers.offboarding import PeriodicOffboarding, TenantOffboarding
 from .controllers.retention import Collector, PeriodicCollector
-from .controllers.versions import VersionController
+from .controllers.versions import QueuedForSlot, VersionController
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
 from .kube.tokenreview import TokenReviewer, api_review
 from .observability import context, instrument, metrics
@@ -95,9 +99,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     kube = JournaledKube(Kube.from_environment(config.kube_timeouts), Journal(CENSUS))
     memo.config = config
     memo.kube = kube
+    memo.executor = settings.execution.executor
     events = KopfEvents()
     store = StoreRouter.from_settings(config)
-    memo.versions = VersionController(kube, store, config, events)
+    # Ingestions run in limited worker processes, a bounded number at once (controllers.ingestion_slots).
+    memo.versions = VersionController(kube, store, config, events, stopping=lifecycle.STOPPING)
     memo.versions.static_build = instrument.TimedStaticBuild(memo.versions.static_build)
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
     memo.artifacts = artifact_endpoint(config, kube)
@@ -131,6 +137,13 @@ def stop_background_work(memo: kopf.Memo, **_: Any) -> None:
         memo.admission.close()
     if getattr(memo, "metrics_server", None):
         metrics.stop(memo.metrics_server)
+
+
+@kopf.on.cleanup()
+def release_build_attempts(memo: kopf.Memo, **_: Any) -> None:
+    """A graceful stop: attempts still held (health gates) must not count as interrupted."""
+    released = memo.versions.release_attempts()
+    log.info("graceful stop: released %d build attempts", released)
 
 
 def static_server(config: Settings) -> StaticServer:
@@ -175,11 +188,54 @@ def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: 
             log.error("admission: cannot update the caBundle of %s: %s", config.webhook_configuration, exc)
 
 
+QUEUE_RECHECK = 30.0
+"""Seconds a version queued for an ingestion slot waits to be woken before it asks again."""
+
+
 @kopf.on.resume(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
 @kopf.on.create(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
-def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    """created → building → ready | failed, one idempotent step after another."""
-    _run(memo.versions.reconcile, body, retry, "versions")
+async def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """created → building → ready | failed, one idempotent step after another.
+
+    The reconcile runs on kopf's thread pool. A version queued for an ingestion slot waits
+    here, as a coroutine, until the slots wake it (``IngestionSlots.subscribe``): no thread,
+    no polling, no kopf retry per second for every queued version of a flood."""
+    current: dict[str, Any] | None = dict(body)
+    while current is not None:
+        try:
+            await _in_thread(memo, _run, memo.versions.reconcile, current, retry, "versions")
+            return
+        except QueuedForSlot as queued:
+            await _wait_for_turn(memo.versions.slots, queued.key)
+        current = await _in_thread(memo, _fresh, memo.kube, current)
+
+
+async def _in_thread(memo: kopf.Memo, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn`` on kopf's thread pool, in this handler's context (kopf.event needs it), as
+    kopf runs sync handlers."""
+    copied = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(memo.executor, functools.partial(copied.run, fn, *args))
+
+
+def _fresh(kube: Kube, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The object as it is now (the handler's body is a snapshot); None once deleted."""
+    try:
+        return kube.get(meta.VERSION_PLURAL, body["metadata"]["namespace"], body["metadata"]["name"])
+    except ApiError as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
+
+
+async def _wait_for_turn(slots: Any, key: str) -> None:
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    if slots.subscribe(key, lambda: loop.call_soon_threadsafe(woken.set)):
+        return
+    try:
+        await asyncio.wait_for(woken.wait(), QUEUE_RECHECK)
+    except TimeoutError:
+        pass
+    finally:
+        slots.unsubscribe(key)
 
 
 @kopf.on.event(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
@@ -243,15 +299,18 @@ def planned_delay(delay: float, retry: int) -> float:
     return min(delay, FIRST_POLL * 2 ** min(retry, 16))
 
 
-def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body, retry: int, handler: str) -> None:
+def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body | dict[str, Any], retry: int, handler: str) -> None:
     """Run a controller step on ``body``; everything it logs and writes is about ``body``."""
     with context.reconciling(dict(body)):
         try:
             step(dict(body))
+        except QueuedForSlot:
+            raise  # the async version handler waits for its turn
         except Retry as wait:
             metrics.handler_retry(handler, "wait" if wait.planned else "transient")
             prefix = WAITING if wait.planned else ""
-            delay = planned_delay(wait.delay, retry) if wait.planned else wait.delay
+            # Unplanned retries (store faults, a crashed worker) back off: at least the delay asked for.
+            delay = planned_delay(wait.delay, retry) if wait.planned else max(wait.delay, backoff(retry))
             raise kopf.TemporaryError(f"{prefix}{wait}", delay=delay) from None
         except (TransientApiError, Conflict) as exc:
             metrics.handler_retry(handler, "api_conflict" if isinstance(exc, Conflict) else "api_unavailable")

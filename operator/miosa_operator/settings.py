@@ -29,22 +29,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .ingest.isolation import Budget
 from .ingest.limits import IngestLimits, parse_size
 from .kube.timeouts import Timeouts
 from .store.s3store import S3Config
+from .store.sources import SourcePolicy
 
 
 class SettingsError(ValueError):
     """An environment variable has an invalid value; the message names the variable."""
 
 
+def _data_home() -> str:
+    return os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+
+
 def _default_releases_uri() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return f"file://{base}/miosa-operator/releases"
+    return f"file://{_data_home()}/miosa-operator/releases"
+
+
+DEFAULT_S3_UPLOADS = "s3://miosa-uploads"
 
 
 def _size(value: Any) -> Any:
@@ -90,12 +98,21 @@ class Settings(BaseSettings):
         description="Where canonical releases and build logs go: `<releases>/<tenant>/<dep id>/<ver id>/`; "
         "`s3://bucket[/prefix]` or `file:///dir` (default: `file://$XDG_DATA_HOME/miosa-operator/releases`).",
     )
+    uploads_uri: Annotated[str | None, BeforeValidator(_strip_slash)] = env(
+        "MIOSA_UPLOADS_URI",
+        section="store",
+        default=None,
+        description="Where tenants upload bundles: a version of namespace `ns` may name sources under "
+        "`<uploads>/ns/` (default: `s3://miosa-uploads` when S3 is configured, else "
+        "`file://$XDG_DATA_HOME/miosa-operator/uploads`).",
+    )
     source_prefixes: CommaList = env(
         "MIOSA_SOURCE_PREFIXES",
         section="store",
         default=(),
-        description="Comma-separated URI prefixes bundles may come from; `{namespace}` is the version's "
-        "namespace. Empty allows any readable URI except the releases location.",
+        description="Comma-separated extra URI prefixes bundles and build logs may come from, beside "
+        "`<uploads>/<namespace>/`; `{namespace}` is the version's namespace (`s3://` alone allows any bucket). "
+        "The releases location is never allowed.",
     )
     file_root: str | None = env(
         "MIOSA_FILE_ROOT",
@@ -178,6 +195,79 @@ class Settings(BaseSettings):
         section="limits",
         default=IngestLimits.max_bundle_bytes,
         gt=0, description="Bytes of the uploaded bundle itself.",
+    )
+    max_path_depth: int = env(
+        "MIOSA_MAX_PATH_DEPTH",
+        section="limits",
+        default=IngestLimits.max_path_depth,
+        gt=0,
+        description="Components of a member's path (`a/b/c.html` has 3).",
+    )
+    max_zstd_window: ByteSize = env(
+        "MIOSA_MAX_ZSTD_WINDOW",
+        section="limits",
+        default=IngestLimits.max_zstd_window_bytes,
+        ge=1 << 10,
+        description="Largest window a zstd frame may declare (the decoder allocates it); `zstd -19` uses 8Mi.",
+    )
+    # ------------------------------------------------------------------ ingestion processes
+    ingest_memory: ByteSize = env(
+        "MIOSA_INGEST_MEMORY",
+        section="ingestion",
+        default=Budget.memory_bytes,
+        ge=64 << 20,
+        description="Address space of one ingestion worker process (RLIMIT_AS); beyond it: ResourceLimitExceeded.",
+    )
+    ingest_cpu_seconds: int = env(
+        "MIOSA_INGEST_CPU_SECONDS",
+        section="ingestion",
+        default=Budget.cpu_seconds,
+        gt=0,
+        description="CPU seconds of one ingestion (RLIMIT_CPU); beyond them: ResourceLimitExceeded.",
+    )
+    ingest_timeout: float = env(
+        "MIOSA_INGEST_TIMEOUT",
+        section="ingestion",
+        default=Budget.wall_seconds,
+        gt=0,
+        description="Wall-clock seconds of one ingestion; beyond them the worker is killed and the "
+        "ingestion retried (a slow store is not the bundle's fault).",
+    )
+    max_concurrent_ingestions: int = env(
+        "MIOSA_MAX_CONCURRENT_INGESTIONS",
+        section="ingestion",
+        default=4,
+        gt=0,
+        description="Ingestions running at once, operator-wide (each a worker of up to MIOSA_INGEST_MEMORY).",
+    )
+    tenant_max_ingestions: int = env(
+        "MIOSA_TENANT_MAX_INGESTIONS",
+        section="ingestion",
+        default=2,
+        gt=0,
+        description="Ingestions of one namespace running at once (a flood cannot take every slot).",
+    )
+    tenant_max_bytes_in_flight: ByteSize = env(
+        "MIOSA_TENANT_MAX_BYTES_IN_FLIGHT",
+        section="ingestion",
+        default=4 << 30,
+        gt=0,
+        description="Bundle bytes of one namespace being ingested at once (one bundle always may run).",
+    )
+    tenant_max_pending: int = env(
+        "MIOSA_TENANT_MAX_PENDING",
+        section="ingestion",
+        default=50,
+        gt=0,
+        description="Versions of one namespace queued or running; more wait outside the queue and retry later.",
+    )
+    max_interrupted_attempts: int = env(
+        "MIOSA_MAX_INTERRUPTED_ATTEMPTS",
+        section="ingestion",
+        default=3,
+        gt=0,
+        description="Abnormal operator (or worker) deaths during one version's ingestion or health gate "
+        "before it ends failed with IngestionAborted; graceful restarts do not count.",
     )
 
     # ------------------------------------------------------------------ reconciling
@@ -448,6 +538,14 @@ class Settings(BaseSettings):
 
     _isolated: ClassVar[bool] = False
 
+    @model_validator(mode="after")
+    def _sources_are_valid(self) -> Settings:
+        try:
+            _ = self.source_policy  # builds and checks every prefix
+        except ValueError as exc:
+            raise ValueError(f"MIOSA_UPLOADS_URI / MIOSA_SOURCE_PREFIXES / MIOSA_RELEASES_URI: {exc}") from None
+        return self
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def settings_customise_sources(
@@ -487,6 +585,8 @@ class Settings(BaseSettings):
             max_compression_ratio=self.max_compression_ratio,
             max_path_bytes=self.max_path_bytes,
             max_bundle_bytes=self.max_bundle_bytes,
+            max_path_depth=self.max_path_depth,
+            max_zstd_window_bytes=self.max_zstd_window,
         )
 
     @property
@@ -496,6 +596,10 @@ class Settings(BaseSettings):
     @property
     def admission_timeouts(self) -> Timeouts:
         return Timeouts(connect=min(self.kube_connect_timeout, self.admission_timeout), read=self.admission_timeout)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(memory_bytes=self.ingest_memory, cpu_seconds=self.ingest_cpu_seconds, wall_seconds=self.ingest_timeout)
 
     @property
     def s3_config(self) -> S3Config:
@@ -536,15 +640,26 @@ class Settings(BaseSettings):
 
         return self.api_spool_dir or tempfile.gettempdir()
 
+    @property
+    def uploads(self) -> str:
+        """Where tenants upload: ``MIOSA_UPLOADS_URI``, or the default for the store in use."""
+        if self.uploads_uri:
+            return self.uploads_uri
+        return DEFAULT_S3_UPLOADS if self.s3_wanted else f"file://{_data_home()}/miosa-operator/uploads"
+
+    @property
+    def source_policy(self) -> SourcePolicy:
+        """Tenants may name only sources under ``<uploads>/<namespace>/`` (and the extra
+        prefixes); never the releases (``store.sources``)."""
+        return SourcePolicy(self.uploads, self.source_prefixes, self.releases_uri)
+
     def source_allowed(self, uri: str, namespace: str) -> bool:
-        """Tenants may not point a version at another tenant's releases (or anything else
-        the operator can read but they cannot): releases are never a source, and when
-        prefixes are configured the bundle must sit under one of them."""
-        if uri.startswith(self.releases_uri.rstrip("/") + "/"):
+        """Whether a version of ``namespace`` may name ``uri`` (``source_policy`` says why not)."""
+        try:
+            self.source_policy.check(uri, namespace)
+        except ValueError:
             return False
-        if not self.source_prefixes:
-            return True
-        return any(uri.startswith(prefix.format(namespace=namespace)) for prefix in self.source_prefixes)
+        return True
 
 
 class _Isolated(Settings):
@@ -586,6 +701,8 @@ def variable_names() -> list[str]:
 def _default_text(name: str, info: FieldInfo) -> str:
     if name == "releases_uri":
         return "`file://…/miosa-operator/releases`"
+    if name == "uploads_uri":
+        return "see description"
     default = info.get_default(call_default_factory=False)
     if default is None or default == ():
         return "—"

@@ -19,7 +19,7 @@ as ``Ready``.  ``domain.conditions.Health`` is the one place that writes them to
 
 | object | situation | Ready | Reconciling | Stalled |
 |---|---|---|---|---|
-| version | waiting for its Deployment, being numbered, building | False | True | False |
+| version | waiting for its Deployment, being numbered, queued for ingestion, building | False | True | False |
 | version | an operator fault being retried (store 5xx, API errors) | False | True | False |
 | version | an operator fault a person must fix (store access denied) | False | False | True |
 | version | ``ready`` or ``archived`` | True | False | False |
@@ -56,6 +56,10 @@ class Reason(StrEnum):
     """Its Deployment does not exist (yet); waits in ``created``."""
     BUILDING = "Building"
     """Static: the bundle is being verified and stored; dynamic: the health gate runs."""
+    INGESTION_QUEUED = "IngestionQueued"
+    """Static: waiting for an ingestion slot (a bounded number run at once, a fair share per tenant)."""
+    ARTIFACT_PENDING = "ArtifactPending"
+    """Static: the bundle is not in the store yet; waits up to the grace period, then ArtifactNotFound."""
 
     # ---- a version's outcomes
     READY = "Ready"
@@ -76,12 +80,16 @@ class Reason(StrEnum):
     FILE_TOO_LARGE = "FileTooLarge"
     BUNDLE_TOO_LARGE = "BundleTooLarge"
     COMPRESSION_RATIO_EXCEEDED = "CompressionRatioExceeded"
+    ZSTD_WINDOW_TOO_LARGE = "ZstdWindowTooLarge"
+    """A zstd frame declares a window above MIOSA_MAX_ZSTD_WINDOW (the decoder would allocate it)."""
     RESOURCE_LIMIT_EXCEEDED = "ResourceLimitExceeded"
-    """Ingestion hit its memory or CPU budget."""
+    """Ingestion hit its memory or CPU budget (MIOSA_INGEST_MEMORY, MIOSA_INGEST_CPU_SECONDS)."""
     INGESTION_ABORTED = "IngestionAborted"
-    """Ingestion or the health gate was interrupted by abnormal operator deaths too often."""
+    """Ingestion or the health gate was interrupted by abnormal operator (or ingestion worker)
+    deaths MIOSA_MAX_INTERRUPTED_ATTEMPTS times; graceful restarts do not count."""
     SOURCE_NOT_ALLOWED = "SourceNotAllowed"
-    """The bundle is outside the tenant's allowed source prefixes."""
+    """``spec.artifact.uri`` or ``spec.buildLog.uri`` is outside the tenant's allowed source
+    prefixes (by default ``<uploads>/<namespace>/``); decided before anything is read."""
     ARTIFACT_NOT_FOUND = "ArtifactNotFound"
     """The bundle was still missing after the grace period."""
     ARTIFACT_UNREADABLE = "ArtifactUnreadable"

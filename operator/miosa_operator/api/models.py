@@ -229,6 +229,23 @@ class ArtifactManifest(ApiModel):
     entrypoint: str = Field(max_length=1024, description="The file served for '/'.")
 
 
+class BuildAttempts(ApiModel):
+    """Ingestion and health-gate attempts, so that a crash loop ends by itself.
+
+    ``running`` is set in the status write that starts an attempt (the one that sets
+    ``building`` for the first) and cleared when it ends or the operator stops gracefully;
+    finding it set by another operator run means that run died during the attempt.
+    """
+
+    running: str | None = Field(
+        default=None, max_length=64, description="The operator run holding an attempt in progress, if any."
+    )
+    interrupted: int = Field(
+        default=0, ge=0, description="Attempts ended by an abnormal operator (or ingestion worker) death."
+    )
+    started_at: datetime | None = Field(default=None, description="When the attempt in progress started.")
+
+
 class DeploymentVersionStatus(ApiModel):
     """Written only by the operator."""
 
@@ -269,6 +286,9 @@ class DeploymentVersionStatus(ApiModel):
     promoted_at: datetime | None = Field(default=None, description="When it last went live.")
     archived_at: datetime | None = Field(default=None, description="When it was last promoted out of.")
     artifacts_collected_at: datetime | None = Field(default=None, description="When retention removed its artifacts.")
+    build_attempts: BuildAttempts | None = Field(
+        default=None, description="Attempts of ingestion or health gate (ends crash loops: IngestionAborted)."
+    )
     observed_generation: int | None = Field(
         default=None, ge=0, description="metadata.generation the operator last acted on."
     )
