@@ -116,12 +116,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             raise kopf.PermanentError(
                 f"cannot serve metrics on {config.metrics_addr}:{config.metrics_port} (MIOSA_METRICS_PORT): {exc}"
             ) from exc
+    memo.retention = Collector.from_config(kube, config)  # also marks RetentionPolicies accepted
+    memo.retention.store = instrument.FreedBytes(memo.retention.store)
     if config.gc_interval > 0:
-        collector = Collector.from_config(kube, config)
-        collector.store = instrument.FreedBytes(collector.store)
         # A short interval (tests, small installations) also means a short first wait.
         first = min(60.0, config.gc_interval)
-        memo.collector = PeriodicCollector(instrument.CountedSweeps(collector), config.gc_interval, first_delay=first)
+        memo.collector = PeriodicCollector(instrument.CountedSweeps(memo.retention), config.gc_interval, first_delay=first)
         memo.collector.start()
         memo.periodic_offboarding = PeriodicOffboarding(memo.offboarding, config.gc_interval)
         memo.periodic_offboarding.start()
@@ -252,6 +252,19 @@ async def count_version(type: str | None, body: kopf.Body, **_: Any) -> None:
 def deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Roll the live workload to the version the promotion policy asks for."""
     _run(memo.deployments.reconcile, body, retry, "deployments")
+
+
+@kopf.on.event(meta.GROUP, meta.VERSION, meta.RETENTION_PLURAL)
+def retention_policy_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A new or changed RetentionPolicy is Ready at once (kstatus); sweeps write the rest.
+    An event handler keeps no state on the object, and writing only on a new generation
+    makes the status write's own event a no-op."""
+    if type == "DELETED" or not getattr(memo, "retention", None):
+        return
+    try:
+        memo.retention.accept(dict(body))
+    except ApiError as exc:
+        log.warning("could not mark RetentionPolicy %s/%s accepted: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"), exc)
 
 
 async def validate_promotion(

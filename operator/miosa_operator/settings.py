@@ -25,11 +25,12 @@ Design decisions:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -74,7 +75,27 @@ def _strip_slash(value: Any) -> Any:
     return value.rstrip("/") if isinstance(value, str) else value
 
 
+def _resource_map(value: Any) -> Any:
+    """``cpu=50m,memory=64Mi`` -> {"cpu": "50m", "memory": "64Mi"}."""
+    if not isinstance(value, str):
+        return value
+    pairs = [part.strip() for part in value.split(",") if part.strip()]
+    if any("=" not in pair for pair in pairs):
+        raise ValueError("expected name=quantity pairs separated by commas, e.g. cpu=50m,memory=64Mi")
+    return dict(tuple(part.strip() for part in pair.split("=", 1)) for pair in pairs)
+
+
+def _quantities(value: dict[str, str]) -> dict[str, str]:
+    for name, quantity in value.items():
+        if not _QUANTITY.match(quantity):
+            raise ValueError(f"{name}={quantity!r} is not a Kubernetes quantity (e.g. 100m, 0.5, 256Mi)")
+    return value
+
+
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+
 ByteSize = Annotated[int, BeforeValidator(_size)]
+ResourceMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_resource_map), AfterValidator(_quantities)]
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 
 
@@ -340,6 +361,30 @@ class Settings(BaseSettings):
         default=4,
         gt=0,
         description="Downloads served at once for one namespace (the others wait and retry).",
+    )
+
+    # ------------------------------------------------------------------ workloads
+    default_requests: ResourceMap = env(
+        "MIOSA_DEFAULT_REQUESTS",
+        section="workloads",
+        default={"cpu": "50m", "memory": "64Mi"},
+        description="Resource requests of a dynamic version's container when its Deployment sets no "
+        "`spec.resources` (`name=quantity,…`).",
+    )
+    default_limits: ResourceMap = env(
+        "MIOSA_DEFAULT_LIMITS",
+        section="workloads",
+        default={"cpu": "1", "memory": "512Mi"},
+        description="Resource limits of a dynamic version's container when its Deployment sets no "
+        "`spec.resources` (`name=quantity,…`).",
+    )
+    tmp_size_limit: str = env(
+        "MIOSA_TMP_SIZE_LIMIT",
+        section="workloads",
+        default="256Mi",
+        pattern=r"^[0-9]+([KMGT]i)?$",
+        description="`sizeLimit` of the writable /tmp (an emptyDir) of dynamic versions' pods, whose root "
+        "filesystem is read-only.",
     )
 
     # ------------------------------------------------------------------ retention
@@ -708,6 +753,8 @@ def _default_text(name: str, info: FieldInfo) -> str:
         return "—"
     if isinstance(default, bool):
         return "`true`" if default else "`false`"
+    if isinstance(default, dict):
+        return "`" + ",".join(f"{k}={v}" for k, v in default.items()) + "`"
     for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20)):
         if isinstance(default, int) and default >= unit and default % unit == 0:
             return f"`{default // unit}{suffix}`"

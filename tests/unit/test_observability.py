@@ -141,6 +141,8 @@ class Cluster:
     def deployment(self, name: str = "site", **spec: Any) -> None:
         body = {"apiVersion": meta.API_VERSION, "kind": meta.DEPLOYMENT_KIND, "metadata": {"name": name, "namespace": NS}}
         self.kube.create(DEPLOYMENTS, {**body, "spec": {"kind": "dynamic", **spec}})
+        # The incarnation that numbered the versions above (Auto considers only its own).
+        self.kube.patch_status(DEPLOYMENTS, NS, name, {"id": "dep_" + "0" * 26, "ownedObjects": []})
 
     def promote(self, version: str, name: str = "site") -> None:
         self.kube.patch(DEPLOYMENTS, NS, name, {"spec": {"promotedVersion": version}})

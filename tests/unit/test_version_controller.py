@@ -598,7 +598,7 @@ def test_reconciling_a_finished_version_writes_nothing(env: Env) -> None:
     assert len(env.kube.writes) == writes
     assert len(env.events.events) == events
     assert env.release_files() == files
-    assert not env.kube.calls_to("create_workload")
+    assert not env.kube.calls_to("create_workload") and not env.kube.calls_to("create_object")
 
 
 # =========================================================================== static failures
@@ -724,98 +724,10 @@ def test_dynamic_version_of_a_static_deployment_fails_with_kind_mismatch(env: En
     env.deployment("site")
     env.dynamic_version("site-v1", "site")
     assert ready_condition(env.run("site-v1"))["reason"] == "KindMismatch"
-    assert not env.kube.calls_to("create_workload")
+    assert not env.kube.calls_to("create_workload") and not env.kube.calls_to("create_object")
 
 
-# =========================================================================== dynamic versions
-
-
-def test_dynamic_version_passes_the_health_gate(env: Env) -> None:
-    env.deployment("api", kind="dynamic")
-    version = env.dynamic_version("api-v1", "api")
-
-    wait = env.step("api-v1")
-    assert isinstance(wait, Retry) and wait.planned
-    assert state(env.get("api-v1")) == "building"
-    workload = env.kube.peek("apps/v1/deployments", NS, "api-v1-verify")
-    assert workload is not None
-    owner = workload["metadata"]["ownerReferences"]
-    assert owner == [
-        {
-            "apiVersion": meta.API_VERSION,
-            "kind": "DeploymentVersion",
-            "name": "api-v1",
-            "uid": version["metadata"]["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
-    (container,) = workload["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "registry.example/api:1.2.3"
-    assert container["command"] == ["/app/server"]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
-    assert container["env"] == [{"name": "MODE", "value": "prod"}]
-    assert workload["spec"]["selector"]["matchLabels"] == workload["spec"]["template"]["metadata"]["labels"]
-    assert env.events.reasons() == ["HealthGateStarted"]
-
-    # Still starting: keep waiting, do not create a second workload.
-    env.clock.advance(10)
-    assert isinstance(env.step("api-v1"), Retry)
-    assert len(env.kube.calls_to("create_workload")) == 1
-
-    env.kube.mark_available(NS, "api-v1-verify")
-    assert env.step("api-v1") == VersionState.READY
-    version = env.get("api-v1")
-    assert ready_condition(version)["status"] == "True"
-    assert version["status"]["versionNumber"] == 1 and version["status"]["readyAt"] == "2026-05-14T12:00:10Z"
-    assert "artifactUri" not in version["status"]
-    assert version["metadata"]["labels"]["deploy.miosa.io/kind"] == "dynamic"
-    assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None
-    assert env.events.reasons() == ["HealthGateStarted", "Ready"]
-    # No release, only the health gate's transcript (tests/unit/test_gate_log.py).
-    (log,) = env.release_files()
-    assert log.endswith(f"/{version['status']['id']}/build.log") and version["status"]["buildLogUri"].endswith(log)
-
-
-def test_dynamic_version_that_never_becomes_healthy_fails_and_cleans_up(env: Env) -> None:
-    env.deployment("api", kind="dynamic")
-    env.dynamic_version("api-v1", "api")
-    assert isinstance(env.step("api-v1"), Retry)
-    workload = env.kube.peek("apps/v1/deployments", NS, "api-v1-verify")
-    assert workload is not None
-    env.kube.add_pod(
-        NS,
-        {
-            "metadata": {"name": "api-v1-verify-abc12", "labels": workload["spec"]["selector"]["matchLabels"]},
-            "status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "False", "message": "Readiness probe failed: HTTP 503"}],
-            },
-        },
-    )
-
-    env.clock.advance(env.config.health_gate_timeout)  # exactly at the deadline: still waiting
-    assert isinstance(env.step("api-v1"), Retry)
-    env.clock.advance(1)
-    assert env.step("api-v1") == VersionState.FAILED
-
-    version = env.get("api-v1")
-    ready = ready_condition(version)
-    assert (ready["status"], ready["reason"]) == ("False", "HealthCheckFailed")
-    assert "/healthz" in ready["message"] and "HTTP 503" in ready["message"]
-    assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None
-    assert [(e.type, e.reason) for e in env.events.events][-1] == ("Warning", "HealthCheckFailed")
-    assert env.controller.reconcile(env.get("api-v1")) == VersionState.FAILED
-    assert len(env.kube.calls_to("create_workload")) == 1
-
-
-def test_dynamic_health_gate_without_any_pod_says_so(env: Env) -> None:
-    env.deployment("api", kind="dynamic")
-    env.dynamic_version("api-v1", "api")
-    assert isinstance(env.step("api-v1"), Retry)
-    env.clock.advance(env.config.health_gate_timeout + 1)
-    assert env.step("api-v1") == VersionState.FAILED
-    assert "no pod was created" in ready_condition(env.get("api-v1"))["message"]
+# =========================================================================== dynamic versions (more in test_health_gate.py)
 
 
 def test_dynamic_version_with_duplicate_env_names_fails_as_invalid_runtime(env: Env) -> None:
@@ -825,21 +737,7 @@ def test_dynamic_version_with_duplicate_env_names_fails_as_invalid_runtime(env: 
     assert env.step("api-v1") == VersionState.FAILED
     ready = ready_condition(env.get("api-v1"))
     assert ready["reason"] == "InvalidRuntime" and "A" in ready["message"]
-    assert not env.kube.calls_to("create_workload")
-
-
-def test_verification_workload_left_by_an_earlier_attempt_is_reused(env: Env) -> None:
-    env.deployment("api", kind="dynamic")
-    env.dynamic_version("api-v1", "api")
-    # The create reached the API server, but the operator died before it saw the answer.
-    env.kube.inject("create_workload", SimulatedCrash("killed"))
-    with pytest.raises(SimulatedCrash):
-        env.step("api-v1")
-    assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None  # crashed before the request
-    assert isinstance(env.step("api-v1"), Retry)
-    env.kube.mark_available(NS, "api-v1-verify")
-    assert env.step("api-v1") == VersionState.READY
-    assert len([c for c in env.kube.calls_to("create_workload") if c.error is None]) == 1
+    assert not env.kube.calls_to("create_workload") and not env.kube.calls_to("create_object")
 
 
 # =========================================================================== transient errors
@@ -877,23 +775,6 @@ def test_transient_api_error_propagates_and_a_later_reconcile_finishes(env: Env,
     assert sha256(env.path(version["status"]["artifactUri"]).read_bytes()) == version["status"]["artifactSha256"]
     dep_status = env.dep()["status"]
     assert dep_status["lastVersionNumber"] == 1 and not dep_status.get("pendingNumbers")
-
-
-def test_transient_api_error_during_the_health_gate(env: Env) -> None:
-    env.deployment("api", kind="dynamic")
-    env.dynamic_version("api-v1", "api")
-    env.kube.inject("create_workload", TransientApiError("timeout", status=0))
-    with pytest.raises(TransientApiError):
-        env.step("api-v1")
-    assert state(env.get("api-v1")) == "building"
-    assert isinstance(env.step("api-v1"), Retry)
-    env.kube.mark_available(NS, "api-v1-verify")
-    env.kube.inject("delete_workload", TransientApiError("timeout", status=504))
-    with pytest.raises(TransientApiError):
-        env.step("api-v1")
-    assert state(env.get("api-v1")) == "building"
-    assert env.step("api-v1") == VersionState.READY
-    assert env.kube.peek("apps/v1/deployments", NS, "api-v1-verify") is None
 
 
 class FlakyStore:

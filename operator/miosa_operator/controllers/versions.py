@@ -39,7 +39,7 @@ from ..domain import states
 from ..domain.conditions import READY, Health, get_condition, health_conditions
 from ..domain.ids import new_deployment_id, new_version_id, ulid
 from ..domain.labels import version_labels
-from ..domain.numbering import claim_number, counter_from_status
+from ..domain.numbering import Counter, claim_number, counter_from_status, seed
 from ..ingest.isolation import IngestionInterrupted, IngestionTimedOut, WorkerCrashed, ingest_isolated
 from ..kube.client import ApiError, Conflict, Kube, TransientApiError
 from ..settings import Settings
@@ -71,6 +71,16 @@ class QueuedForSlot(Retry):
 def new_run_id() -> str:
     """Identifies one operator process in ``status.buildAttempts.running``."""
     return f"run_{ulid()}"
+
+
+def seed_counter(kube: Kube, namespace: str, deployment: str, uid: str) -> int:
+    """Where incarnation ``uid`` of Deployment ``deployment`` starts numbering (``domain.numbering``):
+    above every number of the versions of that name, and every number being claimed from an
+    earlier incarnation (claims from this one are its own business)."""
+    selector = f"spec.deploymentRef.name={deployment}"
+    statuses = [v.get("status") or {} for v in kube.list(meta.VERSION_PLURAL, namespace, field_selector=selector)]
+    claims = [s.get("numberClaim") or {} for s in statuses]
+    return seed([*(s.get("versionNumber") for s in statuses), *(c.get("number") for c in claims if c.get("deploymentUid") != uid)])
 
 
 class VersionController:
@@ -117,7 +127,7 @@ class VersionController:
         version = self._ensure_number(version, deployment)
         failure = self._check_kind(version, deployment) or self._check_sources(version) or self._check_interruptions(version)
         if failure is None:
-            version, failure = self._build(version)
+            version, failure = self._build(version, deployment)
         if failure is not None:
             if version.status.state == VersionState.CREATED:  # failed is reached through building
                 log_uri = version.status.build_log_uri
@@ -173,12 +183,19 @@ class VersionController:
             assert deployment is not None
             dep_status = deployment.get("status") or {}
             rv = deployment["metadata"]["resourceVersion"]
-            claim = claim_number(counter_from_status(dep_status), uid)
+            counter = counter_from_status(dep_status)
             patch: Obj = {}
+            dep_uid = deployment["metadata"]["uid"]
+            if not dep_status.get("id"):  # a new incarnation: numbering continues above its name's versions
+                counter = Counter(max(counter.last, seed_counter(self.kube, ns, dep_name, dep_uid)), counter.pending)
+                patch.update(id=new_deployment_id(), lastVersionNumber=counter.last, ownedObjects=[])
+            claim = claim_number(counter, uid)
             if claim.needs_write:
-                patch = {"lastVersionNumber": claim.number, "pendingNumbers": {uid: claim.number}}
-            if not dep_status.get("id"):
-                patch["id"] = new_deployment_id()
+                mine = version.status.number_claim
+                if mine is None or mine.deployment_uid != dep_uid or mine.number < claim.number:
+                    claimed = {"number": claim.number, "deploymentUid": dep_uid}
+                    version = self._patch_status(version, {"numberClaim": claimed})
+                patch.update(lastVersionNumber=claim.number, pendingNumbers={uid: claim.number})
             try:
                 if patch:
                     deployment = self.kube.patch_status(meta.DEPLOYMENT_PLURAL, ns, dep_name, patch, resource_version=rv)
@@ -186,7 +203,7 @@ class VersionController:
                 continue  # somebody else claimed a number or set the id; read again
             version = self._patch_status(
                 version,
-                {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"]},
+                {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"], "numberClaim": None},
             )
             self._release_claim(ns, dep_name, uid)
             self._ensure_labels(version)
@@ -249,13 +266,13 @@ class VersionController:
                 return Failure(Reason.SOURCE_NOT_ALLOWED, f"{field}: {refused}")
         return None
 
-    def _build(self, version: DeploymentVersion) -> tuple[DeploymentVersion, Failure | None]:
+    def _build(self, version: DeploymentVersion, deployment: Obj) -> tuple[DeploymentVersion, Failure | None]:
         """Static: verify and store the release. Dynamic: the health gate. Ready on success."""
         if version.spec.kind == VersionKind.STATIC:
             return self._build_static(version)
         if not self._holds_attempt(version):
             version = self._begin_attempt(version, "verifying the runtime (health gate)")
-        failure = self.health_gate.check(version)  # a Retry keeps the attempt open, held by this run
+        failure = self.health_gate.check(version, deployment)  # a Retry keeps the attempt open, held by this run
         if failure is None:
             self._become_ready(version, {})
         return version, failure
