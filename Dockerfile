@@ -30,6 +30,9 @@ ENV PATH=/opt/miosa/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 COPY --from=build /opt/miosa /opt/miosa
+# Refuse a base whose python3 lacks the tarfile security fixes (CVE-2024-6232, CVE-2025-8194):
+# Debian ships them as security updates of the suite's python3 (ingest/patched.py).
+RUN /opt/miosa/bin/python -m miosa_operator.ingest.patched
 # A numeric non-root user, so `runAsNonRoot: true` can be verified by the kubelet.
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin miosa
 USER 10001:10001

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: dev down test unit e2e lint bench bench-serving crds binaries images env venv test-env test-env-down kind
+.PHONY: dev down test unit e2e lint bench bench-serving crds binaries images browser-tools env venv test-env test-env-down kind
 
 ## dev: local control plane + S3, CRDs, the operator and the examples, all on loopback
 dev: venv binaries
@@ -14,7 +14,7 @@ down:
 	hack/env.sh down
 
 ## test: lint, unit and end-to-end tests (starts and stops its own environment)
-test: venv binaries images lint
+test: venv binaries images browser-tools lint
 	$(PY) -m pytest tests
 
 lint: venv
@@ -25,7 +25,7 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit
 
-e2e: venv binaries images
+e2e: venv binaries images browser-tools
 	$(PY) -m pytest tests/e2e
 
 ## test-env: start the e2e suite's own environment (with its real node) and keep it, for `MIOSA_E2E_REUSE=1 make e2e`
@@ -60,6 +60,10 @@ images: venv
 ## kind: the operator on a kind cluster, for machines with Docker (not this one: see README)
 kind:
 	hack/kind.sh
+
+## browser-tools: Debian's chromium and the npm packages of tests/e2e/node (HTTP API e2e tests)
+browser-tools:
+	hack/browser-tools.sh
 
 ## env: only the control plane and S3 server
 env: binaries

@@ -34,13 +34,15 @@ TITLES = {
     "5": "operator RSS",
     "6": "kubectl miosa versions list",
     "7": "garbage-collection sweep",
-    "8": "throughput with 1, 2 and 4 shards",
+    "8": "HTTP API list, 50 of 10,000",
+    "9": "ingestion memory: hostile bundles, concurrent worst cases, the bound",
+    "10": "throughput with 1, 2 and 4 shards",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-8); default: all")
+    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-10); default: all")
     parser.add_argument("--quick", action="store_true", help="smaller samples: a smoke run, not figures to publish")
     parser.add_argument("--env-dir", default=str(CACHE / "bench-env"))
     parser.add_argument("--etcd-port", type=int, default=23890)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(ctx.results.details["machine"], indent=1), flush=True)
     env.delete_bench_namespaces(wait=300)  # leftovers of an interrupted run would skew counts and RSS
 
-    from . import fleet, ingestion, latency, promotion, throughput
+    from . import fleet, hostile, ingestion, latency, promotion, throughput
 
     failures: list[str] = []
 
@@ -92,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "4" in wanted:
             step("4", TITLES["4"], lambda: ingestion.run(ctx))
-        if wanted & {"1", "2", "3", "8"}:
+        if "9" in wanted:
+            step("9", TITLES["9"], lambda: hostile.run(ctx))
+        if wanted & {"1", "2", "3", "10"}:
             start_operator()
         if "1" in wanted:
             step("1", TITLES["1"], lambda: latency.run(ctx))
@@ -102,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             step("2", TITLES["2"], lambda: throughput.run(ctx))
             if "7" in wanted:
                 step("7", "real sweep over the throughput versions", lambda: throughput.real_sweep(ctx))
-        if "8" in wanted:
-            step("8", TITLES["8"], lambda: throughput.sharded(ctx))
-        if wanted & {"5", "6", "7"}:
-            step("5/6/7", "10,000-version fleet: RSS, plugin, sweep", lambda: fleet.run(ctx, wanted))
+        if "10" in wanted:
+            step("10", TITLES["10"], lambda: throughput.sharded(ctx))
+        if wanted & {"5", "6", "7", "8"}:
+            step("5/6/7/8", "10,000-version fleet: RSS, plugin, sweep, HTTP API", lambda: fleet.run(ctx, wanted))
     finally:
         operator.stop()
         if not args.keep_objects:

@@ -248,6 +248,9 @@ class Operator:
             "MIOSA_GC_INTERVAL": "0",
             # Metrics on, as in production, on a port of their own (`make dev` uses 8082).
             "MIOSA_METRICS_PORT": "19544",
+            # One bundle serves every benchmark namespace: an operator-widened source prefix
+            # (by default a version may only name <uploads>/<its namespace>/).
+            "MIOSA_SOURCE_PREFIXES": f"s3://{UPLOADS_BUCKET}/bench/",
             **self.extra_env,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -293,6 +293,10 @@ def run(ctx: Context, wanted: set[str]) -> None:
         plugin(ctx, fleet)
     if "7" in wanted:
         sweep_dry_run(ctx, fleet)
+    if "8" in wanted:
+        from . import httpapi
+
+        httpapi.run(ctx, fleet)
     if "1" in wanted:
         latency_with_history(ctx, fleet)  # last: it adds versions to the fleet
         measure_etcd(ctx, fleet)

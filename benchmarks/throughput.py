@@ -219,7 +219,7 @@ def _sharded_run(ctx: Context, count: int, leases: str, total: int) -> dict[str,
 
 
 def sharded(ctx: Context, counts: tuple[int, ...] = (1, 2, 4)) -> None:
-    """8: the throughput workload against 1, 2 and 4 operator processes (``MIOSA_SHARDS``).
+    """10: the throughput workload against 1, 2 and 4 operator processes (``MIOSA_SHARDS``).
 
     Each run gets a fresh namespace and fresh processes (the benchmark's usual operator is
     stopped meanwhile); the clock is the same as in 2.  Reference: the single process of the
@@ -242,7 +242,7 @@ def sharded(ctx: Context, counts: tuple[int, ...] = (1, 2, 4)) -> None:
         failed = details[str(count)]["failed"]
         note = f"plain script of 2: {total / plain:.1f}/s (ratio {rates[count] * plain / total:.2f})" if plain else ""
         ctx.results.add(
-            Row("8", f"throughput, {count} shard(s), {total} versions / {DEPLOYMENTS} Deployments", rates[count], "versions/s",
+            Row("10", f"throughput, {count} shard(s), {total} versions / {DEPLOYMENTS} Deployments", rates[count], "versions/s",
                 rates[counts[0]], "1 shard, same series", better="higher", ok=None if not failed else False,
                 note=note + (f"; {failed:.0f} FAILED" if failed else ""))
         )

@@ -17,7 +17,9 @@
 #
 # Every image is rebuilt only when its inputs change (a stamp next to the archive records
 # them): the Debian rootfs once per suite, the operator's layer when operator/ or
-# pyproject.toml change.  `hack/build-images.sh paths` prints the archives, one per line.
+# pyproject.toml change.  The operator's archive is named by the hash of its inputs, so
+# checkouts sharing the cache (worktrees testing at once) never import each other's code.
+# `hack/build-images.sh paths` prints the archives, one per line.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -119,8 +121,11 @@ operator_sources_hash() {
   ) | sha256sum | cut -c1-16
 }
 
+operator_archive() { echo "$IMAGES/miosa-operator-$(operator_sources_hash).tar"; }
+
 operator_image() {
-  local out="$IMAGES/miosa-operator.tar" base="$IMAGES/debian-$DEBIAN_SUITE" stamp work
+  local out base="$IMAGES/debian-$DEBIAN_SUITE" stamp work
+  out="$(operator_archive)"
   stamp="$(operator_sources_hash) $DEBIAN_SUITE $OPERATOR_IMAGE"
   fresh "$out" "$stamp" && return
   log "building $OPERATOR_IMAGE"
@@ -160,11 +165,12 @@ EOF
   log "$OPERATOR_IMAGE took $((SECONDS - t)) s"
 }
 
-paths() { printf '%s\n' "$IMAGES/pause.tar" "$IMAGES/testapp.tar" "$IMAGES/miosa-operator.tar"; }
+paths() { printf '%s\n' "$IMAGES/pause.tar" "$IMAGES/testapp.tar" "$(operator_archive)"; }
 
 main() {
   mkdir -p "$IMAGES"
-  rm -rf "$IMAGES"/.work-*
+  # Work directories of builds that died; a build running in another checkout is younger.
+  find "$IMAGES" -maxdepth 1 -name '.work-*' -mmin +120 -exec rm -rf {} +
   local t=$SECONDS
   go_image pause miosa.local/pause:1 65535:65535
   go_image testapp miosa.local/testapp:1 65532:65532

@@ -91,8 +91,9 @@ s3 = boto3.client("s3", endpoint_url=os.environ["MIOSA_S3_ENDPOINT"], region_nam
                   aws_access_key_id=os.environ["MIOSA_S3_ACCESS_KEY_ID"],
                   aws_secret_access_key=os.environ["MIOSA_S3_SECRET_ACCESS_KEY"],
                   config=Config(s3={"addressing_style": "path"}))
+# Into the tenant's own upload prefix (<uploads>/<namespace>/): the only place its versions may name.
 for bundle in sorted(pathlib.Path(sys.argv[1]).iterdir()):
-    s3.put_object(Bucket="miosa-uploads", Key=f"examples/{bundle.name}", Body=bundle.read_bytes())
+    s3.put_object(Bucket="miosa-uploads", Key=f"demo/{bundle.name}", Body=bundle.read_bytes())
 PY
 }
 

@@ -226,7 +226,8 @@ start_controllers() {
     --kubeconfig "$KUBECONFIG_FILE" \
     --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 --v=1
-  launch kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_FILE" --config "$KWOK_STAGES" \
+  # kwok-faults.yaml: images whose pods fail like a real kubelet would say (health-gate tests).
+  launch kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_FILE" --config "$KWOK_STAGES" --config "$HERE/kwok-faults.yaml" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --manage-nodes-with-label-selector "" \

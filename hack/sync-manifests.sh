@@ -2,7 +2,8 @@
 # Keep the packaged copies in step with their single sources.
 #
 #   crds/*.yaml (make crds)        -> charts/miosa-operator/crds/, manifests/crds/
-#   charts/miosa-operator (helm)   -> manifests/operator/, manifests/components/cert-manager/
+#   charts/miosa-operator (helm)   -> manifests/operator/, manifests/components/cert-manager/,
+#                                     manifests/components/api/
 #
 #   hack/sync-manifests.sh           rewrite the copies
 #   hack/sync-manifests.sh --check   change nothing; exit 1 and show the diff if any copy drifted
@@ -88,12 +89,24 @@ mkdir -p "$out/manifests/components/cert-manager"
 } >"$out/manifests/components/cert-manager/webhook-certificate.yaml"
 kustomization "$out/manifests/components/cert-manager/kustomization.yaml" Component webhook-certificate.yaml
 
+# The HTTP API (off in the base): a component that adds its ServiceAccount, RBAC, Deployment
+# and Service.  The e2e suite applies its RBAC to the API process it runs.
+mkdir -p "$out/manifests/components/api"
+{
+  echo "$HEADER"
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --set manifestsMode=true \
+    --set api.enabled=true --show-only templates/api.yaml |
+    grep -v '^# Source: '
+} >"$out/manifests/components/api/api.yaml"
+kustomization "$out/manifests/components/api/kustomization.yaml" Component api.yaml
+
 # The generated trees, and where they go.
 pairs=(
   "chart-crds:$CHART/crds"
   "manifests/crds:$REPO/manifests/crds"
   "manifests/operator:$REPO/manifests/operator"
   "manifests/components/cert-manager:$REPO/manifests/components/cert-manager"
+  "manifests/components/api:$REPO/manifests/components/api"
 )
 status=0
 for pair in "${pairs[@]}"; do

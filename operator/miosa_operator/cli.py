@@ -11,11 +11,11 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf
-
-    from . import handlers  # registers the handlers
+    from . import handlers, lifecycle  # registers the handlers
+    from .ingest.isolation import start_fork_server
     from .observability import logs
 
+    start_fork_server()  # while single-threaded, and without the store's credentials
     config = handlers.SETTINGS
     logs.configure(
         args.log_format or config.log_format,
@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
         census=handlers.CENSUS,
         secrets=(config.s3_secret_access_key, config.s3_session_token),
     )
-    kopf.run(
+    lifecycle.run(
         standalone=args.standalone,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
@@ -130,6 +130,21 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    """The HTTP API and the deploy-history web page (its own process, not inside kopf)."""
+    from .httpapi.server import serve
+    from .settings import Settings, SettingsError
+
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        print(f"miosa-operator api: {exc}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in (("api_host", args.host), ("api_port", args.port)) if v is not None}
+    serve(settings.model_copy(update=overrides))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="miosa-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("-n", "--namespace", help="only this namespace (tenant); default: all")
     gc.add_argument("-o", "--output", choices=["text", "json"], default="text")
     gc.set_defaults(func=_gc)
+
+    api = sub.add_parser("api", help="serve the HTTP API and the deploy-history web page (MIOSA_API_* settings)")
+    api.add_argument("--host", default=None, help="address to listen on (default: MIOSA_API_HOST or 127.0.0.1)")
+    api.add_argument("--port", type=int, default=None, help="port (default: MIOSA_API_PORT or 8090)")
+    api.set_defaults(func=_api)
     return parser
 
 

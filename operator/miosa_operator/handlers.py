@@ -11,6 +11,9 @@ behind ingestions in kopf's pool.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 import os
 import signal
@@ -23,13 +26,13 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import __version__
+from . import __version__, lifecycle
 from .api import meta
 from .controllers.common import Retry
 from .controllers.deployments import DeploymentController
 from .controllers.offboarding import PeriodicOffboarding, TenantOffboarding
 from .controllers.retention import Collector, PeriodicCollector
-from .controllers.versions import VersionController
+from .controllers.versions import QueuedForSlot, VersionController
 from .coordination import Coordination
 from .kube.client import ApiError, Conflict, Kube, TransientApiError
 from .kube.tokenreview import TokenReviewer, api_review
@@ -107,14 +110,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     kube.api_client.user_agent = f"{field_manager(config.shard)}/{__version__}"
     memo.config = config
     memo.kube = kube
+    memo.executor = settings.execution.executor
     events = KopfEvents()
     store = StoreRouter.from_settings(config)
-    memo.versions = VersionController(kube, store, config, events)
+    # Ingestions run in limited worker processes, a bounded number at once (controllers.ingestion_slots).
+    memo.versions = VersionController(kube, store, config, events, stopping=lifecycle.STOPPING)
     memo.versions.static_build = instrument.TimedStaticBuild(memo.versions.static_build)
     memo.deployments = DeploymentController(kube, config, events, static_server(config))
     memo.artifacts = artifact_endpoint(config, kube)
     memo.offboarding = TenantOffboarding(kube, store, config.releases_uri)
-    memo.singletons = SingletonWork(kube, config, memo.offboarding)
+    memo.retention = Collector.from_config(kube, config)  # also marks RetentionPolicies accepted
+    memo.retention.store = instrument.FreedBytes(memo.retention.store)
+    memo.singletons = SingletonWork(config, memo.retention, memo.offboarding, kube)
     configure_webhook(settings, memo, config, kube)
     if config.metrics_port:
         try:
@@ -143,6 +150,13 @@ def stop_background_work(memo: kopf.Memo, **_: Any) -> None:
         memo.admission.close()
     if getattr(memo, "metrics_server", None):
         metrics.stop(memo.metrics_server)
+
+
+@kopf.on.cleanup()
+def release_build_attempts(memo: kopf.Memo, **_: Any) -> None:
+    """A graceful stop: attempts still held (health gates) must not count as interrupted."""
+    released = memo.versions.release_attempts()
+    log.info("graceful stop: released %d build attempts", released)
 
 
 def static_server(config: Settings) -> StaticServer:
@@ -184,12 +198,56 @@ def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: 
         memo.singletons.ca_file = Path(server.cafile)  # one owner of the caBundle (SingletonWork)
 
 
+QUEUE_RECHECK = 30.0
+"""Seconds a version queued for an ingestion slot waits to be woken before it asks again."""
+
+
 @kopf.on.resume(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
 @kopf.on.create(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
-def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    """created → building → ready | failed, one idempotent step after another."""
-    if owned(body):
-        _run(memo.versions.reconcile, body, retry, "versions")
+async def version_lifecycle(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """created → building → ready | failed, one idempotent step after another.
+
+    The reconcile runs on kopf's thread pool. A version queued for an ingestion slot waits
+    here, as a coroutine, until the slots wake it (``IngestionSlots.subscribe``): no thread,
+    no polling, no kopf retry per second for every queued version of a flood."""
+    if not owned(body):
+        return
+    current: dict[str, Any] | None = dict(body)
+    while current is not None:
+        try:
+            await _in_thread(memo, _run, memo.versions.reconcile, current, retry, "versions")
+            return
+        except QueuedForSlot as queued:
+            await _wait_for_turn(memo.versions.slots, queued.key)
+        current = await _in_thread(memo, _fresh, memo.kube, current)
+
+
+async def _in_thread(memo: kopf.Memo, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn`` on kopf's thread pool, in this handler's context (kopf.event needs it), as
+    kopf runs sync handlers."""
+    copied = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(memo.executor, functools.partial(copied.run, fn, *args))
+
+
+def _fresh(kube: Kube, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The object as it is now (the handler's body is a snapshot); None once deleted."""
+    try:
+        return kube.get(meta.VERSION_PLURAL, body["metadata"]["namespace"], body["metadata"]["name"])
+    except ApiError as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
+
+
+async def _wait_for_turn(slots: Any, key: str) -> None:
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    if slots.subscribe(key, lambda: loop.call_soon_threadsafe(woken.set)):
+        return
+    try:
+        await asyncio.wait_for(woken.wait(), QUEUE_RECHECK)
+    except TimeoutError:
+        pass
+    finally:
+        slots.unsubscribe(key)
 
 
 @kopf.on.event(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
@@ -207,6 +265,19 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -
     """Roll the live workload to the version the promotion policy asks for."""
     if owned(body):
         _run(memo.deployments.reconcile, body, retry, "deployments")
+
+
+@kopf.on.event(meta.GROUP, meta.VERSION, meta.RETENTION_PLURAL)
+def retention_policy_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A new or changed RetentionPolicy is Ready at once (kstatus); sweeps write the rest.
+    An event handler keeps no state on the object, and writing only on a new generation
+    makes the status write's own event a no-op."""
+    if type == "DELETED" or not getattr(memo, "retention", None) or not owned(body):
+        return  # every shard sees every policy; the one owning its uid writes
+    try:
+        memo.retention.accept(dict(body))
+    except ApiError as exc:
+        log.warning("could not mark RetentionPolicy %s/%s accepted: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"), exc)
 
 
 async def validate_promotion(
@@ -238,7 +309,7 @@ def namespace_deleted(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 # Read once, when the handlers are registered: whether admission handlers exist depends on it.
 SETTINGS = Settings.load()
 # Every DeploymentVersion the watch has seen (observability.census): metrics and log lines.
-CENSUS = VersionCensus()
+CENSUS = VersionCensus(owns=SETTINGS.shard.owns)
 if SETTINGS.webhook_enabled:
     register_webhooks()
 
@@ -256,15 +327,18 @@ def planned_delay(delay: float, retry: int) -> float:
     return min(delay, FIRST_POLL * 2 ** min(retry, 16))
 
 
-def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body, retry: int, handler: str) -> None:
+def _run(step: Callable[[dict[str, Any]], Any], body: kopf.Body | dict[str, Any], retry: int, handler: str) -> None:
     """Run a controller step on ``body``; everything it logs and writes is about ``body``."""
     with context.reconciling(dict(body)):
         try:
             step(dict(body))
+        except QueuedForSlot:
+            raise  # the async version handler waits for its turn
         except Retry as wait:
             metrics.handler_retry(handler, "wait" if wait.planned else "transient")
             prefix = WAITING if wait.planned else ""
-            delay = planned_delay(wait.delay, retry) if wait.planned else wait.delay
+            # Unplanned retries (store faults, a crashed worker) back off: at least the delay asked for.
+            delay = planned_delay(wait.delay, retry) if wait.planned else max(wait.delay, backoff(retry))
             raise kopf.TemporaryError(f"{prefix}{wait}", delay=delay) from None
         except (TransientApiError, Conflict) as exc:
             metrics.handler_retry(handler, "api_conflict" if isinstance(exc, Conflict) else "api_unavailable")
@@ -294,8 +368,9 @@ class SingletonWork:
     keeping the webhook configuration's caBundle.  Every shard builds it; the holder of the
     singletons' Lease starts it (``coordination``), an unsharded operator starts it at once."""
 
-    def __init__(self, kube: Kube, config: Settings, offboarding: TenantOffboarding) -> None:
-        self.kube, self.config, self.offboarding = kube, config, offboarding
+    def __init__(self, config: Settings, retention: Collector, offboarding: TenantOffboarding, kube: Kube) -> None:
+        self.config, self.offboarding, self.kube = config, offboarding, kube
+        self.sweeps = instrument.CountedSweeps(retention)
         self.ca_file: Path | None = None
         self.running: list[Any] = []
 
@@ -306,11 +381,9 @@ class SingletonWork:
             except ApiError as exc:  # promotions are refused meanwhile (failurePolicy Fail); say why
                 log.error("admission: cannot update the caBundle of %s: %s", self.config.webhook_configuration, exc)
         if self.config.gc_interval > 0:
-            collector = Collector.from_config(self.kube, self.config)
-            collector.store = instrument.FreedBytes(collector.store)
             # A short interval (tests, small installations) also means a short first wait.
             first = min(60.0, self.config.gc_interval)
-            periodic = PeriodicCollector(instrument.CountedSweeps(collector), self.config.gc_interval, first_delay=first)
+            periodic = PeriodicCollector(self.sweeps, self.config.gc_interval, first_delay=first)
             self.running = [periodic, PeriodicOffboarding(self.offboarding, self.config.gc_interval)]
             for work in self.running:
                 work.start()

@@ -25,18 +25,21 @@ Design decisions:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .ingest.isolation import Budget
 from .ingest.limits import IngestLimits, parse_size
 from .kube.timeouts import Timeouts
 from .sharding import Shard
 from .store.s3store import S3Config
+from .store.sources import SourcePolicy
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -45,9 +48,15 @@ class SettingsError(ValueError):
     """An environment variable has an invalid value; the message names the variable."""
 
 
+def _data_home() -> str:
+    return os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+
+
 def _default_releases_uri() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return f"file://{base}/miosa-operator/releases"
+    return f"file://{_data_home()}/miosa-operator/releases"
+
+
+DEFAULT_S3_UPLOADS = "s3://miosa-uploads"
 
 
 def _size(value: Any) -> Any:
@@ -69,7 +78,27 @@ def _strip_slash(value: Any) -> Any:
     return value.rstrip("/") if isinstance(value, str) else value
 
 
+def _resource_map(value: Any) -> Any:
+    """``cpu=50m,memory=64Mi`` -> {"cpu": "50m", "memory": "64Mi"}."""
+    if not isinstance(value, str):
+        return value
+    pairs = [part.strip() for part in value.split(",") if part.strip()]
+    if any("=" not in pair for pair in pairs):
+        raise ValueError("expected name=quantity pairs separated by commas, e.g. cpu=50m,memory=64Mi")
+    return dict(tuple(part.strip() for part in pair.split("=", 1)) for pair in pairs)
+
+
+def _quantities(value: dict[str, str]) -> dict[str, str]:
+    for name, quantity in value.items():
+        if not _QUANTITY.match(quantity):
+            raise ValueError(f"{name}={quantity!r} is not a Kubernetes quantity (e.g. 100m, 0.5, 256Mi)")
+    return value
+
+
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+
 ByteSize = Annotated[int, BeforeValidator(_size)]
+ResourceMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_resource_map), AfterValidator(_quantities)]
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 
 
@@ -93,12 +122,21 @@ class Settings(BaseSettings):
         description="Where canonical releases and build logs go: `<releases>/<tenant>/<dep id>/<ver id>/`; "
         "`s3://bucket[/prefix]` or `file:///dir` (default: `file://$XDG_DATA_HOME/miosa-operator/releases`).",
     )
+    uploads_uri: Annotated[str | None, BeforeValidator(_strip_slash)] = env(
+        "MIOSA_UPLOADS_URI",
+        section="store",
+        default=None,
+        description="Where tenants upload bundles: a version of namespace `ns` may name sources under "
+        "`<uploads>/ns/` (default: `s3://miosa-uploads` when S3 is configured, else "
+        "`file://$XDG_DATA_HOME/miosa-operator/uploads`).",
+    )
     source_prefixes: CommaList = env(
         "MIOSA_SOURCE_PREFIXES",
         section="store",
         default=(),
-        description="Comma-separated URI prefixes bundles may come from; `{namespace}` is the version's "
-        "namespace. Empty allows any readable URI except the releases location.",
+        description="Comma-separated extra URI prefixes bundles and build logs may come from, beside "
+        "`<uploads>/<namespace>/`; `{namespace}` is the version's namespace (`s3://` alone allows any bucket). "
+        "The releases location is never allowed.",
     )
     file_root: str | None = env(
         "MIOSA_FILE_ROOT",
@@ -189,6 +227,79 @@ class Settings(BaseSettings):
         default=IngestLimits.max_bundle_bytes,
         gt=0, description="Bytes of the uploaded bundle itself.",
     )
+    max_path_depth: int = env(
+        "MIOSA_MAX_PATH_DEPTH",
+        section="limits",
+        default=IngestLimits.max_path_depth,
+        gt=0,
+        description="Components of a member's path (`a/b/c.html` has 3).",
+    )
+    max_zstd_window: ByteSize = env(
+        "MIOSA_MAX_ZSTD_WINDOW",
+        section="limits",
+        default=IngestLimits.max_zstd_window_bytes,
+        ge=1 << 10,
+        description="Largest window a zstd frame may declare (the decoder allocates it); `zstd -19` uses 8Mi.",
+    )
+    # ------------------------------------------------------------------ ingestion processes
+    ingest_memory: ByteSize = env(
+        "MIOSA_INGEST_MEMORY",
+        section="ingestion",
+        default=Budget.memory_bytes,
+        ge=64 << 20,
+        description="Address space of one ingestion worker process (RLIMIT_AS); beyond it: ResourceLimitExceeded.",
+    )
+    ingest_cpu_seconds: int = env(
+        "MIOSA_INGEST_CPU_SECONDS",
+        section="ingestion",
+        default=Budget.cpu_seconds,
+        gt=0,
+        description="CPU seconds of one ingestion (RLIMIT_CPU); beyond them: ResourceLimitExceeded.",
+    )
+    ingest_timeout: float = env(
+        "MIOSA_INGEST_TIMEOUT",
+        section="ingestion",
+        default=Budget.wall_seconds,
+        gt=0,
+        description="Wall-clock seconds of one ingestion; beyond them the worker is killed and the "
+        "ingestion retried (a slow store is not the bundle's fault).",
+    )
+    max_concurrent_ingestions: int = env(
+        "MIOSA_MAX_CONCURRENT_INGESTIONS",
+        section="ingestion",
+        default=4,
+        gt=0,
+        description="Ingestions running at once, operator-wide (each a worker of up to MIOSA_INGEST_MEMORY).",
+    )
+    tenant_max_ingestions: int = env(
+        "MIOSA_TENANT_MAX_INGESTIONS",
+        section="ingestion",
+        default=2,
+        gt=0,
+        description="Ingestions of one namespace running at once (a flood cannot take every slot).",
+    )
+    tenant_max_bytes_in_flight: ByteSize = env(
+        "MIOSA_TENANT_MAX_BYTES_IN_FLIGHT",
+        section="ingestion",
+        default=4 << 30,
+        gt=0,
+        description="Bundle bytes of one namespace being ingested at once (one bundle always may run).",
+    )
+    tenant_max_pending: int = env(
+        "MIOSA_TENANT_MAX_PENDING",
+        section="ingestion",
+        default=50,
+        gt=0,
+        description="Versions of one namespace queued or running; more wait outside the queue and retry later.",
+    )
+    max_interrupted_attempts: int = env(
+        "MIOSA_MAX_INTERRUPTED_ATTEMPTS",
+        section="ingestion",
+        default=3,
+        gt=0,
+        description="Abnormal operator (or worker) deaths during one version's ingestion or health gate "
+        "before it ends failed with IngestionAborted; graceful restarts do not count.",
+    )
 
     # ------------------------------------------------------------------ reconciling
     health_gate_timeout: float = env(
@@ -260,6 +371,30 @@ class Settings(BaseSettings):
         default=4,
         gt=0,
         description="Downloads served at once for one namespace (the others wait and retry).",
+    )
+
+    # ------------------------------------------------------------------ workloads
+    default_requests: ResourceMap = env(
+        "MIOSA_DEFAULT_REQUESTS",
+        section="workloads",
+        default={"cpu": "50m", "memory": "64Mi"},
+        description="Resource requests of a dynamic version's container when its Deployment sets no "
+        "`spec.resources` (`name=quantity,…`).",
+    )
+    default_limits: ResourceMap = env(
+        "MIOSA_DEFAULT_LIMITS",
+        section="workloads",
+        default={"cpu": "1", "memory": "512Mi"},
+        description="Resource limits of a dynamic version's container when its Deployment sets no "
+        "`spec.resources` (`name=quantity,…`).",
+    )
+    tmp_size_limit: str = env(
+        "MIOSA_TMP_SIZE_LIMIT",
+        section="workloads",
+        default="256Mi",
+        pattern=r"^[0-9]+([KMGT]i)?$",
+        description="`sizeLimit` of the writable /tmp (an emptyDir) of dynamic versions' pods, whose root "
+        "filesystem is read-only.",
     )
 
     # ------------------------------------------------------------------ retention
@@ -420,12 +555,89 @@ class Settings(BaseSettings):
         "(`miosa-operator run --log-format` overrides it).",
     )
 
+    # ------------------------------------------------------------------ HTTP API (`miosa-operator api`)
+    api_host: str = env("MIOSA_API_HOST", section="api", default="127.0.0.1", description="Address the HTTP API listens on.")
+    api_port: int = env("MIOSA_API_PORT", section="api", default=8090, ge=1, le=65535, description="Port of the HTTP API.")
+    api_uploads_uri: Annotated[str, BeforeValidator(_strip_slash)] = env(
+        "MIOSA_API_UPLOADS_URI",
+        section="api",
+        default="s3://miosa-uploads",
+        description="Bundles published over HTTP go to `<uploads>/<namespace>/<dep id>/<sha256>.<ext>`, the tenant's "
+        "upload prefix (pair with `MIOSA_SOURCE_PREFIXES=<uploads>/{namespace}/`).",
+    )
+    api_spool_dir: str | None = env(
+        "MIOSA_API_SPOOL_DIR", section="api", default=None, description="Where a published bundle is spooled and hashed (default: the temp dir)."
+    )
+    api_max_bundle_bytes: ByteSize = env(
+        "MIOSA_API_MAX_BUNDLE_BYTES", section="api", default=512 << 20, gt=0, description="Largest bundle a publish accepts (413)."
+    )
+    api_max_json_bytes: ByteSize = env(
+        "MIOSA_API_MAX_JSON_BYTES", section="api", default=64 << 10, gt=0, description="Largest JSON request body (413)."
+    )
+    api_body_idle_timeout: float = env(
+        "MIOSA_API_BODY_IDLE_TIMEOUT", section="api", default=30.0, gt=0, description="Seconds a request body may stall (408)."
+    )
+    api_max_uploads: int = env(
+        "MIOSA_API_MAX_UPLOADS", section="api", default=8, ge=1, description="Bundle uploads in progress, all tenants (429)."
+    )
+    api_max_uploads_per_tenant: int = env(
+        "MIOSA_API_MAX_UPLOADS_PER_TENANT", section="api", default=2, ge=1, description="Bundle uploads in progress per namespace (429)."
+    )
+    api_auth_cache_seconds: float = env(
+        "MIOSA_API_AUTH_CACHE_SECONDS",
+        section="api",
+        default=10.0,
+        ge=0,
+        description="Seconds a TokenReview or SubjectAccessReview answer is reused (0: never).",
+    )
+    api_auth_cache_entries: int = env(
+        "MIOSA_API_AUTH_CACHE_ENTRIES", section="api", default=10_000, ge=1, description="Cached review answers at most (LRU)."
+    )
+    api_page_size: int = env("MIOSA_API_PAGE_SIZE", section="api", default=20, ge=1, description="Versions per page without `limit`.")
+    api_max_page_size: int = env("MIOSA_API_MAX_PAGE_SIZE", section="api", default=100, ge=1, description="Largest `limit`.")
+    api_max_wait_seconds: float = env(
+        "MIOSA_API_MAX_WAIT_SECONDS", section="api", default=300.0, gt=0, description="Cap of `?wait=true` (its `timeout`)."
+    )
+    api_kube_timeout: float = env(
+        "MIOSA_API_KUBE_TIMEOUT", section="api", default=30.0, gt=0, description="Timeout of each call to the Kubernetes API server."
+    )
+    api_max_connections: int = env(
+        "MIOSA_API_MAX_CONNECTIONS", section="api", default=200, ge=1, description="Concurrent connections served (503 beyond)."
+    )
+    api_shutdown_grace_seconds: float = env(
+        "MIOSA_API_SHUTDOWN_GRACE_SECONDS",
+        section="api",
+        default=25.0,
+        ge=0,
+        description="On SIGTERM: seconds requests in flight may take to finish.",
+    )
+
+    # ------------------------------------------------------------------ kubectl miosa publish
+    client_api_url: str | None = env(
+        "MIOSA_API_URL", section="plugin", default=None, description="`kubectl miosa publish`: the HTTP API's address (or `--api`)."
+    )
+    client_api_token: str | None = env(
+        "MIOSA_API_TOKEN",
+        section="plugin",
+        default=None,
+        repr=False,
+        description="`kubectl miosa publish`: bearer token (or `--token`; default: the kubeconfig user's token).",
+    )
+
     _isolated: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> Settings:
         if self.shard_index >= self.shards:
             raise ValueError(f"MIOSA_SHARD_INDEX {self.shard_index} must be below MIOSA_SHARDS ({self.shards})")
+        return self
+
+    @model_validator(mode="after")
+    def _sources_are_valid(self) -> Settings:
+        try:
+            _ = self.source_policy  # builds and checks every prefix
+        except ValueError as exc:
+            raise ValueError(f"MIOSA_UPLOADS_URI / MIOSA_SOURCE_PREFIXES / MIOSA_RELEASES_URI: {exc}") from None
         return self
 
     # ------------------------------------------------------------------ construction
@@ -467,6 +679,8 @@ class Settings(BaseSettings):
             max_compression_ratio=self.max_compression_ratio,
             max_path_bytes=self.max_path_bytes,
             max_bundle_bytes=self.max_bundle_bytes,
+            max_path_depth=self.max_path_depth,
+            max_zstd_window_bytes=self.max_zstd_window,
         )
 
     @property
@@ -476,6 +690,10 @@ class Settings(BaseSettings):
     @property
     def admission_timeouts(self) -> Timeouts:
         return Timeouts(connect=min(self.kube_connect_timeout, self.admission_timeout), read=self.admission_timeout)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(memory_bytes=self.ingest_memory, cpu_seconds=self.ingest_cpu_seconds, wall_seconds=self.ingest_timeout)
 
     @property
     def s3_config(self) -> S3Config:
@@ -526,15 +744,31 @@ class Settings(BaseSettings):
         """Whether the operator is meant to talk to S3 at all (an endpoint, keys or an IAM role)."""
         return bool(self.s3_endpoint or self.s3_access_key_id or self.s3_ambient_credentials)
 
+    def api_spool_directory(self) -> str:
+        import tempfile
+
+        return self.api_spool_dir or tempfile.gettempdir()
+
+    @property
+    def uploads(self) -> str:
+        """Where tenants upload: ``MIOSA_UPLOADS_URI``, or the default for the store in use."""
+        if self.uploads_uri:
+            return self.uploads_uri
+        return DEFAULT_S3_UPLOADS if self.s3_wanted else f"file://{_data_home()}/miosa-operator/uploads"
+
+    @property
+    def source_policy(self) -> SourcePolicy:
+        """Tenants may name only sources under ``<uploads>/<namespace>/`` (and the extra
+        prefixes); never the releases (``store.sources``)."""
+        return SourcePolicy(self.uploads, self.source_prefixes, self.releases_uri)
+
     def source_allowed(self, uri: str, namespace: str) -> bool:
-        """Tenants may not point a version at another tenant's releases (or anything else
-        the operator can read but they cannot): releases are never a source, and when
-        prefixes are configured the bundle must sit under one of them."""
-        if uri.startswith(self.releases_uri.rstrip("/") + "/"):
+        """Whether a version of ``namespace`` may name ``uri`` (``source_policy`` says why not)."""
+        try:
+            self.source_policy.check(uri, namespace)
+        except ValueError:
             return False
-        if not self.source_prefixes:
-            return True
-        return any(uri.startswith(prefix.format(namespace=namespace)) for prefix in self.source_prefixes)
+        return True
 
 
 class _Isolated(Settings):
@@ -579,11 +813,15 @@ def variable_names() -> list[str]:
 def _default_text(name: str, info: FieldInfo) -> str:
     if name == "releases_uri":
         return "`file://…/miosa-operator/releases`"
+    if name == "uploads_uri":
+        return "see description"
     default = info.get_default(call_default_factory=False)
     if default is None or default == ():
         return "—"
     if isinstance(default, bool):
         return "`true`" if default else "`false`"
+    if isinstance(default, dict):
+        return "`" + ",".join(f"{k}={v}" for k, v in default.items()) + "`"
     for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20)):
         if isinstance(default, int) and default >= unit and default % unit == 0:
             return f"`{default // unit}{suffix}`"

@@ -129,8 +129,9 @@ def operator_behind_slow_store(env: Environment, operator: OperatorProcess) -> I
 
 
 SLOW_INGESTIONS = 20
-"""More slow bundles than the operator has workers (kopf's pool of 16): every worker that
-ingestion could take is taken, and more are waiting."""
+"""More slow bundles than the operator runs at once: every ingestion slot
+(MIOSA_MAX_CONCURRENT_INGESTIONS, default 4) is taken, and the rest wait in the queue."""
+INGESTION_SLOTS = 4
 
 
 def timed_promotions(objects: Objects, deployment: str, versions: list[str], rounds: int) -> list[float]:
@@ -168,7 +169,7 @@ def test_a_promotion_is_admitted_within_2s_while_slow_ingestions_fill_every_work
     try:
         def all_building() -> bool:
             states = [(objects.version(name).get("status") or {}).get("state") for objects, name in slow]
-            return states.count("building") >= 16 and proxy.active >= 16
+            return states.count("building") >= INGESTION_SLOTS and proxy.active >= INGESTION_SLOTS
 
         wait_until(all_building, timeout=120, interval=1, what="every ingestion worker busy with a slow bundle")
         loaded = timed_promotions(promoter, "site", [v1, v2], rounds=6)
@@ -179,7 +180,7 @@ def test_a_promotion_is_admitted_within_2s_while_slow_ingestions_fill_every_work
         f"\npromotion admitted (s): unloaded median {statistics.median(unloaded):.3f} max {max(unloaded):.3f}; "
         f"with {SLOW_INGESTIONS} slow ingestions median {statistics.median(loaded):.3f} max {max(loaded):.3f}"
     )
-    assert still_building >= 16, "the slow ingestions were still running while promotions were measured"
+    assert still_building >= INGESTION_SLOTS, "the slow ingestions were still running while promotions were measured"
     assert max(loaded) < 2.0, loaded
     for objects, name in slow:  # released: they all finish
         assert objects.wait_state(name, "ready", "failed", timeout=180)["status"]["state"] == "ready"

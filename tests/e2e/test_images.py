@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 import tarfile
 from functools import cache
 from importlib import metadata
@@ -23,11 +24,15 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .conftest import CACHE, REPO
+from .conftest import REPO
 
 pytestmark = pytest.mark.realnode
 
-ARCHIVE = CACHE / "images" / "miosa-operator.tar"
+# The operator's archive is named by the hash of its inputs (the last of `paths`).
+ARCHIVE = Path(
+    subprocess.run(["bash", str(REPO / "hack" / "build-images.sh"), "paths"], check=True, capture_output=True, text=True)
+    .stdout.split()[-1]
+)
 
 
 # ----------------------------------------------------------------------------- the Dockerfile

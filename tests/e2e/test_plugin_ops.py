@@ -80,7 +80,7 @@ def test_completion_through_kubectl(env: Environment, objects: Objects, namespac
         assert done.returncode == 0, done.stderr
         return done.stdout.splitlines()
 
-    assert complete("")[:-1] == ["history", "logs", "promote", "retry", "rollback", "status", "versions"]
+    assert complete("")[:-1] == ["history", "logs", "promote", "publish", "retry", "rollback", "status", "versions"]
     assert complete("")[-1] == ":4"
     assert complete("-n", namespace, "status", "s") == ["shop", "site", ":4"]
     assert complete("-n", namespace, "versions", "list", "site", "--state", "f") == ["failed", ":4"]

@@ -88,17 +88,14 @@ def test_dynamic_version_passes_health_gate_and_cleans_up(
 
 
 def test_dynamic_version_that_never_becomes_healthy_fails(api: client.ApiClient, objects: Objects, namespace: str) -> None:
-    # No pod may start in this namespace, so the verification workload can never be ready.
-    client.CoreV1Api(api).create_namespaced_resource_quota(
-        namespace, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
-    )
+    # kwok runs this image's pod but its readiness probe never passes (hack/kwok-faults.yaml).
     objects.create_deployment("api", kind="dynamic")
-    objects.create_version("api-v1", dynamic_spec("api"))
+    objects.create_version("api-v1", dynamic_spec("api", image="kwok.invalid/never-ready:1"))
     version = objects.wait_state("api-v1", "ready", "failed", timeout=120)
     assert version["status"]["state"] == "failed"
     ready = condition(version, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "HealthCheckFailed"
-    assert "/healthz" in ready["message"]
+    assert "/healthz" in ready["message"] and "readiness probe failing" in ready["message"]
     apps = client.AppsV1Api(api)
     wait_until(lambda: not apps.list_namespaced_deployment(namespace).items, timeout=30, what="verification workload removed")
     events = client.CoreV1Api(api).list_namespaced_event(namespace).items

@@ -17,7 +17,12 @@ against the real one:
   the status schema (patterns, bounds, e.g. at most 1000 ``pendingNumbers``) raise
   ``ApiError(status=422)``; so does a change of a DeploymentVersion's immutable spec;
 * ``apps/v1`` workloads can be created (``Conflict`` if the name exists), read, patched and
-  deleted; ``mark_available`` plays the Deployment controller, ``add_pod`` the scheduler.
+  deleted; ``mark_available`` plays the Deployment controller, ``add_pod`` the scheduler;
+* the objects the operator owns (apps/v1 Deployments, Services, PodDisruptionBudgets) also by
+  kind (``get_object``…): ``replace_object`` is a PUT with a resourceVersion precondition and
+  ``delete_object`` honours a uid precondition, both ``Conflict`` on mismatch;
+* the version status rules on retention claims (``collectionClaimedAt`` stays;
+  ``promotion`` cannot be set on a claimed version) raise 422 like the CRD's CEL rules.
 
 Failures are injected with ``inject(method, action, when=..., nth=..., times=...)``: before
 the matching call is carried out, ``action`` is raised (an exception) or called (a function,
@@ -38,7 +43,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from miosa_operator.api import meta
-from miosa_operator.api.models import DeploymentStatus, DeploymentVersionStatus, VersionState
+from miosa_operator.api.models import DeploymentStatus, DeploymentVersionStatus, RetentionPolicyStatus, VersionState
 from miosa_operator.domain.states import can_transition
 from miosa_operator.kube.client import ApiError, Conflict, NotFound
 
@@ -47,11 +52,13 @@ Key = tuple[str, str, str]
 
 WORKLOADS = "apps/v1/deployments"
 SERVICES = "v1/services"
+BUDGETS = "policy/v1/poddisruptionbudgets"
 PODS = "v1/pods"
+KINDS = {"Deployment": WORKLOADS, "Service": SERVICES, "PodDisruptionBudget": BUDGETS}
 
 EVENTS = "v1/events"
 
-READS = frozenset({"get", "list", "get_workload", "get_service", "list_pods", "list_events"})
+READS = frozenset({"get", "list", "get_workload", "get_service", "list_pods", "list_events", "get_object"})
 
 
 # --------------------------------------------------------------------------- clock
@@ -357,6 +364,46 @@ class FakeKube:
             obj = self._must(SERVICES, namespace, name)
             return self._store(SERVICES, namespace, name, merge_patch(obj, patch))
 
+    def get_object(self, kind: str, namespace: str, name: str) -> Obj | None:
+        with self._call("get_object", kind=kind, namespace=namespace, name=name):
+            obj = self.objects.get((KINDS[kind], namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def create_object(self, kind: str, namespace: str, body: Obj) -> Obj:
+        with self._call("create_object", kind=kind, namespace=namespace, body=body):
+            return self._create_builtin(KINDS[kind], namespace, body)
+
+    def replace_object(self, kind: str, namespace: str, name: str, body: Obj) -> Obj:
+        with self._call("replace_object", kind=kind, namespace=namespace, name=name, body=body):
+            obj = self._must(KINDS[kind], namespace, name)
+            self._precondition(obj, (body.get("metadata") or {}).get("resourceVersion"))
+            new = copy.deepcopy(body)
+            for key in ("uid", "creationTimestamp", "generation"):
+                new["metadata"][key] = obj["metadata"].get(key)
+            new["metadata"]["namespace"] = namespace
+            new["status"] = obj.get("status") or {}
+            if new.get("spec") != obj.get("spec"):
+                new["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+            return self._store(KINDS[kind], namespace, name, new)
+
+    def patch_object(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj:
+        with self._call("patch_object", kind=kind, namespace=namespace, name=name, patch=patch):
+            obj = self._must(KINDS[kind], namespace, name)
+            new = merge_patch(obj, {k: v for k, v in patch.items() if k != "status"})
+            if new.get("spec") != obj.get("spec"):
+                new["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+            return self._store(KINDS[kind], namespace, name, new)
+
+    def delete_object(self, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        with self._call("delete_object", kind=kind, namespace=namespace, name=name, uid=uid):
+            obj = self.objects.get((KINDS[kind], namespace, name))
+            if obj is None:
+                return False
+            if uid is not None and obj["metadata"].get("uid") != uid:
+                raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {obj['metadata'].get('uid')}", status=409)
+            del self.objects[(KINDS[kind], namespace, name)]
+            return True
+
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
         with self._call("list_pods", namespace=namespace, label_selector=label_selector):
             match = _selector(label_selector)
@@ -470,7 +517,11 @@ def _check_version_spec(spec: Obj) -> None:
 
 
 def _validate_status(plural: str, old: Obj, new: Obj) -> None:
-    model = {meta.VERSION_PLURAL: DeploymentVersionStatus, meta.DEPLOYMENT_PLURAL: DeploymentStatus}.get(plural)
+    model = {
+        meta.VERSION_PLURAL: DeploymentVersionStatus,
+        meta.DEPLOYMENT_PLURAL: DeploymentStatus,
+        meta.RETENTION_PLURAL: RetentionPolicyStatus,
+    }.get(plural)
     if model is not None:
         try:
             model.model_validate(new)
@@ -483,6 +534,10 @@ def _validate_status(plural: str, old: Obj, new: Obj) -> None:
             raise _invalid(f"status.{field_name} is assigned once")
     if "state" in old and "state" not in new:
         raise _invalid("status.state cannot be removed")
+    if "collectionClaimedAt" in old and "collectionClaimedAt" not in new:
+        raise _invalid("status.collectionClaimedAt cannot be removed: a claimed version is collected")
+    if "collectionClaimedAt" in new and "promotion" in new and new.get("promotion") != old.get("promotion"):
+        raise _invalid("status.promotion cannot be set on a version claimed for collection")
     if "state" in new:
         before = VersionState(old["state"]) if "state" in old else None
         after = VersionState(new["state"])

@@ -40,10 +40,12 @@ def pod(env: Env, workload: dict, ready: str, message: str) -> None:
     env.kube.add_pod(NS, {
         "metadata": {"name": "api-v1-verify-abc12", "labels": workload["spec"]["selector"]["matchLabels"],
                      "creationTimestamp": "2026-05-14T12:00:01Z"},
-        "spec": {"nodeName": "kwok-node-0"},
+        # A pod of the workload runs its containers (the gate checks, a ReplicaSet adopts any match).
+        "spec": {"nodeName": "kwok-node-0", "containers": workload["spec"]["template"]["spec"]["containers"]},
         "status": {
             "phase": "Running",
-            "conditions": [{"type": "Ready", "status": ready, "message": message, "lastTransitionTime": "2026-05-14T12:00:03Z"}],
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-05-14T12:00:01Z"},
+                           {"type": "Ready", "status": ready, "message": message, "lastTransitionTime": "2026-05-14T12:00:03Z"}],
             "containerStatuses": [{"name": "app", "ready": ready == "True", "restartCount": 2,
                                    "state": {"running": {"startedAt": "2026-05-14T12:00:02Z"}}}],
         },
@@ -82,12 +84,13 @@ def test_a_failed_gate_says_why_in_its_build_log(env: Env) -> None:
     before = failed()
     workload = started(env)
     pod(env, workload, "False", "Readiness probe failed: HTTP 503")
-    env.clock.advance(env.config.health_gate_timeout + 1)
+    # The deadline counts from the container's start (12:00:02), not the workload's creation.
+    env.clock.advance(env.config.health_gate_timeout + 3)
     assert env.step("api-v1") == VersionState.FAILED
     version = env.get("api-v1")
     text = env.path(version["status"]["buildLogUri"]).read_text()
     assert "pod api-v1-verify-abc12 Ready=False: Readiness probe failed: HTTP 503" in text
-    assert f"FAILED HealthCheckFailed after {env.config.health_gate_timeout + 1:.1f}s: {ready_condition(version)['message'][:60]}" in text
+    assert f"FAILED HealthCheckFailed after {env.config.health_gate_timeout + 3:.1f}s: {ready_condition(version)['message'][:60]}" in text
     assert failed() == before + 1
 
 

@@ -203,7 +203,7 @@ def test_canonical_unpacks_to_the_same_files_with_normalised_metadata() -> None:
 
 
 def test_long_and_non_ascii_names_survive() -> None:
-    long_name = "deep/" * 40 + "page.html"
+    long_name = "a-rather-long-directory-name/" * 12 + "page.html"
     names = [("index.html", b"x"), (long_name, b"long"), ("café/ünïcødé.html", b"utf8")]
     for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
         _, canonical = ingest(make_tar(names, fmt=fmt))
@@ -301,7 +301,7 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     "zero-length pax record": (raw_tar(PAGE, raw_pax_member(b"0 path=x\n", b"b", b"x")), "CorruptBundle"),
     "garbled pax sparse map": (
         raw_tar(PAGE, raw_pax_member(pax_record("GNU.sparse.map", b"abc"), b"s.bin", b"")),
-        "CorruptBundle",
+        "UnsafeMemberType",
     ),
     "endless pax header chain": (
         raw_tar(PAGE, *[raw_header(b"PaxHeader", 0, b"x")] * 40, raw_member(b"b", b"x")),

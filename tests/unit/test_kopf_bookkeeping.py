@@ -6,6 +6,7 @@ annotations, retries still woken — is covered by the e2e suite and counted by 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import kopf
@@ -85,3 +86,30 @@ def test_progress_lives_in_memory_and_only_a_wake_up_is_written() -> None:
 def test_field_manager_names_the_shard() -> None:
     assert handlers.field_manager(Settings.defaults().shard) == "miosa-operator"
     assert handlers.field_manager(Settings.defaults(shards=3, shard_index=2).shard) == "miosa-operator-shard-2"
+
+
+class _Sweeper:
+    def __init__(self) -> None:
+        self.sweeps = 0
+
+    def sweep(self, **_: Any) -> Any:
+        self.sweeps += 1
+        raise RuntimeError("counted, then logged by the periodic collector")
+
+
+def test_singleton_work_sweeps_with_the_one_collector_and_restarts() -> None:
+    """The periodic collector sweeps through the collector that also accepts RetentionPolicies
+    (``memo.retention``, counted by ``instrument.CountedSweeps``), and starts again after the
+    singletons' Lease moved away and back."""
+    retention = _Sweeper()
+    work = handlers.SingletonWork(Settings.defaults(gc_interval=0.05), retention, offboarding=None, kube=None)  # type: ignore[arg-type]
+    assert work.sweeps._inner is retention
+    for _ in range(2):
+        work.start()
+        assert len(work.running) == 2
+        deadline = time.monotonic() + 10
+        before = retention.sweeps
+        while retention.sweeps == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        work.stop()
+        assert retention.sweeps > before and work.running == []

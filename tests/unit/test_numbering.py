@@ -42,3 +42,10 @@ def test_serialised_claims_with_lost_races_are_gapless() -> None:
 def test_counter_from_status_tolerates_missing_fields() -> None:
     assert counter_from_status(None) == Counter()
     assert counter_from_status({"lastVersionNumber": 3, "pendingNumbers": {"x": 3}}) == Counter(3, {"x": 3})
+
+
+def test_a_new_incarnation_is_seeded_above_every_number_of_its_name() -> None:
+    from miosa_operator.domain.numbering import seed
+
+    assert seed([]) == 0
+    assert seed([3, None, 7, 2]) == 7

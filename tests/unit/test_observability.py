@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from miosa_operator.observability.census import VersionCensus
 from miosa_operator.observability.journal import Journal, JournaledKube
 from miosa_operator.render.runtime import StaticServer
 from miosa_operator.settings import Settings
+from miosa_operator.sharding import Shard
 from miosa_operator.store import FileStore
 
 from .fakes import WORKLOADS, FakeClock, FakeKube, RecordingEvents
@@ -89,6 +91,19 @@ def test_a_settled_version_leaving_the_watch_stays_counted() -> None:
     census.observe("DELETED", version_body("b", "building"))  # never known, deleted: nothing
     census.forget_namespace(NS)
     assert len(census) == 0
+
+
+def test_a_shard_counts_only_its_own_versions() -> None:
+    """The singletons' holder archives other shards' versions; its journal must not count them."""
+    shard = Shard(0, 2)
+    uids = [str(uuid.UUID(int=i * 0x9E3779B97F4A7C15 % (1 << 128))) for i in range(1, 100)]  # spread, like real uids
+    mine = next(uid for uid in uids if shard.owns(uid))
+    theirs = next(uid for uid in uids if not shard.owns(uid))
+    census = VersionCensus(owns=shard.owns)
+    census.observe("MODIFIED", version_body("a", "archived", uid=mine))
+    census.observe("MODIFIED", version_body("b", "archived", uid=theirs))
+    assert census.seed([version_body("c", "ready", uid=theirs)]) == 1
+    assert census.counts() == {("archived", "static"): 1} and census.version_id(NS, "b") is None
 
 
 def test_settled_versions_are_seeded_from_a_listing() -> None:
@@ -161,6 +176,8 @@ class Cluster:
     def deployment(self, name: str = "site", **spec: Any) -> None:
         body = {"apiVersion": meta.API_VERSION, "kind": meta.DEPLOYMENT_KIND, "metadata": {"name": name, "namespace": NS}}
         self.kube.create(DEPLOYMENTS, {**body, "spec": {"kind": "dynamic", **spec}})
+        # The incarnation that numbered the versions above (Auto considers only its own).
+        self.kube.patch_status(DEPLOYMENTS, NS, name, {"id": "dep_" + "0" * 26, "ownedObjects": []})
 
     def promote(self, version: str, name: str = "site") -> None:
         self.kube.patch(DEPLOYMENTS, NS, name, {"spec": {"promotedVersion": version}})

@@ -49,3 +49,19 @@ def test_chart_app_version_matches_the_package() -> None:
     chart = yaml.safe_load((REPO / "charts" / "miosa-operator" / "Chart.yaml").read_text())
     project = (REPO / "pyproject.toml").read_text()
     assert f'version = "{chart["appVersion"]}"' in project
+
+
+def test_the_image_refuses_a_python_without_the_tarfile_fixes() -> None:
+    """The Dockerfile's final stage runs the check; this (unpatched) interpreter fails it."""
+    import subprocess
+    import sys
+
+    from miosa_operator.ingest.patched import missing_fixes
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "RUN /opt/miosa/bin/python -m miosa_operator.ingest.patched" in final_stage
+    checked = subprocess.run([sys.executable, "-m", "miosa_operator.ingest.patched"], capture_output=True, text=True)
+    assert checked.returncode == (1 if missing_fixes() else 0)
+    if sys.version_info < (3, 11, 10):  # this machine's 3.11.7 has neither fix
+        assert "CVE-2024-6232" in checked.stderr and "CVE-2025-8194" in checked.stderr

@@ -689,3 +689,28 @@ def test_logs_shows_an_external_build_log_beside_the_operators(
     external.unlink()
     code, _, err = run(capsys, "logs", "v1")
     assert code == 3 and "not found" in err
+
+
+def test_writes_name_a_field_manager_gitops_tools_leave_alone() -> None:
+    """Flux takes over (and then prunes) fields of any manager whose name starts with
+    "kubectl"; the plugin's default manager would be "kubectl-miosa" (its User-Agent)."""
+    from miosa_operator.plugin import apiclient
+
+    sent: list[tuple[str, dict[str, str] | None]] = []
+
+    class Recording(apiclient.ApiClient):
+        def _send(self, method, path, query, body, content_type, timeout):  # type: ignore[no-untyped-def]
+            sent.append((method, query))
+            raise ConnectionError("recorded")
+
+    client = Recording.__new__(Recording)
+    client.timeout = 1.0
+    for method in ("GET", "PATCH", "POST"):
+        with pytest.raises(ConnectionError):
+            client.request(method, "/x", {"a": "b"})
+    assert sent == [
+        ("GET", {"a": "b"}),
+        ("PATCH", {"a": "b", "fieldManager": "miosa-plugin"}),
+        ("POST", {"a": "b", "fieldManager": "miosa-plugin"}),
+    ]
+    assert not apiclient.FIELD_MANAGER.startswith("kubectl")

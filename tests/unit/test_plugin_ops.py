@@ -245,7 +245,7 @@ def complete(*words: str) -> list[str]:
 
 
 def test_completion_of_commands_flags_and_choices() -> None:
-    assert complete("") == ["history", "logs", "promote", "retry", "rollback", "status", "versions", ":4"]
+    assert complete("") == ["history", "logs", "promote", "publish", "retry", "rollback", "status", "versions", ":4"]
     assert complete("ro") == ["rollback", ":4"]
     assert complete("versions", "") == ["list", "show", ":4"]
     assert complete("versions", "list", "site", "--st") == ["--state", ":4"]

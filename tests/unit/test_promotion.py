@@ -99,3 +99,23 @@ def test_refusals_say_whether_waiting_can_help() -> None:
         assert refusal is not None and refusal.reason == reason, version
         assert refusal.final == (reason != Reason.WAITING_FOR_VERSION)
     assert check_promotable("site", VersionKind.STATIC, "v", view("v", 1, S.ARCHIVED)) is None
+
+
+def test_a_version_claimed_by_retention_is_refused_and_never_chosen() -> None:
+    claimed = VersionView(name="v", deployment="site", kind=VersionKind.STATIC, state=S.ARCHIVED, number=1, claimed=True)
+    refusal = check_promotable("site", VersionKind.STATIC, "v", claimed)
+    assert refusal and refusal.final and "retention is collecting its artifacts" in refusal.message
+    newer = VersionView(name="w", deployment="site", kind=VersionKind.STATIC, state=S.READY, number=2, claimed=True)
+    assert desired_version(PromotionPolicy.AUTO, None, "site", [claimed, newer]) is None
+    body = {"metadata": {"name": "v"}, "spec": {"deploymentRef": {"name": "site"}, "kind": "static"},
+            "status": {"state": "ready", "versionNumber": 1, "collectionClaimedAt": "2026-01-01T00:00:00Z", "deploymentId": "dep_x"}}
+    assert VersionView.from_body(body).claimed and VersionView.from_body(body).deployment_id == "dep_x"
+
+
+def test_auto_considers_only_versions_of_the_current_incarnation() -> None:
+    old = VersionView(name="old", deployment="site", kind=VersionKind.STATIC, state=S.READY, number=7, deployment_id="dep_old")
+    new = VersionView(name="new", deployment="site", kind=VersionKind.STATIC, state=S.READY, number=8, deployment_id="dep_new")
+    assert desired_version(PromotionPolicy.AUTO, None, "site", [old], deployment_id="dep_new") is None
+    assert desired_version(PromotionPolicy.AUTO, None, "site", [old, new], deployment_id="dep_new") == "new"
+    # Manual promotion of the old incarnation's version stays possible: it is explicit.
+    assert check_promotable("site", VersionKind.STATIC, "old", old) is None

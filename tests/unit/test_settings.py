@@ -96,14 +96,15 @@ def test_misspelt_fields_are_errors_in_tests() -> None:
 
 def test_no_module_reads_the_environment_behind_the_settings_back() -> None:
     """Only settings.py reads os.environ (and kubectl's own variables: KUBECONFIG for the
-    Kubernetes client and the plugin, the environment handed to kubeconfig exec plugins)."""
+    Kubernetes client and the plugin, the environment handed to kubeconfig exec plugins; the
+    ingestion isolation removes secrets from the fork server's environment, reading none)."""
     package = Path(settings_module.__file__).parent
     readers = sorted(
         str(path.relative_to(package))
         for path in package.rglob("*.py")
         if "os.environ" in path.read_text() or "getenv(" in path.read_text()
     )
-    assert readers == ["kube/client.py", "plugin/apiclient.py", "plugin/kubeconfig.py", "settings.py"]
+    assert readers == ["ingest/isolation.py", "kube/client.py", "plugin/apiclient.py", "plugin/kubeconfig.py", "settings.py"]
     assert "KUBECONFIG" in (package / "kube" / "client.py").read_text()
 
 

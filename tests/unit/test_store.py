@@ -3,6 +3,7 @@ tmp_path) and on S3 (moto's in-process S3), plus URI helpers and the router."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ClientError, NoCredentialsError, ReadTimeoutError
 from moto import mock_aws
 
 from miosa_operator.settings import Settings
@@ -23,12 +24,14 @@ from miosa_operator.store import (
     ObjectInfo,
     S3Config,
     S3Store,
+    StoreAccessDenied,
     StoreError,
     StoreRouter,
     TransientStoreError,
     join_uri,
     parse_uri,
 )
+from miosa_operator.store.filestore import _os_error
 from miosa_operator.store.s3store import _BodyReader, classify_error
 
 BUCKET = "miosa-test"
@@ -255,10 +258,12 @@ def test_s3_second_put_returns_false_and_keeps_original(s3: S3Store) -> None:
     assert head["ContentType"] == "application/zstd"
 
 
-def test_s3_missing_bucket_is_a_permanent_error(s3: S3Store) -> None:
-    with pytest.raises(StoreError) as caught:
+def test_s3_missing_bucket_is_the_operators_to_fix_not_the_objects(s3: S3Store) -> None:
+    with pytest.raises(StoreAccessDenied, match="the bucket does not exist"):
         s3.open_read("s3://no-such-bucket-here/key")
-    assert not isinstance(caught.value, (ArtifactNotFound, TransientStoreError))
+    with pytest.raises(StoreAccessDenied, match="the bucket does not exist"):  # a HEAD's 404 has no body
+        s3.head("s3://no-such-bucket-here/key")
+    assert s3.head(f"s3://{BUCKET}/no-such-key") is None
 
 
 def test_s3_uri_must_name_an_object(s3: S3Store) -> None:
@@ -289,7 +294,8 @@ def test_s3_head_before_put_for_servers_ignoring_the_condition(s3: S3Store) -> N
     calls = _count_calls(store)
     assert store.put_bytes_if_absent(f"s3://{BUCKET}/old-server", b"first") is True
     assert store.put_bytes_if_absent(f"s3://{BUCKET}/old-server", b"second") is False
-    assert calls == ["HeadObject", "PutObject", "HeadObject"]  # the second upload never starts
+    # HeadBucket: a HEAD's 404 could be the bucket (store faults); the second upload never starts
+    assert calls == ["HeadObject", "HeadBucket", "PutObject", "HeadObject"]
 
 
 def test_s3_unreachable_endpoint_is_transient(s3_env: None) -> None:
@@ -317,8 +323,15 @@ def client_error(code: str, status: int) -> ClientError:
     [
         (client_error("NoSuchKey", 404), ArtifactNotFound),
         (client_error("404", 404), ArtifactNotFound),
-        (client_error("NoSuchBucket", 404), StoreError),
-        (client_error("AccessDenied", 403), StoreError),
+        (client_error("NoSuchBucket", 404), StoreAccessDenied),
+        (client_error("AccessDenied", 403), StoreAccessDenied),
+        (client_error("403", 403), StoreAccessDenied),  # HEAD has no body, hence no code
+        (client_error("InvalidAccessKeyId", 403), StoreAccessDenied),
+        (client_error("SignatureDoesNotMatch", 403), StoreAccessDenied),
+        (client_error("ExpiredToken", 400), StoreAccessDenied),
+        (client_error("RequestTimeTooSkewed", 403), StoreAccessDenied),
+        (NoCredentialsError(), StoreAccessDenied),
+        (client_error("InvalidArgument", 400), StoreError),
         (client_error("SlowDown", 503), TransientStoreError),
         (client_error("InternalError", 500), TransientStoreError),
         (client_error("RequestTimeout", 400), TransientStoreError),
@@ -399,3 +412,13 @@ def test_router_from_settings(tmp_path: Path, s3_env: None) -> None:
     assert router.s3_store.config.endpoint_url == "http://minio:9000"
     with pytest.raises(StoreError, match="outside the store root"):
         router.head("file:///etc/hostname")
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [(errno.EACCES, StoreAccessDenied), (errno.EPERM, StoreAccessDenied), (errno.EROFS, StoreAccessDenied),
+     (errno.ENOSPC, TransientStoreError), (errno.EIO, TransientStoreError), (errno.EISDIR, StoreError)],
+    ids=["EACCES", "EPERM", "EROFS", "ENOSPC", "EIO", "EISDIR"],
+)
+def test_file_store_errors_say_who_must_act(number: int, expected: type[StoreError]) -> None:
+    assert type(_os_error(OSError(number, os.strerror(number)), "cannot write file:///x")) is expected

@@ -113,3 +113,10 @@ variables.current == variables.wanted ? []
 {{- fail "logFormat must be text or json" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The HTTP API's pods: a name of their own, so that neither the operator's Deployment nor
+the webhook Service ever selects them. */}}
+{{- define "miosa-operator.apiSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-api" (include "miosa-operator.name" .) }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}

@@ -19,7 +19,7 @@ as ``Ready``.  ``domain.conditions.Health`` is the one place that writes them to
 
 | object | situation | Ready | Reconciling | Stalled |
 |---|---|---|---|---|
-| version | waiting for its Deployment, being numbered, building | False | True | False |
+| version | waiting for its Deployment, being numbered, queued for ingestion, building | False | True | False |
 | version | an operator fault being retried (store 5xx, API errors) | False | True | False |
 | version | an operator fault a person must fix (store access denied) | False | False | True |
 | version | ``ready`` or ``archived`` | True | False | False |
@@ -29,8 +29,12 @@ as ``Ready``.  ``domain.conditions.Health`` is the one place that writes them to
 | Deployment | waiting for a version to become ready, rolling out | False | True | False |
 | Deployment | the asked-for version is live and available | True | False | False |
 | Deployment | target failed, unpromotable, rollout reverted, name conflict | False | False | True |
+| version | still building, waiting on what a person must fix: a name conflict, unschedulable pods, a quota, a refused pod, a missing Secret | False | False | True |
+| RetentionPolicy | accepted, or applied by the last sweep | True | False | False |
+| RetentionPolicy | some collections of the last sweep failed (retried at the next) | False | True | False |
 
-``RolloutFailed`` on a Deployment is informational: whether the last rollout failed.
+``RolloutFailed`` on a Deployment is informational: whether the last rollout failed;
+``SecurityRelaxed`` likewise: whether ``spec.podSecurity`` relaxes Pod Security restricted.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class ConditionType(StrEnum):
     STALLED = "Stalled"
     ROLLOUT_FAILED = "RolloutFailed"
     """Deployment: the last rollout failed (True) or completed (False)."""
+    SECURITY_RELAXED = "SecurityRelaxed"
+    """Deployment: spec.podSecurity relaxes Pod Security restricted (True, with what), or not (False)."""
 
 
 class Reason(StrEnum):
@@ -56,6 +62,10 @@ class Reason(StrEnum):
     """Its Deployment does not exist (yet); waits in ``created``."""
     BUILDING = "Building"
     """Static: the bundle is being verified and stored; dynamic: the health gate runs."""
+    INGESTION_QUEUED = "IngestionQueued"
+    """Static: waiting for an ingestion slot (a bounded number run at once, a fair share per tenant)."""
+    ARTIFACT_PENDING = "ArtifactPending"
+    """Static: the bundle is not in the store yet; waits up to the grace period, then ArtifactNotFound."""
 
     # ---- a version's outcomes
     READY = "Ready"
@@ -76,18 +86,27 @@ class Reason(StrEnum):
     FILE_TOO_LARGE = "FileTooLarge"
     BUNDLE_TOO_LARGE = "BundleTooLarge"
     COMPRESSION_RATIO_EXCEEDED = "CompressionRatioExceeded"
+    ZSTD_WINDOW_TOO_LARGE = "ZstdWindowTooLarge"
+    """A zstd frame declares a window above MIOSA_MAX_ZSTD_WINDOW (the decoder would allocate it)."""
     RESOURCE_LIMIT_EXCEEDED = "ResourceLimitExceeded"
-    """Ingestion hit its memory or CPU budget."""
+    """Ingestion hit its memory or CPU budget (MIOSA_INGEST_MEMORY, MIOSA_INGEST_CPU_SECONDS)."""
     INGESTION_ABORTED = "IngestionAborted"
-    """Ingestion or the health gate was interrupted by abnormal operator deaths too often."""
+    """Ingestion or the health gate was interrupted by abnormal operator (or ingestion worker)
+    deaths MIOSA_MAX_INTERRUPTED_ATTEMPTS times; graceful restarts do not count."""
     SOURCE_NOT_ALLOWED = "SourceNotAllowed"
-    """The bundle is outside the tenant's allowed source prefixes."""
+    """``spec.artifact.uri`` or ``spec.buildLog.uri`` is outside the tenant's allowed source
+    prefixes (by default ``<uploads>/<namespace>/``); decided before anything is read."""
     ARTIFACT_NOT_FOUND = "ArtifactNotFound"
     """The bundle was still missing after the grace period."""
     ARTIFACT_UNREADABLE = "ArtifactUnreadable"
     KIND_MISMATCH = "KindMismatch"
     INVALID_RUNTIME = "InvalidRuntime"
     HEALTH_CHECK_FAILED = "HealthCheckFailed"
+    """The verification pod ran but did not become ready on its health path in time."""
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    """The runtime image could not be pulled (for the whole health-gate deadline, or an invalid name)."""
+    CRASH_LOOP = "CrashLoopBackOff"
+    """The runtime's container keeps exiting."""
 
     # ---- faults of the operator's surroundings (retried; the version stays building)
     STORE_UNAVAILABLE = "StoreUnavailable"
@@ -100,6 +119,11 @@ class Reason(StrEnum):
     """A verification or live pod cannot be scheduled (capacity, taints): retried (Stalled)."""
     QUOTA_EXCEEDED = "QuotaExceeded"
     """A ResourceQuota refused a pod: retried (Stalled)."""
+    POD_CREATION_REFUSED = "PodCreationRefused"
+    """Admission refused a pod for another reason (Pod Security, a LimitRange, a webhook): retried (Stalled)."""
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"
+    """The kubelet cannot start the container as configured (a missing Secret or ConfigMap key, an image
+    that runs as root under runAsNonRoot): retried (Stalled)."""
 
     # ---- Deployments
     NOTHING_PROMOTED = "NothingPromoted"
@@ -119,7 +143,20 @@ class Reason(StrEnum):
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     """The rollout missed its deadline and there was nothing (or no permission) to revert to."""
     NAME_CONFLICT = "NameConflict"
-    """An object the operator would create exists and is not the operator's own."""
+    """An object the operator would create exists and is not the operator's own (version or Deployment;
+    retried until it is renamed or deleted: Stalled)."""
+    SECURITY_RELAXED = "SecurityRelaxed"
+    """spec.podSecurity relaxes Pod Security restricted for this Deployment's pods."""
+    RESTRICTED = "Restricted"
+    """The pods run under Pod Security restricted."""
+
+    # ---- RetentionPolicies
+    POLICY_ACCEPTED = "PolicyAccepted"
+    """The policy is in effect; the next sweep applies it."""
+    SWEPT = "Swept"
+    """The last sweep applied the policy."""
+    COLLECTION_FAILED = "CollectionFailed"
+    """Some collections of the last sweep failed (e.g. the store); retried at the next sweep."""
 
 
 class EventReason(StrEnum):

@@ -170,7 +170,8 @@ def version_crd() -> dict[str, Any]:
             MESSAGE,
             AGE,
         ],
-        selectable=[".spec.deploymentRef.name", ".spec.kind", ".status.state"],
+        # .status.id: the HTTP API resolves a ver_ id with one field-selected LIST.
+        selectable=[".spec.deploymentRef.name", ".spec.kind", ".status.state", ".status.id"],
     )
 
 
@@ -193,7 +194,8 @@ def deployment_crd() -> dict[str, Any]:
             MESSAGE,
             AGE,
         ],
-        selectable=[".spec.kind"],
+        # .status.id: the HTTP API resolves a dep_ id with one field-selected LIST.
+        selectable=[".spec.kind", ".status.id"],
     )
 
 

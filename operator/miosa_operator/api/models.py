@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 # ------------------------------------------------------------------ shared pieces
@@ -130,13 +130,61 @@ class Artifact(ApiModel):
     )
 
 
+KeyName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class KeySelector(ApiModel):
+    """One key of a Secret or ConfigMap in the version's own namespace."""
+
+    name: ObjectName = Field(description="Name of the Secret or ConfigMap, in the version's namespace.")
+    key: KeyName = Field(description="The key whose value becomes the variable's value.")
+    optional: bool | None = Field(
+        default=None, description="Start without the variable when the object or key is missing (default: wait for it)."
+    )
+
+
+class EnvVarSource(ApiModel):
+    """Where a variable's value comes from, resolved by the kubelet in the tenant's namespace, so
+    the value never appears in the version's spec (which is immutable and widely readable)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                rule(
+                    "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+                    "spec.runtime.env[].valueFrom: set exactly one of secretKeyRef or configMapKeyRef",
+                )
+            ]
+        }
+    )
+
+    secret_key_ref: KeySelector | None = Field(default=None, description="A key of a Secret.")
+    config_map_key_ref: KeySelector | None = Field(default=None, description="A key of a ConfigMap.")
+
+
 class EnvVar(ApiModel):
-    """One environment variable of the container."""
+    """One environment variable of the container: a literal value, or a reference."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                rule(
+                    "has(self.value) != has(self.valueFrom)",
+                    "spec.runtime.env[]: set exactly one of value or valueFrom",
+                )
+            ]
+        }
+    )
 
     name: str = Field(
         max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name (unique within env)."
     )
-    value: str = Field(default="", max_length=32768, description="Value; plain text, frozen with the version.")
+    value: str | None = Field(
+        default=None, max_length=32768, description="Literal value; plain text, frozen with the version, so never a secret."
+    )
+    value_from: EnvVarSource | None = Field(
+        default=None, description="A Secret or ConfigMap key of the tenant's namespace, resolved when pods start."
+    )
 
 
 class Runtime(ApiModel):
@@ -229,6 +277,58 @@ class ArtifactManifest(ApiModel):
     entrypoint: str = Field(max_length=1024, description="The file served for '/'.")
 
 
+class BuildAttempts(ApiModel):
+    """Ingestion and health-gate attempts, so that a crash loop ends by itself.
+
+    ``running`` is set in the status write that starts an attempt (the one that sets
+    ``building`` for the first) and cleared when it ends or the operator stops gracefully;
+    finding it set by another operator run means that run died during the attempt.
+    """
+
+    running: str | None = Field(
+        default=None, max_length=64, description="The operator run holding an attempt in progress, if any."
+    )
+    interrupted: int = Field(
+        default=0, ge=0, description="Attempts ended by an abnormal operator (or ingestion worker) death."
+    )
+    started_at: datetime | None = Field(default=None, description="When the attempt in progress started.")
+
+
+class NumberClaim(ApiModel):
+    """A version number being claimed, and from which Deployment incarnation."""
+
+    number: int = Field(ge=1, description="The number being claimed (at least the one the claim gets).")
+    deployment_uid: str = Field(max_length=128, description="metadata.uid of the Deployment it is claimed from.")
+
+
+class PromotionMark(ApiModel):
+    """Which Deployment is rolling a version out, and since when."""
+
+    deployment_uid: str = Field(max_length=128, description="metadata.uid of the Deployment rolling it out.")
+    since: datetime = Field(description="When the rollout was decided.")
+
+
+class OwnedObject(ApiModel):
+    """An object the operator created for this one (its uid as the API server returned it)."""
+
+    kind: Literal["Deployment", "Service", "PodDisruptionBudget"] = Field(
+        description="apps/v1 Deployment, v1 Service or policy/v1 PodDisruptionBudget."
+    )
+    name: ObjectName = Field(description="Its name, in the same namespace.")
+    uid: str = Field(max_length=128, description="Its metadata.uid.")
+
+
+OwnedObjects = Annotated[
+    list[OwnedObject],
+    Field(
+        max_length=8,
+        description="Objects the operator created for this one. Only these are ever changed or deleted: an object "
+        "of the same name that is not listed here is someone else's (NameConflict).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["kind"]},
+    ),
+]
+
+
 class DeploymentVersionStatus(ApiModel):
     """Written only by the operator."""
 
@@ -241,6 +341,15 @@ class DeploymentVersionStatus(ApiModel):
                     "status.versionNumber is assigned once",
                 ),
                 rule("!has(oldSelf.state) || has(self.state)", "status.state cannot be removed"),
+                rule(
+                    "!has(oldSelf.collectionClaimedAt) || has(self.collectionClaimedAt)",
+                    "status.collectionClaimedAt cannot be removed: a claimed version is collected",
+                ),
+                rule(
+                    "!has(self.collectionClaimedAt) || !has(self.promotion)"
+                    " || (has(oldSelf.promotion) && self.promotion == oldSelf.promotion)",
+                    "status.promotion cannot be set on a version claimed for collection",
+                ),
             ]
         }
     )
@@ -269,6 +378,25 @@ class DeploymentVersionStatus(ApiModel):
     promoted_at: datetime | None = Field(default=None, description="When it last went live.")
     archived_at: datetime | None = Field(default=None, description="When it was last promoted out of.")
     artifacts_collected_at: datetime | None = Field(default=None, description="When retention removed its artifacts.")
+    build_attempts: BuildAttempts | None = Field(
+        default=None, description="Attempts of ingestion or health gate (ends crash loops: IngestionAborted)."
+    )
+    number_claim: NumberClaim | None = Field(
+        default=None,
+        description="The number this version is claiming from its Deployment's counter (written before the claim, "
+        "removed once versionNumber is set); a re-created Deployment's counter starts above it.",
+    )
+    collection_claimed_at: datetime | None = Field(
+        default=None,
+        description="When retention claimed this version for collection (a write with a resourceVersion "
+        "precondition, before any artifact is deleted); from then on it can no longer be promoted.",
+    )
+    promotion: PromotionMark | None = Field(
+        default=None,
+        description="Set while a Deployment rolls this version out, before the rollout starts; retention never "
+        "claims a version that carries it.",
+    )
+    owned_objects: OwnedObjects | None = None
     observed_generation: int | None = Field(
         default=None, ge=0, description="metadata.generation the operator last acted on."
     )
@@ -332,6 +460,129 @@ class StaticServerSettings(ApiModel):
     port: int = Field(default=8080, ge=1, le=65535, description="Port the static server listens on.")
 
 
+Quantity = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description="A Kubernetes quantity, e.g. 100m, 0.5, 256Mi, 1Gi.",
+        json_schema_extra={"x-kubernetes-validations": [rule("isQuantity(self)", "must be a quantity such as 100m or 256Mi")]},
+    ),
+]
+ResourceList = Annotated[
+    dict[str, Quantity],
+    Field(max_length=8, description="Resource name (cpu, memory, ephemeral-storage, …) to quantity."),
+]
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of the live (and verification) pods' main container."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                rule(
+                    "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits)"
+                    " || !isQuantity(self.requests[k]) || !isQuantity(self.limits[k])"
+                    " || quantity(self.requests[k]).compareTo(quantity(self.limits[k])) <= 0)",
+                    "spec.resources: a request may not exceed its limit",
+                )
+            ]
+        }
+    )
+
+    requests: ResourceList | None = Field(default=None, description="What the scheduler reserves.")
+    limits: ResourceList | None = Field(default=None, description="What the container may use at most.")
+
+
+class Toleration(ApiModel):
+    """A taint the live and verification pods tolerate (core/v1 Toleration)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                rule("!has(self.operator) || self.operator != 'Exists' || !has(self.value)", "operator Exists takes no value"),
+                rule("has(self.key) || (has(self.operator) && self.operator == 'Exists')", "an empty key needs operator Exists"),
+            ]
+        }
+    )
+
+    key: str | None = Field(default=None, max_length=316, description="Taint key; empty with Exists matches every taint.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Equal (default) or Exists.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, le=86400 * 365, description="NoExecute only: how long the pod stays bound after the taint."
+    )
+
+
+class LocalObjectReference(ApiModel):
+    name: ObjectName = Field(description="Name of an object in the same namespace.")
+
+
+def _int_or_percent(value: Any) -> Any:
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+IntOrPercent = Annotated[
+    int | str,
+    BeforeValidator(_int_or_percent),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "description": "A number of pods or a percentage such as 50%.",
+            "x-kubernetes-validations": [
+                rule(
+                    "type(self) == int ? self >= 0 : self.matches('^[0-9]{1,3}%$')",
+                    "must be a non-negative number or a percentage such as 50%",
+                )
+            ],
+        }
+    ),
+]
+
+
+class DisruptionBudget(ApiModel):
+    """A policy/v1 PodDisruptionBudget for the live pods (node drains keep this many serving)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                rule(
+                    "has(self.minAvailable) != has(self.maxUnavailable)",
+                    "spec.podDisruptionBudget: set exactly one of minAvailable or maxUnavailable",
+                )
+            ]
+        }
+    )
+
+    min_available: IntOrPercent | None = Field(default=None, description="Pods that must stay available.")
+    max_unavailable: IntOrPercent | None = Field(default=None, description="Pods that may be unavailable.")
+
+
+class PodSecurity(ApiModel):
+    """Relaxations of Pod Security "restricted" for dynamic versions' pods, for images that need them.
+
+    Every relaxation is explicit here, reported by the SecurityRelaxed condition and a Warning
+    event, and still subject to the namespace's Pod Security admission (a namespace that
+    enforces "restricted" refuses a pod that runs as root: the version says so and waits).
+    """
+
+    run_as_user: int | None = Field(
+        default=None, ge=1, le=2147483647, description="UID to run as, for images whose USER is not numeric."
+    )
+    allow_root: bool = Field(
+        default=False,
+        description="Let the image run as root with the runtime's default capabilities (Pod Security baseline).",
+    )
+    writable_root_filesystem: bool = Field(
+        default=False, description="Make the root filesystem writable (otherwise only /tmp is)."
+    )
+
+
 class DeploymentSpec(ApiModel):
     """What should run: the promoted version (or the newest ready one under Auto) and how."""
 
@@ -356,6 +607,24 @@ class DeploymentSpec(ApiModel):
     static: StaticServerSettings | None = Field(default=None, description="Static server settings.")
     node_selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
         default=None, max_length=32, description="Node labels the live pods must run on."
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Requests and limits of the main container of live and verification pods "
+        "(default: the operator's MIOSA_DEFAULT_REQUESTS / MIOSA_DEFAULT_LIMITS for dynamic versions).",
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=32, description="Taints the live and verification pods tolerate."
+    )
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16, description="Secrets (in this namespace) used to pull the images."
+    )
+    pod_disruption_budget: DisruptionBudget | None = Field(
+        default=None, description="Create a PodDisruptionBudget for the live pods; none when unset."
+    )
+    pod_security: PodSecurity | None = Field(
+        default=None,
+        description="Explicit relaxations of Pod Security restricted for dynamic versions (default: none).",
     )
 
 
@@ -420,6 +689,7 @@ class DeploymentStatus(ApiModel):
         description="The last deploy.miosa.io/retry annotation the operator acted on (`kubectl miosa retry`): each new "
         "value '<version>@<time>' releases that version from revertedVersions, so its rollout is tried again.",
     )
+    owned_objects: OwnedObjects | None = None
     conditions: Conditions | None = None
 
 
@@ -453,6 +723,8 @@ class RetentionPolicyStatus(ApiModel):
 
     last_sweep_at: datetime | None = Field(default=None, description="When the collector last applied this policy.")
     collected: int | None = Field(default=None, ge=0, description="Versions collected in this namespace by the last sweep.")
+    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation the conditions are for.")
+    conditions: Conditions | None = None
 
 
 class RetentionPolicy(ApiModel):

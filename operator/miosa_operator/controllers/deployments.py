@@ -6,10 +6,28 @@ renders and applies its workload (``render.runtime``), then either completes the
 waiting (``Retry``), or, past ``progressDeadlineSeconds``, reverts to the previous live
 version and records why.  The rollout in progress lives in ``status.rollout`` so a restarted
 operator resumes it with the same deadline.  ``spec`` is never written: GitOps tools own it.
+
+**Promotion and collection cannot race.**  Before a rollout starts, the version is marked
+(``status.promotion``) by a write with its resourceVersion as precondition; the collector
+claims a version (``status.collectionClaimedAt``) the same way and never claims a marked
+one, and a claimed version is refused here and by the webhook (``check_promotable``).  Both
+writes compare-and-swap the same object, so exactly one of them wins.  The mark is dropped
+once the Deployment's status names the version live (or the rollout ended otherwise), so a
+collector never sees an unmarked version that is live but not yet recorded as live.
+
+**Only own objects are managed** (``controllers.owned``): the live workload, its Service and
+its PodDisruptionBudget are created by the operator, recorded by uid in
+``status.ownedObjects``, and a same-named object somebody else made is a ``NameConflict``
+(Stalled, a Warning event, retried), never adopted or overwritten.
+
+**Numbers never repeat for a name**: the id write of a new Deployment seeds its version
+counter from the versions of its name (``domain.numbering``), and ``Auto`` only considers
+versions of this incarnation (``status.deploymentId`` equal to its ``status.id``).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,20 +38,32 @@ from ..api.models import (
     DeploymentVersion,
     HistoryAction,
     HistoryEntry,
+    VersionKind,
     VersionState,
 )
 from ..domain.conditions import Health, health_conditions, set_condition
 from ..domain.ids import new_deployment_id
 from ..domain.labels import label_value
+from ..domain.ownership import Owner, budget_drifted, service_drifted, workload_drifted
 from ..domain.promotion import Refusal, VersionView, check_promotable, classify, desired_version
-from ..kube.client import Conflict, Kube
-from ..render import runtime
+from ..kube.client import Conflict, Kube, NotFound
+from ..render import runtime, workloads
 from ..settings import Settings
 from .common import Clock, EventSink, Retry, iso, object_ref, utcnow
+from .owned import NameConflictError, OwnedObjects, Recorder
+from .versions import seed_counter
 
 Obj = dict[str, Any]
 
+log = logging.getLogger(__name__)
+
 OPERATOR_ACTOR = "miosa-operator"
+STATUS_WRITE_ATTEMPTS = 5
+
+
+class Superseded(Exception):
+    """The Deployment this reconcile works for was deleted (a namesake may exist)."""
+
 HISTORY_LIMIT = 50
 REVERTED_LIMIT = 20
 # Written by earlier releases; Reconciling replaces it (kstatus), so it is dropped when seen.
@@ -50,11 +80,22 @@ class DeploymentController:
         clock: Clock = utcnow,
     ) -> None:
         self.kube, self.config, self.events, self.static_server, self.clock = kube, config, events, static_server, clock
+        self.owned = OwnedObjects(kube)
+        self.defaults = workloads.PodDefaults.from_settings(config)
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, body: Obj) -> None:
-        deployment = self._ensure_id(Deployment.model_validate(body))
-        deployment = self._consume_retry(deployment)
+        try:
+            deployment = self._ensure_id(Deployment.model_validate(body))
+            deployment = self._consume_retry(deployment)
+            try:
+                self._reconcile(deployment)
+            except NameConflictError as conflict:
+                self._name_conflict(deployment, conflict)
+        except Superseded as gone:  # this body's Deployment no longer exists: nothing left to do
+            log.info("%s", gone)
+
+    def _reconcile(self, deployment: Deployment) -> None:
         versions = self._versions(deployment)
         self._prune_claims(deployment, versions)
         target = self._target(deployment, versions)
@@ -76,14 +117,18 @@ class DeploymentController:
         self._roll_out(deployment, version, versions)
 
     def _ensure_id(self, deployment: Deployment) -> Deployment:
+        """A new incarnation gets its id, its counter seeded above its name's versions, and an
+        empty record of owned objects, in one compare-and-swap write."""
         if deployment.status.id:
             return deployment
+        ns, name = deployment.metadata.namespace, deployment.metadata.name
+        last = max(deployment.status.last_version_number or 0, seed_counter(self.kube, ns, name, deployment.metadata.uid))
         try:
             body = self.kube.patch_status(
                 meta.DEPLOYMENT_PLURAL,
-                deployment.metadata.namespace,
-                deployment.metadata.name,
-                {"id": new_deployment_id()},
+                ns,
+                name,
+                {"id": new_deployment_id(), "lastVersionNumber": last, "ownedObjects": []},
                 resource_version=deployment.metadata.resource_version,
             )
         except Conflict as exc:  # a version claimed a number (and maybe set the id) meanwhile
@@ -110,6 +155,7 @@ class DeploymentController:
             deployment.metadata.name,
             [VersionView.from_model(v) for v in versions.values()],
             reverted=deployment.status.reverted_versions or [],
+            deployment_id=deployment.status.id,
         )
 
     def _consume_retry(self, deployment: Deployment) -> Deployment:
@@ -138,6 +184,8 @@ class DeploymentController:
     # ------------------------------------------------------------------ steady state
     def _keep_live(self, deployment: Deployment, version: DeploymentVersion) -> None:
         workload = self._apply(deployment, version)
+        if version.status.promotion is not None:  # left by a rollout that died after recording it live
+            self._unmark(version)
         if runtime.rolled_out(workload, version.status.id or "", deployment.spec.replicas):
             message = f"version {version.metadata.name} (#{version.status.version_number}) is live"
             self._write_health(deployment, Health(True, Reason.LIVE, message))
@@ -183,8 +231,12 @@ class DeploymentController:
     def _roll_out(self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]) -> None:
         rollout = deployment.status.rollout
         if rollout is None or rollout.version != version.metadata.name:
+            superseded = versions.get(rollout.version) if rollout is not None else None
+            self._mark(deployment, version)
             deployment = self._start_rollout(deployment, version, versions)
             rollout = deployment.status.rollout
+            if superseded is not None:
+                self._unmark(superseded)
         assert rollout is not None
         workload = self._apply(deployment, version)
         if runtime.rolled_out(workload, version.status.id or "", deployment.spec.replicas):
@@ -216,6 +268,9 @@ class DeploymentController:
         }
         message = f"{action.value}: rolling out {version.metadata.name} (#{version.status.version_number})"
         self.events.normal(object_ref(deployment), EventReason.ROLLOUT_STARTED, message)
+        relaxed = workloads.relaxations(deployment) if version.spec.kind == VersionKind.DYNAMIC else []
+        if relaxed:
+            self.events.warning(object_ref(deployment), Reason.SECURITY_RELAXED, "Pod Security restricted relaxed: " + "; ".join(relaxed))
         conditions = self._conditions(deployment, Health.reconciling(Reason.ROLLING_OUT, message), now=now)
         return self._patch_status(deployment, {"rollout": rollout, "conditions": conditions})
 
@@ -235,7 +290,8 @@ class DeploymentController:
             time=now,
             reason=rollout.reason,
         )
-        message = f"version {version.metadata.name} (#{version.status.version_number}) is live ({rollout.action.value})"
+        live = f"version {version.metadata.name} (#{version.status.version_number}) is live"
+        message = f"{live} ({rollout.action.value})"
         status = {
             "liveVersion": version.metadata.name,
             "liveVersionNumber": version.status.version_number,
@@ -244,12 +300,13 @@ class DeploymentController:
             "observedGeneration": deployment.metadata.generation,
             "conditions": self._conditions(
                 deployment,
-                Health(True, Reason.LIVE, message),
+                Health(True, Reason.LIVE, live),  # what _keep_live says, so a steady reconcile writes nothing
                 rollout_failed=(False, Reason.ROLLOUT_COMPLETE, "the last rollout completed"),
                 now=now,
             ),
         }
         self._patch_status(deployment, status)
+        self._unmark(version)  # only now: the Deployment's status names it live
         reason = EventReason.ROLLED_BACK if rollout.action == HistoryAction.ROLLBACK else EventReason.PROMOTED
         self.events.normal(object_ref(deployment), reason, message)
 
@@ -293,8 +350,32 @@ class DeploymentController:
         )
         self.events.warning(object_ref(deployment), event, message)
         self._patch_status(deployment, status)
+        self._unmark(version)
 
     # ------------------------------------------------------------------ versions
+    def _mark(self, deployment: Deployment, version: DeploymentVersion) -> None:
+        """Mark ``version`` as being rolled out, unless retention claimed it first (compare-and-swap)."""
+        mark = version.status.promotion
+        if mark is not None and mark.deployment_uid == deployment.metadata.uid:
+            return
+        status = {"promotion": {"deploymentUid": deployment.metadata.uid, "since": iso(self.clock())}}
+        try:
+            self.kube.patch_status(
+                meta.VERSION_PLURAL,
+                version.metadata.namespace,
+                version.metadata.name,
+                status,
+                resource_version=version.metadata.resource_version,
+            )
+        except Conflict as exc:  # it changed since it was read (retention may have claimed it): decide again
+            raise Retry(f"version {version.metadata.name} changed while marking it for rollout", delay=0.2, planned=False) from exc
+
+    def _unmark(self, version: DeploymentVersion) -> None:
+        try:
+            self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, {"promotion": None})
+        except NotFound:
+            pass
+
     def _mark_promoted(self, version: DeploymentVersion, now: datetime) -> None:
         status: Obj = {"promotedAt": iso(now)}
         if version.status.state == VersionState.ARCHIVED:
@@ -310,35 +391,35 @@ class DeploymentController:
 
     # ------------------------------------------------------------------ workload
     def _apply(self, deployment: Deployment, version: DeploymentVersion) -> Obj:
-        ns = deployment.metadata.namespace
-        desired = runtime.live_workload(deployment, version, self.static_server)
-        name = desired["metadata"]["name"]
-        self._apply_service(deployment, version)
-        current = self.kube.get_workload(ns, name)
-        if current is None:
-            try:
-                return self.kube.create_workload(ns, desired)
-            except Conflict:
-                current = self.kube.get_workload(ns, name)
-                assert current is not None
-        wanted_hash = desired["metadata"]["annotations"][runtime.ANNOTATION_RENDERED_HASH]
-        if (current["metadata"].get("annotations") or {}).get(runtime.ANNOTATION_RENDERED_HASH) == wanted_hash:
-            return current
-        patch = {"metadata": {"annotations": desired["metadata"]["annotations"]}, "spec": desired["spec"]}
-        return self.kube.patch_workload(ns, name, patch)
+        """Service, budget and workload of ``version``, ours only (``NameConflictError`` otherwise)."""
+        owner = Owner(
+            kind=meta.DEPLOYMENT_KIND,
+            name=deployment.metadata.name,
+            uid=deployment.metadata.uid,
+            id_label=workloads.LABEL_DEPLOYMENT_ID,
+            id_value=deployment.status.id or "",
+        )
+        recorder = Recorder(
+            list(deployment.status.owned_objects or []),
+            lambda entries: self._patch_status(deployment, {"ownedObjects": entries}),
+            legacy=deployment.status.owned_objects is None,
+        )
+        service = runtime.live_service(deployment, runtime.serving_port(deployment, version))
+        self.owned.ensure(owner, service, recorder, service_drifted)
+        budget = runtime.disruption_budget(deployment)
+        if budget is not None:
+            self.owned.ensure(owner, budget, recorder, budget_drifted)
+        elif recorder.uid("PodDisruptionBudget", runtime.workload_name(deployment)):
+            self.owned.remove(owner, "PodDisruptionBudget", deployment.metadata.namespace, runtime.workload_name(deployment), recorder)
+        desired = runtime.live_workload(deployment, version, self.static_server, self.defaults)
+        return self.owned.ensure(owner, desired, recorder, _workload_changed)
 
-    def _apply_service(self, deployment: Deployment, version: DeploymentVersion) -> None:
-        desired = runtime.live_service(deployment, runtime.serving_port(deployment, version))
-        ns, name = deployment.metadata.namespace, desired["metadata"]["name"]
-        current = self.kube.get_service(ns, name)
-        if current is None:
-            try:
-                self.kube.create_service(ns, desired)
-            except Conflict:
-                pass
-            return
-        if current["spec"].get("ports") != desired["spec"]["ports"]:
-            self.kube.patch_service(ns, name, {"spec": {"ports": desired["spec"]["ports"]}})
+    def _name_conflict(self, deployment: Deployment, conflict: NameConflictError) -> None:
+        live = deployment.status.live_version
+        message = f"{conflict.message}; {live or 'nothing'} stays live" if live else conflict.message
+        if self._write_health(deployment, Health.stalled(Reason.NAME_CONFLICT, message)):
+            self.events.warning(object_ref(deployment), Reason.NAME_CONFLICT, conflict.message)
+        raise Retry(conflict.message, delay=max(self.config.poll_interval, 5.0))
 
     # ------------------------------------------------------------------ status plumbing
     def _history(self, deployment: Deployment, entry: HistoryEntry) -> list[Obj]:
@@ -365,7 +446,19 @@ class DeploymentController:
     ) -> list[Obj]:
         generation = deployment.metadata.generation
         conditions = health_conditions(deployment.status.conditions, health, generation=generation, now=now)
-        conditions = [c for c in conditions if c.type != _RETIRED_PROGRESSING]
+        conditions = [c for c in conditions if c.type not in (_RETIRED_PROGRESSING, ConditionType.SECURITY_RELAXED)]
+        relaxed = workloads.relaxations(deployment) if deployment.spec.kind == VersionKind.DYNAMIC else []
+        if relaxed:
+            previous = [c for c in deployment.status.conditions or [] if c.type == ConditionType.SECURITY_RELAXED]
+            conditions = set_condition(
+                [*conditions, *previous],
+                type=ConditionType.SECURITY_RELAXED,
+                status=True,
+                reason=Reason.SECURITY_RELAXED,
+                message="Pod Security restricted is relaxed: " + "; ".join(relaxed),
+                generation=generation,
+                now=now,
+            )
         if rollout_failed is not None:
             status, reason, message = rollout_failed
             conditions = set_condition(
@@ -380,8 +473,35 @@ class DeploymentController:
         return [c.wire() for c in conditions]
 
     def _patch_status(self, deployment: Deployment, status: Obj) -> Deployment:
-        body = self.kube.patch_status(meta.DEPLOYMENT_PLURAL, deployment.metadata.namespace, deployment.metadata.name, status)
-        return Deployment.model_validate(body)
+        """Write status onto this very Deployment, never onto a namesake created since.
+
+        A reconcile can outlive its object (deleted while it ran, another one created under the
+        same name at once); a write by name alone would land on the new one.  So every write is
+        a compare-and-swap: on a conflict the object is read again and the write repeated only
+        if it is still the same object (same uid).  Our status fields are written by this
+        controller alone (kopf runs one handler per object at a time), so repeating the merge
+        patch on the newer resourceVersion is safe.
+        """
+        ns, name = deployment.metadata.namespace, deployment.metadata.name
+        resource_version = deployment.metadata.resource_version or None
+        for _ in range(STATUS_WRITE_ATTEMPTS):
+            try:
+                body = self.kube.patch_status(meta.DEPLOYMENT_PLURAL, ns, name, status, resource_version=resource_version)
+                return Deployment.model_validate(body)
+            except Conflict:
+                current = self.kube.get(meta.DEPLOYMENT_PLURAL, ns, name)
+                if current is None or current["metadata"].get("uid") != deployment.metadata.uid:
+                    raise Superseded(f"Deployment {ns}/{name} (uid {deployment.metadata.uid}) was deleted; not writing its status") from None
+                resource_version = current["metadata"]["resourceVersion"]
+            except NotFound:
+                raise Superseded(f"Deployment {ns}/{name} was deleted; not writing its status") from None
+        raise Retry(f"Deployment {name} keeps changing while its status is written", delay=0.5, planned=False)
+
+
+def _workload_changed(desired: Obj, current: Obj) -> bool:
+    hash_key = runtime.ANNOTATION_RENDERED_HASH
+    rendered = (current["metadata"].get("annotations") or {}).get(hash_key)
+    return rendered != desired["metadata"]["annotations"][hash_key] or workload_drifted(desired, current)
 
 
 def _without_times(conditions: list[Obj]) -> list[Obj]:

@@ -1,33 +1,72 @@
 """Building a static version: verify the uploaded bundle and store its canonical release.
 
-The bundle is streamed once through ``ingest_bundle`` into a temporary file; only after it
-verified is the canonical ``dist.tar.zst`` written, with ``put_if_absent`` so a retry after
-a crash never writes a different object and an existing one is never overwritten (the
-ingestion is deterministic, so a retry would produce the same bytes anyway).  A
-human-readable, timestamped ``build.log`` is written next to it, for failures too.
-Nothing is ever written outside ``<releases>/<tenant>/<dep id>/<ver id>/``.
+Two steps, so that the version controller can queue between them (``ingestion_slots``):
+
+1. ``prepare``: decide where the bundle is and how big, without reading it — the source is
+   already confined to the tenant (``store.sources``, checked by the controller); a ``HEAD``
+   gives its size (the slot's bytes in flight) or says it is not there yet.
+2. ``run``: stream it once through an ingestion worker (``ingest.isolation``: limited memory
+   and CPU) into a temporary file; only after it verified is the canonical ``dist.tar.zst``
+   written, with ``put_if_absent`` so a retry after a crash never writes a different object
+   and an existing one is never overwritten (ingestion is deterministic anyway). A
+   human-readable, timestamped ``build.log`` is written next to it, for failures too.
+   Nothing is ever written outside ``<releases>/<tenant>/<dep id>/<ver id>/``.
+
+Who is at fault decides the outcome. The bundle's own faults (``BundleRejected``, a source
+still missing after ``MISSING_ARTIFACT_GRACE``, a URI that can never name an object) are
+``Rejected``: the version fails. Everything else raises ``StoreWait`` (a ``Retry`` that says
+what to show): a store that times out or answers 5xx is ``StoreUnavailable`` (Reconciling), a
+store that refuses the operator's credentials or lacks a bucket is ``StoreAccessDenied``
+(Stalled: a person must act); either way the same version goes on once the store is fixed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from ..api.conditions import Reason
 from ..api.models import DeploymentVersion
+from ..domain.conditions import Health
 from ..ingest.buildlog import BuildLog
 from ..ingest.bundle import BundleRejected, IngestResult, ingest_bundle
+from ..ingest.common import human
+from ..ingest.isolation import Budget, Usage, ingest_isolated
 from ..settings import Settings
-from ..store.base import ArtifactNotFound, ArtifactStore, StoreError, TransientStoreError
+from ..store.base import ArtifactNotFound, ArtifactStore, StoreAccessDenied, StoreError, TransientStoreError
 from ..store.router import join_uri
 from .common import Clock, Failure, Obj, Retry
 
 # A bundle that is not in the store yet may still be uploading (GitOps applies objects in
 # any order); after this long, "not found" is a decision, not a wait.
 MISSING_ARTIFACT_GRACE = timedelta(minutes=2)
+STORE_RETRY_DELAY = 5.0
+
+
+class StoreWait(Retry):
+    """Not the version's fault: retry later, and meanwhile show ``health`` on the version."""
+
+    def __init__(self, health: Health, delay: float = STORE_RETRY_DELAY, planned: bool = False) -> None:
+        super().__init__(health.message, delay=delay, planned=planned)
+        self.health = health
+
+
+def store_wait(exc: TransientStoreError, doing: str) -> StoreWait:
+    if isinstance(exc, StoreAccessDenied):
+        return StoreWait(Health.stalled(Reason.STORE_ACCESS_DENIED, f"{doing}: {exc}; retrying until a person fixes the store"))
+    return StoreWait(Health.reconciling(Reason.STORE_UNAVAILABLE, f"{doing}: {exc}; retrying"))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    source: str
+    """The normalised source URI: what was checked is what is read."""
+    size: int
 
 
 @dataclass(frozen=True)
@@ -43,58 +82,103 @@ class Rejected:
     build_log_uri: str | None
 
 
+Ingest = Callable[..., IngestResult]
+
+
+def in_process(
+    source: Any, out: Any, *, budget: Budget, cancel: threading.Event | None, usage: Callable[[Usage], None], **kwargs: Any
+) -> IngestResult:
+    """``ingest_bundle`` in the operator's own process (tests of the controller; no limits)."""
+    del budget, cancel, usage
+    return ingest_bundle(source, out, **kwargs)
+
+
 class StaticBuild:
-    def __init__(self, store: ArtifactStore, config: Settings, clock: Clock) -> None:
-        self.store, self.config, self.clock = store, config, clock
+    def __init__(self, store: ArtifactStore, config: Settings, clock: Clock, ingest: Ingest = ingest_isolated) -> None:
+        self.store, self.config, self.clock, self.ingest = store, config, clock, ingest
 
     def release_prefix(self, version: DeploymentVersion) -> str:
         status = version.status
         assert status.deployment_id and status.id
         return join_uri(self.config.releases_uri, version.metadata.namespace, status.deployment_id, status.id)
 
-    def run(self, version: DeploymentVersion) -> Built | Rejected:
+    # ------------------------------------------------------------------ step 1
+    def prepare(self, version: DeploymentVersion, source: str) -> Prepared | Rejected:
+        """The bundle's size, without reading it; raises ``StoreWait`` while it is missing."""
+        try:
+            info = self.store.head(source)
+        except TransientStoreError as exc:
+            raise store_wait(exc, f"cannot look up {source}") from exc
+        except StoreError as exc:
+            return self.reject(version, Reason.ARTIFACT_UNREADABLE, f"cannot read {source}: {exc}")
+        if info is None:
+            created = version.metadata.creation_timestamp or self.clock()
+            waited = self.clock() - created
+            if waited < MISSING_ARTIFACT_GRACE:
+                message = f"{source} is not in the store yet; waiting up to {MISSING_ARTIFACT_GRACE.seconds} s for the upload"
+                raise StoreWait(Health.reconciling(Reason.ARTIFACT_PENDING, message), delay=5.0, planned=True)
+            return self.reject(version, Reason.ARTIFACT_NOT_FOUND, f"artifact {source} does not exist in the store")
+        limit = self.config.limits.max_bundle_bytes
+        if info.size > limit:
+            return self.reject(version, Reason.BUNDLE_TOO_LARGE, f"the bundle is {info.size} bytes, larger than {human(limit)}")
+        return Prepared(source, info.size)
+
+    # ------------------------------------------------------------------ step 2
+    def run(
+        self, version: DeploymentVersion, prepared: Prepared, cancel: threading.Event | None = None, niceness: int | None = None
+    ) -> Built | Rejected:
         artifact = version.spec.artifact
         assert artifact is not None, "the CRD requires an artifact for static versions"
         prefix = self.release_prefix(version)
-        canonical_uri, log_uri = join_uri(prefix, "dist.tar.zst"), join_uri(prefix, "build.log")
-        log = BuildLog(clock=self.clock)
-        log.line(f"version {version.metadata.namespace}/{version.metadata.name} ({version.status.id})")
-        log.line(f"source {artifact.uri} expecting sha256 {artifact.sha256}")
-
-        def reject(reason: Reason, message: str) -> Rejected:
-            log.line(f"FAILED {reason}: {message}")
-            self._write_log(log_uri, log)
-            return Rejected(Failure(reason, message), log_uri)
-
-        if not self.config.source_allowed(artifact.uri, version.metadata.namespace):
-            return reject(Reason.SOURCE_NOT_ALLOWED, f"{artifact.uri} is not an allowed source for namespace {version.metadata.namespace!r}")
+        canonical_uri = join_uri(prefix, "dist.tar.zst")
+        log = self._log(version)
         with tempfile.TemporaryFile(prefix="miosa-release-") as out:
             try:
-                with self.store.open_read(artifact.uri) as source:
-                    result = ingest_bundle(
+                with self.store.open_read(prepared.source) as source:
+                    result = self.ingest(
                         source,
                         out,
                         expected_sha256=artifact.sha256,
                         entrypoint=artifact.entrypoint,
                         limits=self.config.limits,
+                        budget=self._budget(niceness),
                         log=log.line,
+                        cancel=cancel,
+                        usage=lambda used: log.line(
+                            f"ingestion worker: {used.cpu_seconds:.2f} s CPU, peak {human(used.peak_rss)} resident"
+                        ),
                     )
             except BundleRejected as rejected:
-                return reject(Reason(rejected.reason), rejected.message)
-            except ArtifactNotFound as exc:
-                created = version.metadata.creation_timestamp or self.clock()
-                if self.clock() - created < MISSING_ARTIFACT_GRACE:
-                    raise Retry(f"artifact {artifact.uri} not found yet", delay=5.0) from exc
-                return reject(Reason.ARTIFACT_NOT_FOUND, f"artifact {artifact.uri} does not exist in the store")
+                return self.reject(version, Reason(rejected.reason), rejected.message, log)
+            except ArtifactNotFound:  # deleted between HEAD and GET: look again from the start
+                raise StoreWait(Health.reconciling(Reason.ARTIFACT_PENDING, f"{prepared.source} disappeared; looking again")) from None
             except TransientStoreError as exc:
-                raise Retry(f"artifact store: {exc}", delay=5.0, planned=False) from exc
-            except StoreError as exc:  # a URI this operator may not or cannot read: the tenant's mistake
-                return reject(Reason.ARTIFACT_UNREADABLE, f"cannot read {artifact.uri}: {exc}")
+                raise store_wait(exc, f"reading {prepared.source}") from exc
+            except StoreError as exc:
+                return self.reject(version, Reason.ARTIFACT_UNREADABLE, f"cannot read {prepared.source}: {exc}", log)
             out.seek(0)
             stored_sha = self._store_canonical(canonical_uri, out, result.canonical_bytes, result.canonical_sha256, log)
         log.line(f"ready: {result.manifest.files} files, {result.manifest.total_bytes} bytes, release {canonical_uri}")
-        self._write_log(log_uri, log)
+        log_uri = self._write_log(version, log)
         return Built(_ready_fields(result, canonical_uri, stored_sha, log_uri))
+
+    def reject(self, version: DeploymentVersion, reason: Reason, message: str, log: BuildLog | None = None) -> Rejected:
+        log = log or self._log(version)
+        log.line(f"FAILED {reason}: {message}")
+        return Rejected(Failure(reason, message), self._write_log(version, log))
+
+    # ------------------------------------------------------------------ pieces
+    def _log(self, version: DeploymentVersion) -> BuildLog:
+        log = BuildLog(clock=self.clock)
+        artifact = version.spec.artifact
+        log.line(f"version {version.metadata.namespace}/{version.metadata.name} ({version.status.id})")
+        if artifact is not None:
+            log.line(f"source {artifact.uri} expecting sha256 {artifact.sha256}")
+        return log
+
+    def _budget(self, niceness: int | None) -> Budget:
+        budget = self.config.budget
+        return budget if niceness is None else replace(budget, niceness=niceness)
 
     def _store_canonical(self, uri: str, data: Any, size: int, sha256: str, log: BuildLog) -> str:
         """Write the release once; if an earlier attempt already did, keep it and use its hash."""
@@ -104,7 +188,9 @@ class StaticBuild:
                 return sha256
             existing = self._hash_object(uri)
         except TransientStoreError as exc:
-            raise Retry(f"artifact store: {exc}", delay=5.0, planned=False) from exc
+            raise store_wait(exc, f"storing {uri}") from exc
+        except StoreError as exc:  # the releases location is the operator's: a person must fix it
+            raise StoreWait(Health.stalled(Reason.STORE_ACCESS_DENIED, f"storing {uri}: {exc}")) from exc
         note = "identical" if existing == sha256 else "kept as stored (it is never overwritten)"
         log.line(f"canonical release {uri} already stored by an earlier attempt: {note}")
         return existing
@@ -116,11 +202,15 @@ class StaticBuild:
                 digest.update(chunk)
         return digest.hexdigest()
 
-    def _write_log(self, uri: str, log: BuildLog) -> None:
+    def _write_log(self, version: DeploymentVersion, log: BuildLog) -> str:
+        uri = join_uri(self.release_prefix(version), "build.log")
         try:
             self.store.put_bytes_if_absent(uri, log.render(), content_type="text/plain; charset=utf-8")
         except TransientStoreError as exc:
-            raise Retry(f"artifact store: {exc}", delay=5.0, planned=False) from exc
+            raise store_wait(exc, f"storing {uri}") from exc
+        except StoreError as exc:
+            raise StoreWait(Health.stalled(Reason.STORE_ACCESS_DENIED, f"storing {uri}: {exc}")) from exc
+        return uri
 
 
 def _ready_fields(result: IngestResult, canonical_uri: str, sha256: str, log_uri: str) -> Obj:
@@ -134,3 +224,4 @@ def _ready_fields(result: IngestResult, canonical_uri: str, sha256: str, log_uri
         },
         "buildLogUri": log_uri,
     }
+

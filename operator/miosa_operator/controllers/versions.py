@@ -5,34 +5,82 @@ step (identity → number → building → ingest or health gate → ready/faile
 after each step.  Running it twice, or after the operator was killed half-way, continues
 where the last run stopped; that is what makes the kopf handler around it safe to retry.
 
-Waiting (for the Deployment to appear, for the verification workload) and transient errors
-(API 5xx/timeouts/conflicts, store timeouts) raise ``Retry``; the handler turns it into a
-kopf retry with backoff.  Only a decision about the version itself ends in ``failed``.
+Waiting (for the Deployment to appear, for an ingestion slot, for the verification
+workload) and transient errors (API 5xx/timeouts/conflicts, store faults) raise ``Retry``; the
+handler turns it into a kopf retry with backoff.  Only a decision about the version itself
+ends in ``failed``; a store fault is shown on the version's conditions while it is retried
+(``StoreUnavailable``: Reconciling; ``StoreAccessDenied``: Stalled) and the same version goes
+on once it is fixed.
+
+Build scheduling (static versions): the source is confined to the tenant before anything is
+read (``SourceNotAllowed``), then the version waits in ``created`` for an ingestion slot
+(``ingestion_slots``: bounded, fair per tenant) and moves to ``building`` when it gets one.
+
+Crash loops end by themselves (``attempts``): the status write that starts an ingestion or
+health gate (the one that sets ``building``, for the first) records the operator run holding
+it in ``status.buildAttempts.running``; every way an attempt ends in this process clears it,
+and so does a graceful stop (``release_attempts``). Finding it held by another run therefore
+means that run died abnormally during the attempt; after ``MIOSA_MAX_INTERRUPTED_ATTEMPTS``
+such deaths the version fails with ``IngestionAborted`` instead of taking the operator down
+again.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from datetime import datetime, timedelta
 
 from ..api import meta
 from ..api.conditions import Reason
-from ..api.models import DeploymentVersion, VersionKind, VersionState
+from ..api.models import BuildAttempts, DeploymentVersion, VersionKind, VersionState
 from ..domain import states
 from ..domain.conditions import READY, Health, get_condition, health_conditions
-from ..domain.ids import new_deployment_id, new_version_id
+from ..domain.ids import new_deployment_id, new_version_id, ulid
 from ..domain.labels import version_labels
-from ..domain.numbering import claim_number, counter_from_status
-from ..kube.client import Conflict, Kube, TransientApiError
+from ..domain.numbering import Counter, claim_number, counter_from_status, seed
+from ..ingest.isolation import IngestionInterrupted, IngestionTimedOut, WorkerCrashed, ingest_isolated
+from ..kube.client import ApiError, Conflict, Kube, TransientApiError
 from ..settings import Settings
 from ..store.base import ArtifactStore
+from ..store.sources import SourceNotAllowed
 from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, parse_time, utcnow
 from .gate_log import GateTranscript
 from .health_gate import HealthGate
-from .static_build import Built, StaticBuild
+from .ingestion_slots import IngestionSlots, Queued
+from .static_build import Built, Ingest, Prepared, Rejected, StaticBuild, StoreWait
+
+log = logging.getLogger(__name__)
 
 NUMBER_CLAIM_ATTEMPTS = 50
 WAKE_ATTEMPTS = 5
+QUEUE_POLL = 2.0
+FULL_QUEUE_POLL = 10.0
+PREPARED_TTL = 300.0
+
+
+class QueuedForSlot(Retry):
+    """Waiting for an ingestion slot: the handler may wait for ``slots.subscribe`` instead of polling."""
+
+    def __init__(self, message: str, key: str, delay: float) -> None:
+        super().__init__(message, delay=delay)
+        self.key = key
+
+
+def new_run_id() -> str:
+    """Identifies one operator process in ``status.buildAttempts.running``."""
+    return f"run_{ulid()}"
+
+
+def seed_counter(kube: Kube, namespace: str, deployment: str, uid: str) -> int:
+    """Where incarnation ``uid`` of Deployment ``deployment`` starts numbering (``domain.numbering``):
+    above every number of the versions of that name, and every number being claimed from an
+    earlier incarnation (claims from this one are its own business)."""
+    selector = f"spec.deploymentRef.name={deployment}"
+    statuses = [v.get("status") or {} for v in kube.list(meta.VERSION_PLURAL, namespace, field_selector=selector)]
+    claims = [s.get("numberClaim") or {} for s in statuses]
+    return seed([*(s.get("versionNumber") for s in statuses), *(c.get("number") for c in claims if c.get("deploymentUid") != uid)])
 
 
 class VersionController:
@@ -43,10 +91,26 @@ class VersionController:
         config: Settings,
         events: EventSink,
         clock: Clock = utcnow,
+        *,
+        ingest: Ingest = ingest_isolated,
+        slots: IngestionSlots | None = None,
+        run_id: str | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.kube, self.store, self.config, self.events, self.clock = kube, store, config, events, clock
-        self.static_build = StaticBuild(store, config, clock)
+        self.static_build = StaticBuild(store, config, clock, ingest)
         self.health_gate = HealthGate(kube, config, events, clock, GateTranscript(kube, store, config, clock))
+        self.slots = slots or IngestionSlots(
+            config.max_concurrent_ingestions,
+            config.tenant_max_ingestions,
+            config.tenant_max_bytes_in_flight,
+            config.tenant_max_pending,
+        )
+        self.run_id = run_id or new_run_id()
+        self.stopping = stopping or threading.Event()
+        self._held: set[tuple[str, str]] = set()
+        self._held_lock = threading.Lock()
+        self._prepared: dict[str, tuple[Prepared, float]] = {}
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:
@@ -61,12 +125,14 @@ class VersionController:
             self._wait_for_deployment(version)
         assert deployment is not None
         version = self._ensure_number(version, deployment)
-        if version.status.state == VersionState.CREATED:
-            version = self._set_state(version, VersionState.BUILDING, Health.reconciling(Reason.BUILDING, "verifying the artifact"))
-        failure = self._check_kind(version, deployment)
+        failure = self._check_kind(version, deployment) or self._check_sources(version) or self._check_interruptions(version)
         if failure is None:
-            failure = self._build(version)
+            version, failure = self._build(version, deployment)
         if failure is not None:
+            if version.status.state == VersionState.CREATED:  # failed is reached through building
+                log_uri = version.status.build_log_uri
+                version = self._set_state(version, VersionState.BUILDING, Health.reconciling(Reason.BUILDING, failure.message))
+                version.status.build_log_uri = log_uri
             self._fail(version, failure)
             self._wake_deployment(version, deployment, VersionState.FAILED)
             return VersionState.FAILED
@@ -117,12 +183,19 @@ class VersionController:
             assert deployment is not None
             dep_status = deployment.get("status") or {}
             rv = deployment["metadata"]["resourceVersion"]
-            claim = claim_number(counter_from_status(dep_status), uid)
+            counter = counter_from_status(dep_status)
             patch: Obj = {}
+            dep_uid = deployment["metadata"]["uid"]
+            if not dep_status.get("id"):  # a new incarnation: numbering continues above its name's versions
+                counter = Counter(max(counter.last, seed_counter(self.kube, ns, dep_name, dep_uid)), counter.pending)
+                patch.update(id=new_deployment_id(), lastVersionNumber=counter.last, ownedObjects=[])
+            claim = claim_number(counter, uid)
             if claim.needs_write:
-                patch = {"lastVersionNumber": claim.number, "pendingNumbers": {uid: claim.number}}
-            if not dep_status.get("id"):
-                patch["id"] = new_deployment_id()
+                mine = version.status.number_claim
+                if mine is None or mine.deployment_uid != dep_uid or mine.number < claim.number:
+                    claimed = {"number": claim.number, "deploymentUid": dep_uid}
+                    version = self._patch_status(version, {"numberClaim": claimed})
+                patch.update(lastVersionNumber=claim.number, pendingNumbers={uid: claim.number})
             try:
                 if patch:
                     deployment = self.kube.patch_status(meta.DEPLOYMENT_PLURAL, ns, dep_name, patch, resource_version=rv)
@@ -130,7 +203,7 @@ class VersionController:
                 continue  # somebody else claimed a number or set the id; read again
             version = self._patch_status(
                 version,
-                {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"]},
+                {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"], "numberClaim": None},
             )
             self._release_claim(ns, dep_name, uid)
             self._ensure_labels(version)
@@ -180,19 +253,167 @@ class VersionController:
             )
         return None
 
-    def _build(self, version: DeploymentVersion) -> Failure | None:
+    def _check_sources(self, version: DeploymentVersion) -> Failure | None:
+        """A tenant names only its own uploads (``store.sources``), decided before any read."""
+        uris = [("spec.artifact.uri", version.spec.artifact.uri if version.spec.artifact else None)]
+        uris.append(("spec.buildLog.uri", version.spec.build_log.uri if version.spec.build_log else None))
+        for field, uri in uris:
+            if uri is None:
+                continue
+            try:
+                self.config.source_policy.check(uri, version.metadata.namespace)
+            except SourceNotAllowed as refused:
+                return Failure(Reason.SOURCE_NOT_ALLOWED, f"{field}: {refused}")
+        return None
+
+    def _build(self, version: DeploymentVersion, deployment: Obj) -> tuple[DeploymentVersion, Failure | None]:
         """Static: verify and store the release. Dynamic: the health gate. Ready on success."""
         if version.spec.kind == VersionKind.STATIC:
-            outcome = self.static_build.run(version)
-            if isinstance(outcome, Built):
-                self._become_ready(version, outcome.fields)
-                return None
-            version.status.build_log_uri = outcome.build_log_uri
-            return outcome.failure
-        failure = self.health_gate.check(version)
+            return self._build_static(version)
+        if not self._holds_attempt(version):
+            version = self._begin_attempt(version, "verifying the runtime (health gate)")
+        failure = self.health_gate.check(version, deployment)  # a Retry keeps the attempt open, held by this run
         if failure is None:
             self._become_ready(version, {})
-        return failure
+        return version, failure
+
+    def _build_static(self, version: DeploymentVersion) -> tuple[DeploymentVersion, Failure | None]:
+        looked_up = self._look_up(version)
+        if isinstance(looked_up, Rejected):
+            version.status.build_log_uri = looked_up.build_log_uri
+            return version, looked_up.failure
+        uid = version.metadata.uid
+        slot = self.slots.acquire(version.metadata.namespace, uid, looked_up.size)
+        if isinstance(slot, Queued):
+            with self._held_lock:
+                self._prepared.setdefault(uid, (looked_up, time.monotonic()))
+            self._show(version, Health.reconciling(Reason.INGESTION_QUEUED, slot.message))
+            if slot.ahead is None:  # not even in the queue (the namespace has too many pending)
+                raise Retry(slot.message, delay=FULL_QUEUE_POLL)
+            raise QueuedForSlot(slot.message, uid, delay=QUEUE_POLL)
+        with self._held_lock:
+            self._prepared.pop(uid, None)
+        try:
+            version = self._begin_attempt(version, "verifying the artifact")
+            outcome = self._ingest(version, looked_up, slot.niceness)
+        finally:
+            self.slots.release(slot)
+        if isinstance(outcome, Built):
+            self._become_ready(version, outcome.fields)
+            return version, None
+        version.status.build_log_uri = outcome.build_log_uri
+        return version, outcome.failure
+
+    def _look_up(self, version: DeploymentVersion) -> Prepared | Rejected:
+        """The bundle's normalised URI and size: one HEAD per wait in the queue, not per poll."""
+        now = time.monotonic()
+        with self._held_lock:
+            for uid in [uid for uid, (_, since) in self._prepared.items() if now - since > PREPARED_TTL]:
+                del self._prepared[uid]  # versions deleted while queued, or queued for long: look again
+            cached = self._prepared.get(version.metadata.uid)
+        if cached is not None:
+            return cached[0]
+        assert version.spec.artifact is not None, "the CRD requires an artifact for static versions"
+        source = self.config.source_policy.check(version.spec.artifact.uri, version.metadata.namespace)
+        try:
+            return self.static_build.prepare(version, source)
+        except StoreWait as wait:
+            self._show(version, wait.health)
+            raise
+
+    def _ingest(self, version: DeploymentVersion, prepared: Prepared, niceness: int) -> Built | Rejected:
+        """One attempt; every way out that decides nothing closes the attempt and says why."""
+        try:
+            return self.static_build.run(version, prepared, self.stopping, niceness)
+        except StoreWait as wait:
+            self._end_attempt(version, wait.health)
+            raise
+        except IngestionInterrupted as exc:
+            self._end_attempt(version, Health.reconciling(Reason.BUILDING, f"{exc}; the ingestion starts again"))
+            raise Retry(str(exc), delay=1.0, planned=False) from exc
+        except IngestionTimedOut as exc:
+            self._end_attempt(version, Health.reconciling(Reason.STORE_UNAVAILABLE, f"{exc}; retrying"))
+            raise Retry(str(exc), delay=30.0, planned=False) from exc
+        except WorkerCrashed as exc:
+            count = self._interrupted(version) + 1
+            message = f"{exc}; retrying (interruption {count} of {self.config.max_interrupted_attempts})"
+            self._end_attempt(version, Health.reconciling(Reason.BUILDING, message), crashed=True)
+            raise Retry(message, delay=5.0, planned=False) from exc
+
+    # ------------------------------------------------------------------ attempts (crash loops)
+    def _interrupted(self, version: DeploymentVersion) -> int:
+        """Attempts of this version that abnormal deaths ended, including one found open now."""
+        attempts = version.status.build_attempts or BuildAttempts()
+        foreign = attempts.running is not None and attempts.running != self.run_id
+        return attempts.interrupted + (1 if foreign else 0)
+
+    def _holds_attempt(self, version: DeploymentVersion) -> bool:
+        attempts = version.status.build_attempts
+        return attempts is not None and attempts.running == self.run_id
+
+    def _check_interruptions(self, version: DeploymentVersion) -> Failure | None:
+        count, limit = self._interrupted(version), self.config.max_interrupted_attempts
+        if count < limit:
+            return None
+        what = "ingestion" if version.spec.kind == VersionKind.STATIC else "health gate"
+        return Failure(
+            Reason.INGESTION_ABORTED,
+            f"its {what} was interrupted by an abnormal operator death {count} times "
+            f"(MIOSA_MAX_INTERRUPTED_ATTEMPTS={limit}); not trying again",
+        )
+
+    def _begin_attempt(self, version: DeploymentVersion, doing: str) -> DeploymentVersion:
+        """The status write that starts an attempt: it also sets ``building`` the first time."""
+        now = self.clock()
+        interrupted = self._interrupted(version)
+        if interrupted:
+            log.warning("%s/%s: attempt %d after %d abnormal interruptions", version.metadata.namespace,
+                        version.metadata.name, interrupted + 1, interrupted)
+        status: Obj = {
+            "buildAttempts": {"running": self.run_id, "interrupted": interrupted, "startedAt": iso(now)},
+            "conditions": self._conditions(version, Health.reconciling(Reason.BUILDING, doing), now),
+        }
+        if version.status.state == VersionState.CREATED:
+            states.transition(version.status.state, VersionState.BUILDING)
+            status["state"] = VersionState.BUILDING.value
+        version = self._patch_status(version, status)
+        with self._held_lock:
+            self._held.add((version.metadata.namespace, version.metadata.name))
+        return version
+
+    def _end_attempt(self, version: DeploymentVersion, health: Health, crashed: bool = False) -> None:
+        """An attempt ended without a decision: it is no longer held; ``health`` says why."""
+        attempts: Obj = {"running": None}
+        if crashed:
+            attempts["interrupted"] = self._interrupted(version) + 1
+        self._patch_status(version, {"buildAttempts": attempts, "conditions": self._conditions(version, health, self.clock())})
+        self._forget_attempt(version)
+
+    def _forget_attempt(self, version: DeploymentVersion) -> None:
+        with self._held_lock:
+            self._held.discard((version.metadata.namespace, version.metadata.name))
+
+    def release_attempts(self) -> int:
+        """Graceful stop: clear every attempt this run holds, so none counts as interrupted.
+
+        Best effort (the API server may be gone too): one that stays held counts once."""
+        with self._held_lock:
+            held, self._held = sorted(self._held), set()
+        released = 0
+        for namespace, name in held:
+            try:
+                self.kube.patch_status(meta.VERSION_PLURAL, namespace, name, {"buildAttempts": {"running": None}})
+                released += 1
+            except ApiError as exc:
+                log.warning("could not release the build attempt of %s/%s: %s", namespace, name, exc)
+        return released
+
+    def _show(self, version: DeploymentVersion, health: Health) -> None:
+        """Say on the version why it waits, once per change (not on every poll)."""
+        ready = get_condition(version.status.conditions, READY)
+        if ready is not None and ready.reason == health.reason and ready.message == health.message:
+            return
+        self._patch_status(version, {"conditions": self._conditions(version, health, self.clock())})
 
     def _wake_deployment(self, version: DeploymentVersion, deployment: Obj, state: VersionState) -> None:
         """A Deployment that may act on this outcome hears of it through an annotation: an
@@ -218,6 +439,7 @@ class VersionController:
         now = self.clock()
         status = {
             **fields,
+            "buildAttempts": {"running": None},
             "state": VersionState.READY.value,
             "readyAt": iso(now),
             "observedGeneration": version.metadata.generation,
@@ -226,18 +448,21 @@ class VersionController:
         if version.status.build_log_uri and "buildLogUri" not in status:
             status["buildLogUri"] = version.status.build_log_uri
         self._patch_status(version, status)
+        self._forget_attempt(version)
         self.events.normal(object_ref(version), Reason.READY, "version is ready to be promoted")
 
     def _fail(self, version: DeploymentVersion, failure: Failure) -> None:
         now = self.clock()
         status: Obj = {
             "state": VersionState.FAILED.value,
+            "buildAttempts": {"running": None, "interrupted": self._interrupted(version)},
             "observedGeneration": version.metadata.generation,
             "conditions": self._conditions(version, Health.stalled(failure.reason, failure.message), now),
         }
         if version.status.build_log_uri:
             status["buildLogUri"] = version.status.build_log_uri
         self._patch_status(version, status)
+        self._forget_attempt(version)
         self.events.warning(object_ref(version), failure.reason, failure.message)
 
     def _set_state(self, version: DeploymentVersion, state: VersionState, health: Health) -> DeploymentVersion:

@@ -8,8 +8,14 @@ classify the action for history).
 
 * ``Manual`` (default): ``spec.promotedVersion`` is the target.  Empty means nothing runs.
 * ``Auto``: the target is the ready, not collected version with the highest version number
-  of this Deployment, except one whose rollout already failed and was reverted (it would
-  loop); ``spec.promotedVersion`` is ignored for choosing (the webhook still validates it).
+  of this Deployment *incarnation* (its ``status.id``: versions of a deleted Deployment of the
+  same name are never chosen automatically), except one whose rollout already failed and was
+  reverted (it would loop); ``spec.promotedVersion`` is ignored for choosing (the webhook
+  still validates it).
+
+A version claimed by retention (``status.collectionClaimedAt``, written before its artifacts
+are deleted) is refused like a collected one, by the webhook and by the Deployment controller
+alike (``check_promotable``), so collection and promotion cannot race.
   To pin or roll back under Auto, switch the policy to ``Manual``: ``kubectl miosa rollback``
   does both in one patch.
 """
@@ -36,6 +42,10 @@ class VersionView:
     number: int | None
     collected: bool = False
     id: str | None = None
+    claimed: bool = False
+    """Claimed by retention for collection: its artifacts are (being) deleted."""
+    deployment_id: str | None = None
+    """``status.deploymentId``: the Deployment incarnation that numbered it."""
 
     @classmethod
     def from_model(cls, version: DeploymentVersion) -> VersionView:
@@ -48,6 +58,8 @@ class VersionView:
             number=status.version_number,
             collected=status.artifacts_collected_at is not None,
             id=status.id,
+            claimed=status.collection_claimed_at is not None,
+            deployment_id=status.deployment_id,
         )
 
     @classmethod
@@ -62,6 +74,8 @@ class VersionView:
             number=status.get("versionNumber"),
             collected=bool(status.get("artifactsCollectedAt")),
             id=status.get("id"),
+            claimed=bool(status.get("collectionClaimedAt")),
+            deployment_id=status.get("deploymentId"),
         )
 
 
@@ -95,6 +109,11 @@ def check_promotable(deployment: str, kind: VersionKind, requested: str, version
             Reason.INVALID_PROMOTION,
             f"{prefix}: its artifacts were garbage-collected by retention; it is no longer bootable",
         )
+    if version.claimed:
+        return Refusal(
+            Reason.INVALID_PROMOTION,
+            f"{prefix}: retention is collecting its artifacts; it is no longer bootable",
+        )
     if version.state not in PROMOTABLE:
         state = version.state.value if version.state else "not yet numbered"
         reason = Reason.VERSION_FAILED if version.state == VersionState.FAILED else Reason.WAITING_FOR_VERSION
@@ -102,14 +121,20 @@ def check_promotable(deployment: str, kind: VersionKind, requested: str, version
     return None
 
 
-def newest_ready(deployment: str, versions: Iterable[VersionView], excluded: Iterable[str] = ()) -> VersionView | None:
+def newest_ready(
+    deployment: str, versions: Iterable[VersionView], excluded: Iterable[str] = (), deployment_id: str | None = None
+) -> VersionView | None:
+    """The ready version with the highest number of ``deployment`` (of incarnation
+    ``deployment_id`` when given), skipping ``excluded``."""
     skip = set(excluded)
     candidates = [
         v
         for v in versions
         if v.deployment == deployment
+        and (deployment_id is None or v.deployment_id == deployment_id)
         and v.state == VersionState.READY
         and not v.collected
+        and not v.claimed
         and v.number is not None
         and v.name not in skip
     ]
@@ -122,10 +147,11 @@ def desired_version(
     deployment: str,
     versions: Iterable[VersionView],
     reverted: Iterable[str] = (),
+    deployment_id: str | None = None,
 ) -> str | None:
     """Name of the version that should be live, or None for "nothing"."""
     if policy == PromotionPolicy.AUTO:
-        newest = newest_ready(deployment, versions, excluded=reverted)
+        newest = newest_ready(deployment, versions, excluded=reverted, deployment_id=deployment_id)
         return newest.name if newest else None
     return promoted_version or None
 

@@ -12,12 +12,19 @@ Never collected:
 * versions younger than ``retainDays``, counted from when they became ready (never
   promoted) or archived (promoted out of);
 * versions without a stored release (``failed`` ones, and ``dynamic`` ones, whose artifact
-  is a container image that lives in the customer's registry, not in our store).
+  is a container image that lives in the customer's registry, not in our store);
+* versions a Deployment is rolling out (``status.promotion``, written on the version before
+  the rollout starts), unless that mark is stale: its Deployment is gone, or it is older than
+  ``STALE_MARK`` and the Deployment is not rolling the version out.
+
+A version already claimed for collection (``status.collectionClaimedAt``) is collected even
+if it would now be kept: the claim is final (promotion refuses a claimed version), and a
+sweep that died after claiming must finish.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,6 +35,10 @@ from ..api.models import (
     RetentionPolicySpec,
     VersionState,
 )
+
+STALE_MARK = timedelta(minutes=15)
+"""A promotion mark whose Deployment is not rolling the version out is ignored after this long
+(a Deployment's rollout status is written a moment after the mark; never minutes after)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,28 @@ def age_reference(version: DeploymentVersion) -> datetime | None:
     return max(candidates) if candidates else None
 
 
-def decide(version: DeploymentVersion, protected: dict[str, str], policy: Policy, now: datetime) -> Decision:
+def being_promoted(version: DeploymentVersion, deployments: Mapping[str, Deployment], now: datetime) -> bool:
+    """``status.promotion`` marks a rollout that may still be going on (``deployments`` by uid)."""
+    mark = version.status.promotion
+    if mark is None:
+        return False
+    deployment = deployments.get(mark.deployment_uid)
+    if deployment is None:
+        return False
+    rollout = deployment.status.rollout
+    if rollout is not None and rollout.version == version.metadata.name:
+        return True
+    return now - mark.since < STALE_MARK
+
+
+def decide(
+    version: DeploymentVersion,
+    protected: dict[str, str],
+    policy: Policy,
+    now: datetime,
+    deployments: Mapping[str, Deployment] | None = None,
+) -> Decision:
+    """Collect or keep ``version``; ``deployments`` (by uid) tell whether a promotion mark is live."""
     ns, name, status = version.metadata.namespace, version.metadata.name, version.status
 
     def keep(why: str) -> Decision:
@@ -100,20 +132,29 @@ def decide(version: DeploymentVersion, protected: dict[str, str], policy: Policy
 
     if status.artifacts_collected_at:
         return keep("already collected")
+    if status.collection_claimed_at and status.artifact_uri:
+        return Decision(ns, name, True, "claimed by an earlier sweep", _uris(version, policy))
     if status.state not in (VersionState.READY, VersionState.ARCHIVED) or not status.artifact_uri:
         return keep("no stored release")
     if name in protected:
         return keep(protected[name])
+    if being_promoted(version, deployments or {}, now):
+        return keep("being promoted")
     if version.metadata.annotations.get(meta.ANNOTATION_RETAIN, "").lower() == "true":
         return keep("retain annotation")
     since = age_reference(version)
     if since is None or now - since < timedelta(days=policy.retain_days):
         return keep("within retention period")
-    uris = [status.artifact_uri]
+    days = (now - since).days
+    return Decision(ns, name, True, f"{status.state.value if status.state else '?'} for {days} days", _uris(version, policy))
+
+
+def _uris(version: DeploymentVersion, policy: Policy) -> tuple[str, ...]:
+    status = version.status
+    uris = [status.artifact_uri] if status.artifact_uri else []
     if not policy.keep_build_logs and status.build_log_uri:
         uris.append(status.build_log_uri)
-    days = (now - since).days
-    return Decision(ns, name, True, f"{status.state.value if status.state else '?'} for {days} days", tuple(uris))
+    return tuple(uris)
 
 
 def plan_sweep(
@@ -125,12 +166,14 @@ def plan_sweep(
 ) -> Plan:
     """Decide for every version; ``policies`` maps namespace -> its policy."""
     protected: dict[tuple[str, str], dict[str, str]] = {}
+    by_uid: dict[str, Deployment] = {}
     for dep in deployments:
         window = policies.get(dep.metadata.namespace, default).rollback_window
         protected[(dep.metadata.namespace, dep.metadata.name)] = protected_versions(dep, window)
+        by_uid[dep.metadata.uid] = dep
     plan = Plan()
     for version in versions:
         key = (version.metadata.namespace, version.spec.deployment_ref.name)
         policy = policies.get(version.metadata.namespace, default)
-        plan.decisions.append(decide(version, protected.get(key, {}), policy, now))
+        plan.decisions.append(decide(version, protected.get(key, {}), policy, now, by_uid))
     return plan

@@ -34,6 +34,9 @@ the rules that admitted the bundle it was made from.
 
 Design decisions (those of a single stage are in its module):
 
+* **Never echo what the bytes are.** A checksum mismatch names the expected digest only, and
+  no message quotes raw bytes: a tenant must not learn the digest or content of an object it
+  could name but not read (issue "sources confined per tenant").
 * **Fail fast, but let the checksum speak last for "valid" bundles.** A member check fails
   the moment it can; the checksum is only known at the end, so a bundle that is otherwise
   fine but whose bytes differ from the expected hash is ``ChecksumMismatch``. That is also
@@ -65,6 +68,7 @@ from .members import (
     MAX_EXTENSION_CHAIN,
     Admission,
     EndMarker,
+    check_depth,
     normalise_member_path,
     strict_tarinfo,
 )
@@ -227,7 +231,7 @@ def _walk_stream(
         wanted = " or ".join(f".{name}" for name in sorted(formats))
         raise BundleRejected(Reason.NOT_AN_ARCHIVE, f"the bundle is a .{fmt} archive, expected {wanted}")
     log(f"bundle format: {fmt}")
-    decoder = make_decoder(fmt, raw)
+    decoder = make_decoder(fmt, raw, limits)
     feed = TarFeed(decoder, raw, limits, compressed=fmt != "tar")
     if fmt != "tar":
         check_inner_tar(feed.peek(BLOCK), decoder, fmt)
@@ -250,15 +254,16 @@ def _conclude(
 ) -> IngestResult:
     actual = raw.hexdigest()
     unpacked = f", {human(decompressed)} decompressed" if fmt != "tar" else ""
-    log(f"read {human(raw.count)} ({raw.count} bytes{unpacked}), sha256 {actual}")
+    log(f"read {human(raw.count)} ({raw.count} bytes{unpacked})")
     if actual != expected:
-        raise BundleRejected(Reason.CHECKSUM_MISMATCH, f"bundle sha256 is {actual}, expected {expected}")
+        # Never the actual digest: with it, anyone who can name an object could have it served.
+        raise BundleRejected(Reason.CHECKSUM_MISMATCH, f"the bundle's sha256 is not {expected} (spec.artifact.sha256)")
     if late_problem is not None:
         raise BundleRejected(Reason.CORRUPT_BUNDLE, late_problem)
     admission.check_complete(wanted)
     manifest = Manifest(files=admission.files, total_bytes=admission.total_bytes, entrypoint=wanted)
     canonical_sha256, canonical_bytes = writer.finish()
-    log(f"checksum verified; entrypoint {manifest.entrypoint} present")
+    log(f"checksum verified (sha256 {expected}); entrypoint {manifest.entrypoint} present")
     log(f"canonical release: {CANONICAL_FORMAT}, {canonical_bytes} bytes, sha256 {canonical_sha256}")
     return IngestResult(
         manifest=manifest,
@@ -350,4 +355,5 @@ def _entrypoint_path(entrypoint: str, limits: IngestLimits) -> str:
     path = normalise_member_path(entrypoint, limits.max_path_bytes, is_file=True)
     if path is None:
         raise BundleRejected(Reason.UNSAFE_PATH, f"entrypoint {entrypoint!r} does not name a file")
+    check_depth(path, limits.max_path_depth)
     return path

@@ -7,6 +7,10 @@ Design decisions:
 * The compression-ratio cap (decompressed / compressed bytes so far) only starts counting
   after 1 MiB of output: tiny, very compressible bundles (a handful of HTML files) are
   legitimate and would otherwise trip it.
+* **Memory depends on configuration, never on the bundle.** What ingestion keeps per member
+  is bounded by ``max_members`` x ``max_path_depth`` (see ``members``), a zstd frame may not
+  ask for a window above ``max_zstd_window_bytes`` (the decoder allocates the window), and
+  every read is bounded by ``common.CHUNK``. ``docs/benchmarks.md`` has the measured peaks.
 * Byte sizes in the environment accept plain integers or Kubernetes-style binary suffixes
   (``512Mi``, ``2Gi``) because that is how the Helm chart's users write them
   (``parse_size``, used by ``miosa_operator.settings``).
@@ -44,9 +48,22 @@ class IngestLimits:
     max_compression_ratio: float = 200.0
     max_path_bytes: int = 1024
     max_bundle_bytes: int = 2 * GiB
+    max_path_depth: int = 32
+    """Components of a member's path (``a/b/c.html`` has 3)."""
+    max_zstd_window_bytes: int = 8 * MiB
+    """Largest window a zstd frame may declare: what the decoder must allocate (zstd -19 uses
+    8 MiB; ``--long`` and ``--ultra`` use up to 128 MiB or more)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_members", "max_file_bytes", "max_total_bytes", "max_path_bytes", "max_bundle_bytes"):
+        for name in (
+            "max_members",
+            "max_file_bytes",
+            "max_total_bytes",
+            "max_path_bytes",
+            "max_bundle_bytes",
+            "max_path_depth",
+            "max_zstd_window_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         if not self.max_compression_ratio >= 1:

@@ -9,8 +9,17 @@ Design decisions:
   the middle of an archive as a normal end. A ``TarInfo`` subclass (``tarinfo=``, the
   documented extension point, built by ``strict_tarinfo``) turns header errors into
   ``CorruptBundle``, records in an ``EndMarker`` that a real end-of-archive block was seen,
-  and caps extended headers (pax, GNU long names) that tarfile would otherwise read into
-  memory whatever their size.
+  caps extended headers (pax, GNU long names) that tarfile would otherwise read into
+  memory whatever their size, refuses negative sizes (they move tarfile's offset backwards,
+  CVE-2025-8194) and GNU sparse members before tarfile reads their maps, and hands tarfile
+  only the pax records ``pax.sanitise_pax`` re-emits (its ``_proc_pax``, one of the
+  ``_proc_*`` methods tarfile documents as overridable, replays them).
+* **What is kept per member is bounded by configuration.** Duplicate and file-as-directory
+  checks need every path and every implied parent directory seen so far; keeping them as
+  strings cost ~3.3 GiB for 10,000 members 500 levels deep. Paths are capped at
+  ``max_path_depth`` components, and ``Admission`` keeps 64-bit keyed BLAKE2b digests of
+  paths, not the paths: at most ``max_members x max_path_depth`` small integers (~22 MiB at
+  the defaults). The key is random per ingestion, so a bundle cannot be built to collide.
 * Only regular files and directories are admitted; the type is decided here, not by
   ``TarInfo.isreg()`` (which also accepts contiguous and sparse files).
 * Member names are normalised (leading ``./``, ``.`` components and repeated ``/`` go);
@@ -23,6 +32,8 @@ Design decisions:
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import tarfile
 from dataclasses import dataclass, field
@@ -31,6 +42,7 @@ from typing import Any
 from .common import BLOCK, human, show
 from .errors import BundleRejected, Reason
 from .limits import IngestLimits
+from .pax import sanitise_pax
 
 MAX_EXTENDED_HEADER_BYTES = 64 << 10
 MAX_EXTENSION_CHAIN = 16
@@ -75,7 +87,19 @@ def strict_tarinfo(limits: IngestLimits, end: EndMarker) -> type[tarfile.TarInfo
     chain = 0  # consecutive extended headers: tarfile follows them recursively
 
     class StrictTarInfo(tarfile.TarInfo):
-        pass
+        def _proc_pax(self, tarfile_: tarfile.TarFile) -> Any:
+            stream = tarfile_.fileobj
+            padded = self._block(self.size)
+            data = stream.read(padded)
+            if len(data) != padded:
+                raise BundleRejected(Reason.CORRUPT_BUNDLE, "the tar stream ends inside a pax header (truncated?)")
+            is_global = self.type == tarfile.XGLTYPE
+            clean = sanitise_pax(data[: self.size], is_global=is_global, max_path_bytes=limits.max_path_bytes)
+            tarfile_.fileobj = _Replay(stream, clean.ljust(padded, b"\0"))
+            try:
+                return super()._proc_pax(tarfile_)  # type: ignore[misc]
+            finally:
+                tarfile_.fileobj = stream
 
     def parse(cls: type[StrictTarInfo], buf: bytes | bytearray, encoding: str, errors: str, **options: Any) -> Any:
         nonlocal chain
@@ -99,8 +123,31 @@ def strict_tarinfo(limits: IngestLimits, end: EndMarker) -> type[tarfile.TarInfo
     return StrictTarInfo
 
 
+class _Replay:
+    """``tarfile``'s stream for the duration of one ``_proc_pax``: its first read (the pax
+    records, which we have already read) gets the sanitised records instead; everything
+    else goes to the real stream, whose position is already past them."""
+
+    def __init__(self, stream: Any, first: bytes) -> None:
+        self._stream = stream
+        self._first: bytes | None = first
+
+    def read(self, size: int) -> bytes:
+        if self._first is None:
+            return self._stream.read(size)
+        first, self._first = self._first, None
+        if size != len(first):  # tarfile reads the whole padded header at once, in every version
+            raise BundleRejected(Reason.CORRUPT_BUNDLE, "unexpected pax header read (unsupported tarfile version)")
+        return first
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _check_header(info: tarfile.TarInfo, chain: int, limits: IngestLimits) -> None:
     """Checks that must happen before tarfile reads whatever the header announces."""
+    if info.size < 0:  # base-256 sizes can be negative: tarfile would seek backwards
+        raise BundleRejected(Reason.CORRUPT_BUNDLE, f"a member header declares a negative size ({info.size})")
     if chain > MAX_EXTENSION_CHAIN:
         raise BundleRejected(Reason.CORRUPT_BUNDLE, f"more than {MAX_EXTENSION_CHAIN} extended headers in a row")
     if info.type in _LONG_NAME_TYPES and info.size > limits.max_path_bytes + 1:
@@ -150,6 +197,28 @@ def normalise_member_path(name: str, max_bytes: int, *, is_file: bool) -> str | 
     return path
 
 
+def check_depth(path: str, max_depth: int) -> None:
+    depth = path.count("/") + 1
+    if depth > max_depth:
+        raise BundleRejected(Reason.UNSAFE_PATH, f"{show(path)} is {depth} levels deep (limit {max_depth})")
+
+
+class PathDigests:
+    """Keyed 64-bit digests of a path and of each of its parents, without keeping strings."""
+
+    def __init__(self) -> None:
+        self._key = os.urandom(16)
+
+    def of(self, path: str) -> list[int]:
+        """Digests of ``a``, ``a/b``, ``a/b/c`` for ``a/b/c`` (the path itself last)."""
+        running = hashlib.blake2b(key=self._key, digest_size=8)
+        digests = []
+        for depth, part in enumerate(path.split("/")):
+            running.update(b"/" + part.encode() if depth else part.encode())
+            digests.append(int.from_bytes(running.copy().digest(), "little"))
+        return digests
+
+
 @dataclass
 class Admission:
     """Checks members one by one and keeps the tallies that become the manifest."""
@@ -159,9 +228,10 @@ class Admission:
     files: int = 0
     dirs: int = 0
     total_bytes: int = 0
-    _files: set[str] = field(default_factory=set)
-    _dirs: set[str] = field(default_factory=set)
-    _parents: set[str] = field(default_factory=set)
+    _digests: PathDigests = field(default_factory=PathDigests)
+    _files: set[int] = field(default_factory=set)
+    _dirs: set[int] = field(default_factory=set)
+    _parents: set[int] = field(default_factory=set)
 
     def admit(self, member: tarfile.TarInfo) -> str | None:
         """The member's normalised path (None for the root entry), or BundleRejected."""
@@ -174,6 +244,9 @@ class Admission:
             if is_file:
                 raise BundleRejected(Reason.UNSAFE_PATH, f"regular file {show(member.name)} has no name")
             return None
+        check_depth(path, self.limits.max_path_depth)
+        if member.size < 0:  # a pax or base-256 size tarfile let through
+            raise BundleRejected(Reason.CORRUPT_BUNDLE, f"{show(path)} declares a negative size")
         self._claim(path, is_file)
         if is_file:
             self._count_file(path, member.size)
@@ -184,17 +257,18 @@ class Admission:
         return path
 
     def _claim(self, path: str, is_file: bool) -> None:
-        parents = _parents_of(path)
-        for parent in parents:
+        *parents, own = self._digests.of(path)
+        for depth, parent in enumerate(parents, start=1):
             if parent in self._files:
+                inside = "/".join(path.split("/")[:depth])
                 raise BundleRejected(
-                    Reason.DUPLICATE_MEMBER, f"{show(path)} is inside {show(parent)}, which is a file"
+                    Reason.DUPLICATE_MEMBER, f"{show(path)} is inside {show(inside)}, which is a file"
                 )
-        if path in self._files or path in self._dirs:
+        if own in self._files or own in self._dirs:
             raise BundleRejected(Reason.DUPLICATE_MEMBER, f"{show(path)} appears more than once")
-        if is_file and path in self._parents:
+        if is_file and own in self._parents:
             raise BundleRejected(Reason.DUPLICATE_MEMBER, f"{show(path)} is both a file and a directory")
-        (self._files if is_file else self._dirs).add(path)
+        (self._files if is_file else self._dirs).add(own)
         self._parents.update(parents)
 
     def _count_file(self, path: str, size: int) -> None:
@@ -215,8 +289,9 @@ class Admission:
         """Once every member was seen: the bundle has a file, and ``entrypoint`` is one."""
         if not self.files:
             raise BundleRejected(Reason.EMPTY_BUNDLE, "the bundle contains no regular file")
-        if entrypoint not in self._files:
-            where = "is a directory" if entrypoint in self._dirs or entrypoint in self._parents else "is missing"
+        own = self._digests.of(entrypoint)[-1]
+        if own not in self._files:
+            where = "is a directory" if own in self._dirs or own in self._parents else "is missing"
             raise BundleRejected(Reason.MISSING_ENTRYPOINT, f"entrypoint {show(entrypoint)} {where}")
 
 
@@ -234,8 +309,3 @@ def _unsafe_type(name: str, kind: str) -> BundleRejected:
     return BundleRejected(
         Reason.UNSAFE_MEMBER_TYPE, f"{show(name)} is a {kind}; only regular files and directories are allowed"
     )
-
-
-def _parents_of(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]

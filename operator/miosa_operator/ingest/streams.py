@@ -16,7 +16,12 @@ Decoders never decide on their own that the input ended badly: after the end,
 ``Decoder.problem()`` says whether the compressed stream stopped cleanly, and the walk decides
 when to report it (only once the checksum matched). The zstd decoder relies on
 ``zstdframes.ZstdFrameTracker`` for that, because libzstd's streaming reader reports a cut-off
-frame as a clean end of data.
+frame as a clean end of data. The same tracker reports each frame's window size before the
+decoder sees the frame, so a frame that would make libzstd allocate more than
+``max_zstd_window_bytes`` is ``ZstdWindowTooLarge`` (libzstd is also told the limit).
+
+Nothing here echoes the bundle's bytes: a message says what is wrong, never what the bytes
+were (another tenant's object must not become readable through a condition).
 """
 
 from __future__ import annotations
@@ -100,10 +105,8 @@ def detect_format(head: bytes) -> str:
         return "tar.gz"
     if _looks_like_tar(head):
         return "tar"
-    shown = head[:8].hex(" ") if head else "nothing"
-    raise BundleRejected(
-        Reason.NOT_AN_ARCHIVE, f"the bundle is not a .tar, .tar.gz or .tar.zst archive (it starts with {shown})"
-    )
+    what = "is empty" if not head else "is not a .tar, .tar.gz or .tar.zst archive"
+    raise BundleRejected(Reason.NOT_AN_ARCHIVE, f"the bundle {what}")
 
 
 def check_inner_tar(head: bytes, decoder: Decoder, fmt: str) -> None:
@@ -142,9 +145,9 @@ class Decoder(Protocol):
         ...
 
 
-def make_decoder(fmt: str, raw: RawInput) -> Decoder:
+def make_decoder(fmt: str, raw: RawInput, limits: IngestLimits) -> Decoder:
     if fmt == "tar.zst":
-        return _ZstdDecoder(raw)
+        return _ZstdDecoder(raw, limits.max_zstd_window_bytes)
     if fmt == "tar.gz":
         return _GzipDecoder(raw)
     return _PlainDecoder(raw)
@@ -162,18 +165,31 @@ class _PlainDecoder:
 
 
 class _ZstdDecoder:
-    def __init__(self, raw: RawInput) -> None:
-        self._tracker = ZstdFrameTracker()
+    def __init__(self, raw: RawInput, max_window: int) -> None:
+        self._max_window = max_window
+        self._tracker = ZstdFrameTracker(on_window=self._check_window)
         raw.observer = self._tracker.feed
         # Bounded reads: ``read(CHUNK)`` never returns more than CHUNK, whatever the ratio.
-        self._reader = zstandard.ZstdDecompressor().stream_reader(
-            cast(BinaryIO, raw), read_size=CHUNK, read_across_frames=True, closefd=False
-        )
+        # libzstd refuses bigger windows too (max_window_size is rounded to a power of two).
+        decompressor = zstandard.ZstdDecompressor(max_window_size=1 << max(10, (max_window - 1).bit_length()))
+        self._reader = decompressor.stream_reader(cast(BinaryIO, raw), read_size=CHUNK, read_across_frames=True, closefd=False)
+
+    def _check_window(self, size: int) -> None:
+        if size > self._max_window:
+            raise BundleRejected(
+                Reason.ZSTD_WINDOW_TOO_LARGE,
+                f"a zstd frame needs a {human(size)} window to decode (limit {human(self._max_window)}); "
+                "compress without --long or --ultra",
+            )
 
     def read_chunk(self) -> bytes:
         try:
             return self._reader.read(CHUNK)
         except zstandard.ZstdError as exc:
+            if "too much memory" in str(exc):
+                raise BundleRejected(
+                    Reason.ZSTD_WINDOW_TOO_LARGE, f"a zstd frame needs more than {human(self._max_window)} to decode"
+                ) from None
             raise BundleRejected(Reason.CORRUPT_BUNDLE, f"the zstd stream is corrupt: {exc}") from None
 
     def problem(self) -> str | None:

@@ -5,6 +5,11 @@ data**, so ``ZstdFrameTracker`` follows frame and block headers over the raw byt
 decoding) to know whether the input ended exactly at the end of a frame. It is fed by
 ``streams.RawInput`` (as its ``observer``) and queried by the zstd decoder once the input is
 exhausted. It depends on nothing else in the package.
+
+It also reads each frame's window size (the Window_Descriptor, or the content size of a
+single-segment frame) and hands it to ``on_window`` *before* the decoder sees the frame: the
+decoder must allocate that window, so a frame asking for 128 MiB is refused up front
+(``streams``: ``ZstdWindowTooLarge``) rather than left to libzstd's generic error.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ class ZstdFrameTracker:
     boundary. Content errors are the decoder's business.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_window: Callable[[int], None] | None = None) -> None:
+        self._on_window = on_window
         self._need = 4
         self._field = bytearray()
         self._on_field: Callable[[bytes], None] = self._magic
@@ -91,10 +97,14 @@ class ZstdFrameTracker:
         self._checksum = bool(descriptor & 0x04)
         content_size_bytes = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
         rest = (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 0x03] + content_size_bytes
-        if rest:
-            self._expect(rest, lambda _: self._expect(3, self._block))
-        else:
+
+        def header(fields: bytes) -> None:
+            if self._on_window is not None:
+                self._on_window(_window_size(fields, single_segment, content_size_bytes))
             self._expect(3, self._block)
+
+        # rest >= 1: a single-segment frame always carries its content size.
+        self._expect(rest, header)
 
     def _block(self, value: bytes) -> None:
         header = int.from_bytes(value, "little")
@@ -112,3 +122,13 @@ class ZstdFrameTracker:
         self._frames += 1
         self._in_frame = False
         self._expect(4, self._magic)
+
+
+def _window_size(fields: bytes, single_segment: bool, content_size_bytes: int) -> int:
+    """RFC 8878 3.1.1.1.2: the window a decoder needs for this frame."""
+    if single_segment:  # the window is the whole content
+        size = int.from_bytes(fields[len(fields) - content_size_bytes :], "little")
+        return size + 256 if content_size_bytes == 2 else size
+    exponent, mantissa = fields[0] >> 3, fields[0] & 0x07
+    base = 1 << (10 + exponent)
+    return base + (base // 8) * mantissa

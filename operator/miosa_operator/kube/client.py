@@ -95,6 +95,7 @@ class Kube:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.admission = client.AdmissionregistrationV1Api(api_client)
+        self.policy = client.PolicyV1Api(api_client)
 
     @classmethod
     def from_environment(cls, timeouts: Timeouts = Timeouts(), pool_size: int = 32) -> Kube:
@@ -182,6 +183,52 @@ class Kube:
         return self._sanitize(
             self._call(self.core.patch_namespaced_service, name, namespace, patch, _content_type=MERGE_PATCH)
         )
+
+    # -------------------------------------------------------------- objects the operator owns, by kind
+    # ("Deployment" = apps/v1, "Service" = v1, "PodDisruptionBudget" = policy/v1)
+    def _verbs(self, kind: str) -> tuple[Any, Any, Any, Any, Any]:
+        """read, create, replace, patch and delete of ``kind``."""
+        if kind == "Deployment":
+            a = self.apps
+            return (a.read_namespaced_deployment, a.create_namespaced_deployment, a.replace_namespaced_deployment,
+                    a.patch_namespaced_deployment, a.delete_namespaced_deployment)
+        if kind == "Service":
+            c = self.core
+            return (c.read_namespaced_service, c.create_namespaced_service, c.replace_namespaced_service,
+                    c.patch_namespaced_service, c.delete_namespaced_service)
+        if kind == "PodDisruptionBudget":
+            p = self.policy
+            return (p.read_namespaced_pod_disruption_budget, p.create_namespaced_pod_disruption_budget,
+                    p.replace_namespaced_pod_disruption_budget, p.patch_namespaced_pod_disruption_budget,
+                    p.delete_namespaced_pod_disruption_budget)
+        raise ValueError(f"not a kind the operator manages: {kind}")
+
+    def get_object(self, kind: str, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._sanitize(self._call(self._verbs(kind)[0], name, namespace))
+        except NotFound:
+            return None
+
+    def create_object(self, kind: str, namespace: str, body: Obj) -> Obj:
+        return self._sanitize(self._call(self._verbs(kind)[1], namespace, body))
+
+    def replace_object(self, kind: str, namespace: str, name: str, body: Obj) -> Obj:
+        """PUT: the whole object as given (``metadata.resourceVersion`` makes it a compare-and-swap)."""
+        return self._sanitize(self._call(self._verbs(kind)[2], name, namespace, body))
+
+    def patch_object(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj:
+        return self._sanitize(self._call(self._verbs(kind)[3], name, namespace, patch, _content_type=MERGE_PATCH))
+
+    def delete_object(self, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete (in the background); with ``uid``, only that very object (else ``Conflict``)."""
+        options = client.V1DeleteOptions(
+            propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid) if uid else None
+        )
+        try:
+            self._call(self._verbs(kind)[4], name, namespace, body=options)
+            return True
+        except NotFound:
+            return False
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
         pods = self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)

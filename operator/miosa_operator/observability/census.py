@@ -20,6 +20,10 @@ counted.  Settled versions from before the process started are counted by ``seed
 LIST at startup); a settled version deleted later (a retention admin's purge) stays counted
 until the operator restarts, and a deleted namespace's versions are dropped with it
 (``forget_namespace``).
+
+With N shards each process counts its own share (``owns``): the singletons' holder also
+writes other shards' versions (archiving, collection), and those writes must not make it
+count them too, or the shards' sums would count them twice.
 """
 
 from __future__ import annotations
@@ -56,8 +60,8 @@ def _revision(raw: Any) -> int:
 
 
 class VersionCensus:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def __init__(self, clock: Callable[[], float] = time.time, owns: Callable[[str], bool] = lambda uid: True) -> None:
+        self._clock, self._owns = clock, owns
         self._lock = threading.Lock()
         self._by_uid: dict[str, Facts] = {}
         self._uid_by_name: dict[tuple[str, str], str] = {}
@@ -66,7 +70,7 @@ class VersionCensus:
         """One watch event (``None`` for the initial listing, as kopf passes it)."""
         metadata = body.get("metadata") or {}
         uid = metadata.get("uid")
-        if not uid:
+        if not uid or not self._owns(uid):
             return
         key = (metadata.get("namespace") or "", metadata.get("name") or "")
         with self._lock:

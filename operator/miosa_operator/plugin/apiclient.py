@@ -34,6 +34,12 @@ Obj = dict[str, Any]
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = f"kubectl-miosa/{__version__}"
+FIELD_MANAGER = "miosa-plugin"
+"""Who owns the fields the plugin writes (server-side apply bookkeeping).  Named explicitly:
+the default would come from the User-Agent ("kubectl-miosa"), and GitOps tools treat every
+manager whose name starts with "kubectl" as a stray manual edit to take over — Flux would
+then delete a rollback's ``promotedVersion`` that Git leaves out (tests/e2e/test_flux.py)."""
+WRITES = frozenset({"POST", "PUT", "PATCH"})
 
 
 class ApiStatus(Exception):
@@ -60,6 +66,8 @@ class ApiClient:
     # ------------------------------------------------------------------ requests
     def request(self, method: str, path: str, query: Obj | None = None, body: Obj | None = None,
                 content_type: str = JSON) -> Obj:  # fmt: skip
+        if method in WRITES:
+            query = {**(query or {}), "fieldManager": FIELD_MANAGER}
         response, connection = self._send(method, path, query, body, content_type, self.timeout)
         try:
             data = response.read()
@@ -130,6 +138,10 @@ class ApiClient:
             context = _SniContext(context, endpoint.tls_server_name)  # type: ignore[assignment]
         self._context = context
         return context
+
+    def auth_headers(self) -> dict[str, str]:
+        """The credentials' headers (``Authorization``), e.g. for ``publish`` to forward the token."""
+        return dict(self._auth_headers())
 
     def _auth_headers(self) -> dict[str, str]:
         if self._headers is not None:

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import commands
+from . import commands, publish
 from .client import Cluster
 from .errors import PluginError
 from .output import FORMATS, parse_format
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     logs.add_argument("version", metavar="VERSION")
     _output(logs, "the log")
+    publish.add_parser(leaves, PROG)
     return parser
 
 

@@ -13,6 +13,13 @@
   API token at all.  Every container meets Pod Security "restricted" (``render.security``),
   with memory limits and an emptyDir ``sizeLimit`` derived from the release's size.
 
+Every Deployment setting that applies to pods (node selector, tolerations, image pull
+secrets, resources) is added by ``render.workloads.apply_common``, for static and dynamic pods
+alike.  The workload, its Service and its optional PodDisruptionBudget carry an
+ownerReference to the Deployment and its id label (``deploy.miosa.io/deployment-id``):
+``domain.ownership`` uses both, with the uid recorded at creation, to tell them from
+same-named objects somebody else made.
+
 The version id sits in the pod template's annotations, so promoting another version always
 rolls the pods, and a hash of the rendered spec sits on the workload so the controller
 patches only when something changed.  Rollouts surge and never take a ready pod away
@@ -31,7 +38,7 @@ from ..api import meta
 from ..api.models import Deployment, DeploymentVersion, VersionKind
 from .names import bounded
 from .security import NONROOT_UID, container_security_context, pod_security_context
-from .workloads import ANNOTATION_VERSION_ID, runtime_container
+from .workloads import ANNOTATION_VERSION_ID, LABEL_DEPLOYMENT_ID, PodDefaults, apply_common, dynamic_pod_spec
 
 Obj = dict[str, Any]
 
@@ -67,6 +74,11 @@ def workload_name(deployment: Deployment) -> str:
 
 def selector(deployment: Deployment) -> dict[str, str]:
     return {LABEL_APP: workload_name(deployment)}
+
+
+def object_labels(deployment: Deployment) -> dict[str, str]:
+    """Labels of the workload, Service and budget: the selector plus the Deployment's id."""
+    return {**selector(deployment), LABEL_DEPLOYMENT_ID: deployment.status.id or ""}
 
 
 def _owner(deployment: Deployment) -> Obj:
@@ -156,19 +168,14 @@ def site_size_limit(files: int, total_bytes: int) -> str:
     return f"{(2 * tree + 16 * MiB + MiB - 1) // MiB}Mi"
 
 
-def dynamic_pod_spec(version: DeploymentVersion) -> Obj:
-    assert version.spec.runtime is not None
-    return {"automountServiceAccountToken": False, "containers": [runtime_container(version.spec.runtime)]}
-
-
-def live_workload(deployment: Deployment, version: DeploymentVersion, server: StaticServer) -> Obj:
+def live_workload(
+    deployment: Deployment, version: DeploymentVersion, server: StaticServer, defaults: PodDefaults | None = None
+) -> Obj:
     labels = selector(deployment)
     if version.spec.kind == VersionKind.STATIC:
-        pod_spec = static_pod_spec(deployment, version, server)
+        pod_spec = apply_common(static_pod_spec(deployment, version, server), deployment)
     else:
-        pod_spec = dynamic_pod_spec(version)
-    if deployment.spec.node_selector:
-        pod_spec["nodeSelector"] = dict(deployment.spec.node_selector)
+        pod_spec = dynamic_pod_spec(version, deployment, defaults or PodDefaults())
     spec = {
         "replicas": deployment.spec.replicas,
         "progressDeadlineSeconds": deployment.spec.rollout.progress_deadline_seconds,
@@ -189,7 +196,7 @@ def live_workload(deployment: Deployment, version: DeploymentVersion, server: St
         "metadata": {
             "name": workload_name(deployment),
             "namespace": deployment.metadata.namespace,
-            "labels": labels,
+            "labels": object_labels(deployment),
             "annotations": {ANNOTATION_RENDERED_HASH: rendered_hash(spec), ANNOTATION_VERSION_ID: version.status.id or ""},
             "ownerReferences": [_owner(deployment)],
         },
@@ -204,13 +211,37 @@ def live_service(deployment: Deployment, port: int) -> Obj:
         "metadata": {
             "name": workload_name(deployment),
             "namespace": deployment.metadata.namespace,
-            "labels": selector(deployment),
+            "labels": object_labels(deployment),
             "ownerReferences": [_owner(deployment)],
         },
         "spec": {
+            "type": "ClusterIP",
             "selector": selector(deployment),
             "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}],
         },
+    }
+
+
+def disruption_budget(deployment: Deployment) -> Obj | None:
+    """The policy/v1 PodDisruptionBudget ``spec.podDisruptionBudget`` asks for, or None."""
+    budget = deployment.spec.pod_disruption_budget
+    if budget is None:
+        return None
+    spec: Obj = {"selector": {"matchLabels": selector(deployment)}}
+    if budget.min_available is not None:
+        spec["minAvailable"] = budget.min_available
+    if budget.max_unavailable is not None:
+        spec["maxUnavailable"] = budget.max_unavailable
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": workload_name(deployment),
+            "namespace": deployment.metadata.namespace,
+            "labels": object_labels(deployment),
+            "ownerReferences": [_owner(deployment)],
+        },
+        "spec": spec,
     }
 
 

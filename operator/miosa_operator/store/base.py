@@ -6,9 +6,13 @@ Design decisions:
   so a second writer (a retried reconcile, a second operator replica) must never replace
   what the first one stored. Backends implement it with an atomic primitive (``link(2)``
   for files, ``If-None-Match: *`` for S3) instead of check-then-write.
-* **Three error classes.** Callers need exactly three decisions: retry later
-  (``TransientStoreError``), report "not there" (``ArtifactNotFound``), or fail for good
-  (``StoreError``). Backends map their native errors onto these and nothing else leaks.
+* **Error classes by who must act.** Callers need these decisions: retry later
+  (``TransientStoreError``: timeouts, connection failures, 5xx, throttling), retry later and
+  tell a person (``StoreAccessDenied``, a ``TransientStoreError``: the store refuses the
+  operator's credentials, a bucket or directory is missing or not writable — fixing it lets
+  the same work go on), report "not there" (``ArtifactNotFound``), or fail for good
+  (``StoreError``: a URI that can never name an object). Only the last two can be a
+  version's own fault; backends map their native errors onto these and nothing else leaks.
 * **Streams, not bytes.** Bundles can be gigabytes; ``open_read`` returns a reader and
   ``put_if_absent`` takes one, so nothing holds a whole object in memory.
 * **URIs are literal.** ``s3://bucket/key`` and ``file:///abs/path`` are split by hand, not
@@ -33,6 +37,11 @@ class StoreError(Exception):
 
 class TransientStoreError(StoreError):
     """Timeouts, connection failures, 5xx, throttling: the caller retries with backoff."""
+
+
+class StoreAccessDenied(TransientStoreError):
+    """The store refuses the operator (credentials, permissions, a missing bucket): retried,
+    but a person must fix something first."""
 
 
 class ArtifactNotFound(StoreError):

@@ -32,6 +32,7 @@ from .base import (
     FILE_SCHEME,
     ArtifactNotFound,
     ObjectInfo,
+    StoreAccessDenied,
     StoreError,
     TransientStoreError,
     parse_uri,
@@ -42,11 +43,15 @@ _TMP_SUFFIX = ".part"
 # Errors that tend to go away by themselves (busy/stale NFS handles, a full disk that
 # retention will free): retry rather than fail a version for good.
 _TRANSIENT_ERRNOS = frozenset(
-    {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE, errno.ENOSPC, errno.EDQUOT}
+    {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE, errno.ENOSPC, errno.EDQUOT, errno.EIO}
 )
+# The operator may not read or write there: a person must fix permissions or the mount.
+_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 def _os_error(exc: OSError, what: str) -> StoreError:
+    if exc.errno in _DENIED_ERRNOS:
+        return StoreAccessDenied(f"{what}: {exc.strerror}")
     if exc.errno in _TRANSIENT_ERRNOS:
         return TransientStoreError(f"{what}: {exc}")
     return StoreError(f"{what}: {exc}")

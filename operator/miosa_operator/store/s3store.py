@@ -16,7 +16,11 @@ Design decisions:
   encoding that many S3-compatible servers reject.
 * **botocore retries, we classify.** botocore's "standard" retry mode already backs off on
   throttling and 5xx up to ``max_attempts``; whatever is left is mapped once, in
-  ``classify_error``, onto ``TransientStoreError`` / ``ArtifactNotFound`` / ``StoreError``.
+  ``classify_error``, onto ``TransientStoreError`` / ``StoreAccessDenied`` /
+  ``ArtifactNotFound`` / ``StoreError``. Only "no such key" and a malformed request are
+  about the object; a refusal of the operator's credentials (401/403, an expired token, a
+  bucket policy), a missing bucket and missing credentials are the operator's to fix
+  (``StoreAccessDenied``, retried), never a version's fault.
 * **Streams stay streams.** ``open_read`` wraps the HTTP body so connection failures in the
   middle of a read surface as ``TransientStoreError``; uploads pass the file object to
   ``put_object`` (botocore rewinds seekable bodies on retry). Non-seekable sources are
@@ -39,9 +43,11 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
+    PartialCredentialsError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
@@ -53,6 +59,7 @@ from .base import (
     S3_SCHEME,
     ArtifactNotFound,
     ObjectInfo,
+    StoreAccessDenied,
     StoreError,
     TransientStoreError,
     parse_uri,
@@ -63,6 +70,12 @@ _THROTTLING_CODES = frozenset(
      "ServiceUnavailable", "InternalError", "TooManyRequests"}
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_DENIED_CODES = frozenset(
+    {"AccessDenied", "Forbidden", "403", "401", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+     "ExpiredTokenException", "TokenRefreshRequired", "InvalidToken", "InvalidClientTokenId", "AllAccessDisabled",
+     "AccountProblem", "InvalidSecurity", "RequestTimeTooSkewed", "AuthorizationHeaderMalformed",
+     "MissingSecurityHeader", "UnrecognizedClientException", "NoSuchBucket", "PermanentRedirect"}
+)
 _CONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
 _CONDITION_CONFLICT = "ConditionalRequestConflict"
 _TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
@@ -141,15 +154,17 @@ def classify_error(exc: BaseException, what: str) -> StoreError:
         code, status, message = _client_error_parts(exc)
         text = f"{what}: {code or status} {message}".rstrip()
         if code == "NoSuchBucket":
-            return StoreError(f"{what}: bucket does not exist")
+            return StoreAccessDenied(f"{what}: the bucket does not exist")
+        if code in _DENIED_CODES or status in (401, 403):
+            return StoreAccessDenied(f"{text} (check the operator's store credentials and bucket policy)")
         if code in _NOT_FOUND_CODES or status == 404:
             return ArtifactNotFound(text)
         if status >= 500 or status in (408, 429) or code in _THROTTLING_CODES:
             return TransientStoreError(text)
         return StoreError(text)
-    if isinstance(exc, NoCredentialsError):
-        return StoreError(
-            f"{what}: S3 is not configured (no credentials: set MIOSA_S3_ACCESS_KEY_ID and "
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
+        return StoreAccessDenied(
+            f"{what}: no usable S3 credentials ({exc}; set MIOSA_S3_ACCESS_KEY_ID and "
             "MIOSA_S3_SECRET_ACCESS_KEY, or give the operator an IAM role)"
         )
     if isinstance(exc, _TRANSIENT_EXCEPTIONS):
@@ -228,9 +243,18 @@ class S3Store:
         except Exception as exc:  # noqa: BLE001
             error = classify_error(exc, f"HEAD {uri}")
             if isinstance(error, ArtifactNotFound):
+                self._check_bucket(bucket, uri)  # a HEAD's 404 has no body: key or bucket?
                 return None
             raise error from exc
         return ObjectInfo(uri=uri, size=int(response["ContentLength"]))
+
+    def _check_bucket(self, bucket: str, uri: str) -> None:
+        """A missing bucket is the operator's to fix, not a missing object of the tenant's."""
+        try:
+            self._client.head_bucket(Bucket=bucket)
+        except Exception as exc:  # noqa: BLE001
+            error = classify_error(exc, f"HEAD {uri}")
+            raise (StoreAccessDenied(f"HEAD {uri}: the bucket does not exist") if isinstance(error, ArtifactNotFound) else error) from exc
 
     def list(self, prefix_uri: str) -> Iterator[ObjectInfo]:
         bucket, prefix = self._split(prefix_uri)

@@ -1,0 +1,328 @@
+"""Run one ingestion in a child process with its own memory and CPU limits.
+
+Design decisions:
+
+* **A bundle can exhaust its budget, never the operator.** ``ingest_isolated`` runs
+  ``ingest_bundle`` in a child process (``worker.run``) limited by ``RLIMIT_AS`` and
+  ``RLIMIT_CPU``. Whatever a bundle does that the caps of ``limits`` did not foresee, the
+  worst outcome is ``ResourceLimitExceeded`` for that version; and ingestions run in parallel
+  without sharing the operator's GIL.
+* **Children come from multiprocessing's fork server.** The operator is multi-threaded, so it
+  must not ``fork``; a fresh ``python -m`` per ingestion costs ~0.3 s of CPU (imports), which
+  would dominate small bundles (apply -> ready is ~0.1 s). The fork server is started once
+  (single-threaded, this module and the worker preloaded) and forks a child per ingestion in
+  milliseconds. It dies with the operator, and each child dies with it (``PR_SET_PDEATHSIG``).
+* **The worker never touches the store.** The caller opens the source and the output; a
+  pump thread here copies the source into a pipe the worker reads, and the worker writes the
+  canonical release into the output's file descriptor (passed to it). Store errors therefore
+  happen in the operator process and keep their classes (``TransientStoreError`` …): when the
+  source fails, the worker is killed first (so it cannot mistake a cut-off stream for a
+  truncated bundle) and the source's exception is raised unchanged.
+* **Every way out is explicit.** ``cancel`` (operator shutdown) kills the worker and raises
+  ``IngestionInterrupted``; the wall-clock ``budget.wall_seconds`` kills it and raises
+  ``IngestionTimedOut`` (a slow store is not the bundle's fault); a CPU overrun (the soft
+  ``RLIMIT_CPU`` kills with ``SIGXCPU``) and a ``MemoryError`` are
+  ``BundleRejected(ResourceLimitExceeded)``; any other death (a crash of libzstd, an OOM kill
+  from outside) is ``WorkerCrashed``. The worker is always joined.
+* **The fork server holds no secrets.** ``start_fork_server`` starts it before kopf (while
+  the operator is still single-threaded) with an environment reduced to ``_INHERITED``: the
+  store's credentials never reach a process that parses tenants' bytes.
+* **Memory is virtual here.** ``RLIMIT_AS`` counts address space, which bounds RSS from
+  above; the measured peaks are in ``docs/benchmarks.md``. A run that fails with
+  ``CorruptBundle`` within ``_MEMORY_HEADROOM`` of the limit is reported as
+  ``ResourceLimitExceeded``: libzstd reports a failed allocation as its own error.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from multiprocessing import forkserver, reduction
+from typing import IO, Any, BinaryIO
+
+from ..api.conditions import Reason
+from . import worker
+from .bundle import IngestResult, Manifest
+from .common import CHUNK, human
+from .errors import BundleRejected
+from .limits import IngestLimits, MiB
+
+_MEMORY_HEADROOM = 16 * MiB
+_MAX_LINE = 64 << 10
+_MAX_LOG_LINES = 10_000
+_POLL = 0.25
+_SHUTDOWN_GRACE = 2.0
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+# "__main__" too: a forked child then skips re-running the operator's entry script.
+_CONTEXT.set_forkserver_preload(["__main__", "miosa_operator.ingest.worker"])
+_INHERITED = re.compile(r"^(PATH|HOME|LANG|LC_[A-Z]+|TZ|TMPDIR|PYTHON[A-Z_]*|VIRTUAL_ENV)$")
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, with only ``_INHERITED`` variables in its environment.
+
+    Call it while the process is single-threaded (``cli`` does, before kopf starts): the
+    environment is swapped for the duration of the start. Without it the server starts on
+    the first ingestion, with the operator's full environment.
+    """
+    saved = dict(os.environ)
+    try:
+        for name in [name for name in os.environ if not _INHERITED.match(name)]:
+            del os.environ[name]
+        forkserver.ensure_running()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one ingestion may use: address space, CPU time and wall-clock time, and how
+    readily it yields the CPU (``niceness``, added to the operator's own)."""
+
+    memory_bytes: int = 256 * MiB
+    cpu_seconds: int = 300
+    wall_seconds: float = 900.0
+    niceness: int = 10
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the worker used (from the worker's own report; zero when it was killed)."""
+
+    cpu_seconds: float = 0.0
+    peak_rss: int = 0
+    peak_vm: int = 0
+
+
+class IngestionInterrupted(Exception):
+    """Stopped from outside (``cancel``: the operator is shutting down); nothing was decided."""
+
+
+class IngestionTimedOut(Exception):
+    """The ingestion did not finish within its wall-clock budget (a slow store, a stuck read)."""
+
+
+class WorkerCrashed(Exception):
+    """The worker died without a verdict, for no reason attributable to the bundle's budget."""
+
+
+def ingest_isolated(
+    source: BinaryIO,
+    out: IO[bytes],
+    *,
+    expected_sha256: str,
+    entrypoint: str = "index.html",
+    limits: IngestLimits = IngestLimits(),
+    budget: Budget = Budget(),
+    log: Callable[[str], None] = lambda _: None,
+    cancel: threading.Event | None = None,
+    usage: Callable[[Usage], None] = lambda _: None,
+) -> IngestResult:
+    """``ingest_bundle`` in a limited child process: the same results and rejections.
+
+    ``out`` must have a file descriptor (a temporary file); the worker writes the canonical
+    release through it. ``usage`` receives what the worker used, when it said.
+    """
+    out.flush()
+    job = {
+        "expected_sha256": expected_sha256,
+        "entrypoint": entrypoint,
+        "limits": asdict(limits),
+        "memory_bytes": budget.memory_bytes,
+        "cpu_seconds": budget.cpu_seconds,
+        "niceness": budget.niceness,
+    }
+    bundle_r, bundle_w = os.pipe()
+    messages_r, messages_w = os.pipe()
+    try:
+        process = _CONTEXT.Process(
+            target=worker.run,
+            args=(job, _Inherited(bundle_r), _Inherited(messages_w), _Inherited(out.fileno())),
+            name="miosa-ingest",
+            daemon=True,
+        )
+        process.start()
+    finally:
+        os.close(bundle_r)
+        os.close(messages_w)
+    run = _Run(process, budget, cancel)
+    pump = _Pump(source, os.fdopen(bundle_w, "wb"), run)
+    verdict: dict[str, Any] | None = None
+    try:
+        verdict = run.read_verdict(messages_r, log, time.monotonic() + budget.wall_seconds)
+    finally:
+        os.close(messages_r)
+        run.finish(decided=verdict is not None)
+        pump.join()
+    if pump.error is not None:
+        raise pump.error
+    if run.stopped is None and verdict is None and cancel is not None and cancel.wait(_SHUTDOWN_GRACE):
+        # A stop signal sent to the whole process group (a terminal, some supervisors) can
+        # end the fork server, and with it the worker, a moment before the operator reacts.
+        run.stopped = IngestionInterrupted("the operator is shutting down")
+    if run.stopped is not None:
+        raise run.stopped
+    if verdict is not None and "usage" in verdict:
+        usage(Usage(**verdict["usage"]))
+    return _conclude(verdict, run.exitcode, budget)
+
+
+class _Inherited:
+    """A file descriptor handed to the worker (pickled with ``reduction.DupFd``, as
+    multiprocessing's own connections are); the worker receives the plain number."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_detach, (reduction.DupFd(self.fd),))
+
+
+def _detach(dup: Any) -> int:
+    return int(dup.detach())
+
+
+class _Run:
+    def __init__(self, process: Any, budget: Budget, cancel: threading.Event | None) -> None:
+        self.process = process
+        self.budget = budget
+        self.cancel = cancel
+        self.stopped: Exception | None = None
+        self.exitcode: int | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def read_verdict(self, fd: int, log: Callable[[str], None], deadline: float) -> dict[str, Any] | None:
+        """Relay log lines until the worker's final message or the end of its output."""
+        lines = _Lines(fd)
+        logged = 0
+        while True:
+            if self.cancel is not None and self.cancel.is_set():
+                self.stop(IngestionInterrupted("the operator is shutting down"))
+                return None
+            if time.monotonic() > deadline:
+                self.stop(IngestionTimedOut("ingestion did not finish within its time budget (MIOSA_INGEST_TIMEOUT)"))
+                return None
+            if not select.select([fd], [], [], _POLL)[0]:
+                continue
+            for message in lines.read():
+                if "log" not in message:
+                    return message
+                if logged < _MAX_LOG_LINES:
+                    log(str(message["log"]))
+                    logged += 1
+            if lines.eof:
+                return None
+
+    def stop(self, why: Exception) -> None:
+        with self._lock:
+            if self.stopped is None:
+                self.stopped = why
+        self.kill()
+
+    def kill(self) -> None:
+        with self._lock:
+            if not self._closed and self.process.exitcode is None:
+                self.process.kill()
+
+    def finish(self, decided: bool) -> None:
+        """Join the worker: after its verdict it exits by itself; otherwise it is killed."""
+        if decided:
+            self.process.join(timeout=10.0)
+        self.kill()
+        self.process.join()
+        with self._lock:
+            self.exitcode = self.process.exitcode
+            self._closed = True
+            self.process.close()
+
+
+class _Lines:
+    """JSON lines from the worker, each bounded."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pending = b""
+        self.eof = False
+
+    def read(self) -> list[dict[str, Any]]:
+        chunk = os.read(self._fd, 1 << 16)
+        if not chunk:
+            self.eof = True
+            return []
+        self._pending += chunk
+        *complete, self._pending = self._pending.split(b"\n")
+        if len(self._pending) > _MAX_LINE:
+            raise WorkerCrashed("the ingestion worker wrote an over-long message")
+        try:
+            return [json.loads(line) for line in complete if line.strip()]
+        except ValueError as exc:
+            raise WorkerCrashed(f"the ingestion worker wrote an unreadable message: {exc}") from None
+
+
+class _Pump:
+    """Copies the source into the worker's bundle pipe, on a thread of its own."""
+
+    def __init__(self, source: BinaryIO, sink: IO[bytes], run: _Run) -> None:
+        self._source = source
+        self._sink = sink
+        self._run = run
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._copy, name="ingest-pump", daemon=True)
+        self._thread.start()
+
+    def _copy(self) -> None:
+        try:
+            while True:
+                try:
+                    chunk = self._source.read(CHUNK)
+                except Exception as exc:  # noqa: BLE001 - the caller's error, raised unchanged
+                    self.error = exc
+                    self._run.kill()  # before EOF: a cut-off stream is not a truncated bundle
+                    return
+                if not chunk:
+                    return
+                self._sink.write(chunk)
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # the worker stopped reading: it decided, or it was killed
+        finally:
+            try:
+                self._sink.close()
+            except OSError:
+                pass
+
+    def join(self) -> None:
+        # A store read in progress cannot be interrupted; it ends with the store's own read
+        # timeout and then finds the pipe closed. Nothing waits for it beyond this.
+        self._thread.join(timeout=1.0)
+
+
+def _conclude(verdict: dict[str, Any] | None, exitcode: int | None, budget: Budget) -> IngestResult:
+    if verdict is not None and "result" in verdict:
+        fields = dict(verdict["result"])
+        fields["manifest"] = Manifest(**fields["manifest"])
+        return IngestResult(**fields)
+    if verdict is not None and "rejected" in verdict:
+        reason, message = verdict["rejected"]["reason"], verdict["rejected"]["message"]
+        peak = (verdict.get("usage") or {}).get("peak_vm", 0)
+        if reason == Reason.CORRUPT_BUNDLE and peak >= budget.memory_bytes - _MEMORY_HEADROOM:
+            reason = Reason.RESOURCE_LIMIT_EXCEEDED
+            message = f"ingestion needed more than its {human(budget.memory_bytes)} of memory (MIOSA_INGEST_MEMORY)"
+        raise BundleRejected(reason, message)
+    if exitcode == -signal.SIGXCPU:
+        raise BundleRejected(
+            Reason.RESOURCE_LIMIT_EXCEEDED,
+            f"ingestion used more than its {budget.cpu_seconds} s of CPU time (MIOSA_INGEST_CPU_SECONDS)",
+        )
+    how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit status {exitcode}"
+    raise WorkerCrashed(f"the ingestion worker died without a verdict ({how})")

@@ -1,0 +1,116 @@
+"""The ingestion worker: the child process side of ``isolation.ingest_isolated``.
+
+``run`` executes in a process forked from multiprocessing's fork server (which preloaded this
+module), once per ingestion. Before it reads a byte it limits itself (address space:
+``RLIMIT_AS``; CPU time: ``RLIMIT_CPU``, whose soft limit kills with ``SIGXCPU``), keeps
+glibc to one malloc arena (a thread arena would reserve 64 MiB of address space for libzstd's
+worker thread), asks the kernel to kill it when its parent (the fork server) dies, and lowers
+its CPU priority to the job's ``niceness``: ingestion is bulk work, while the operator process
+serves every tenant's reconciles, so on a busy node the control loop wins the CPU (the
+niceness per worker is chosen by the operator, see ``controllers.ingestion_slots``). Then it
+runs ``ingest_bundle`` from the bundle pipe into the output file and reports on the message
+pipe, one JSON object per line:
+
+    {"log": "..."}                                          a build-log line, as it happens
+    {"result": {...}, "usage": {...}}                       the IngestResult fields
+    {"rejected": {"reason": ..., "message": ...}, "usage": {...}}
+
+``usage`` is the worker's CPU seconds, peak RSS and peak address space. The worker reads no
+settings, no credentials and no network: the operator streams the bundle in and uploads the
+release. A ``MemoryError`` is reported as ``ResourceLimitExceeded`` (a reserve allocated at
+start is freed first, so the report itself has room).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import os
+import resource
+import signal
+from typing import Any
+
+from ..api.conditions import Reason
+from .bundle import ingest_bundle
+from .errors import BundleRejected
+from .limits import IngestLimits
+
+_RESERVE_BYTES = 2 << 20
+HARD_CPU_GRACE = 5
+_PR_SET_PDEATHSIG = 1
+_M_ARENA_MAX = -8
+
+
+def run(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> None:
+    """One ingestion, start to verdict (``job``: see ``isolation.ingest_isolated``)."""
+    _harden(job["memory_bytes"], job["cpu_seconds"], job["niceness"])
+    reserve: bytearray | None = bytearray(_RESERVE_BYTES)
+    with os.fdopen(messages_fd, "w", encoding="utf-8") as messages, os.fdopen(source_fd, "rb") as source:
+
+        def say(message: dict[str, Any]) -> None:
+            messages.write(json.dumps(message) + "\n")
+            messages.flush()
+
+        try:
+            with os.fdopen(out_fd, "wb", buffering=1 << 20) as out:
+                result = ingest_bundle(
+                    source,
+                    out,
+                    expected_sha256=job["expected_sha256"],
+                    entrypoint=job["entrypoint"],
+                    limits=IngestLimits(**job["limits"]),
+                    log=lambda line: say({"log": line}),
+                )
+        except BundleRejected as rejected:
+            say({"rejected": {"reason": rejected.reason, "message": rejected.message}, "usage": usage()})
+            return
+        except MemoryError:
+            reserve = None
+            message = f"ingestion needed more than its {job['memory_bytes'] >> 20} MiB of memory (MIOSA_INGEST_MEMORY)"
+            say({"rejected": {"reason": str(Reason.RESOURCE_LIMIT_EXCEEDED), "message": message}, "usage": usage()})
+            return
+        del reserve
+        say({"result": dataclasses.asdict(result), "usage": usage()})
+
+
+def _harden(memory_bytes: int, cpu_seconds: int, niceness: int) -> None:
+    # Only the operator ends a worker (or its CPU limit, or its parent's death): a stop signal
+    # sent to the whole process group must reach the operator, which then decides.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # Linux: die with the fork server
+        libc.mallopt(_M_ARENA_MAX, 1)  # glibc
+    except (OSError, AttributeError):
+        pass
+    _limit(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + HARD_CPU_GRACE)
+    _limit(resource.RLIMIT_AS, memory_bytes, memory_bytes)
+    os.nice(niceness)
+
+
+def _limit(kind: int, soft: int, hard: int) -> None:
+    _, current_hard = resource.getrlimit(kind)
+    if current_hard != resource.RLIM_INFINITY:
+        hard = min(hard, current_hard)
+        soft = min(soft, hard)
+    resource.setrlimit(kind, (soft, hard))
+
+
+def usage() -> dict[str, float]:
+    """CPU seconds, peak RSS and peak address space of this process so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_seconds": own.ru_utime + own.ru_stime, "peak_rss": own.ru_maxrss * 1024, "peak_vm": _vm_peak()}
+
+
+def _vm_peak() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
