@@ -237,17 +237,23 @@ class Operator:
     proc: subprocess.Popen[bytes] | None = None
     command: list[str] | None = None  # default: the real operator
     ready_marker: str = "miosa-operator configured"
+    index: int = 0
+    """Which of several operator processes at once (shards): each gets ports of its own."""
 
     def start(self) -> None:
         exe = Path(sys.executable).parent / "miosa-operator"
         command = self.command or [str(exe), "run", "--standalone", "-n", OPERATOR_NAMESPACES]
+        # Ports next to the environment's API server (16544… by default), 3 per process, so that
+        # benchmark environments of other checkouts (other ports) and shards never collide.
+        base = self.env.spec.apiserver_port + 1 + 3 * self.index
         variables = {
             "MIOSA_RELEASES_URI": f"s3://{RELEASES_BUCKET}",
             "MIOSA_WEBHOOK": "off",
-            "MIOSA_WEBHOOK_PORT": "19543",  # unused with the webhook off; never the e2e tests' 19443
+            "MIOSA_WEBHOOK_PORT": str(base),  # unused with the webhook off
             "MIOSA_GC_INTERVAL": "0",
             # Metrics on, as in production, on a port of their own (`make dev` uses 8082).
-            "MIOSA_METRICS_PORT": "19544",
+            "MIOSA_METRICS_PORT": str(base + 1),
+            "MIOSA_ARTIFACTS_PORT": str(base + 2),
             # One bundle serves every benchmark namespace: an operator-widened source prefix
             # (by default a version may only name <uploads>/<its namespace>/).
             "MIOSA_SOURCE_PREFIXES": f"s3://{UPLOADS_BUCKET}/bench/",

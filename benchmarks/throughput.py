@@ -189,8 +189,8 @@ def _sharded_run(ctx: Context, count: int, leases: str, total: int) -> dict[str,
     bundle, uri = ctx.site_bundle()
     processes = [
         Operator(ctx.env, ctx.operator.log_path.with_name(f"{ctx.operator.log_path.stem}-{count}shards-{i}.log"),
-                 extra_env={"MIOSA_SHARDS": str(count), "MIOSA_SHARD_INDEX": str(i),
-                            "MIOSA_LEASE_NAMESPACE": leases, "MIOSA_ARTIFACTS_PORT": str(19181 + i)})
+                 extra_env={"MIOSA_SHARDS": str(count), "MIOSA_SHARD_INDEX": str(i), "MIOSA_LEASE_NAMESPACE": leases},
+                 index=1 + i)
         for i in range(count)
     ]
     for process in processes:
