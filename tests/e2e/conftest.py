@@ -102,6 +102,9 @@ def api(env: Environment) -> client.ApiClient:
     return load_api_client()
 
 
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
 def create_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | None = None) -> None:
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": name, "labels": {"miosa.io/e2e": "true", **(labels or {})}}})
@@ -119,16 +122,15 @@ def _slug(request: pytest.FixtureRequest, limit: int = 40) -> str:
 
 @pytest.fixture
 def namespace(env: Environment, api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A tenant namespace under Pod Security "restricted": every pod the operator creates
+    must be admitted there (issue 10: the whole suite runs its tenants under it)."""
     name = f"e2e-{_slug(request)}-{uuid.uuid4().hex[:5]}"
-    create_namespace(api, name)
+    create_namespace(api, name, RESTRICTED)
     yield name
     client.CoreV1Api(api).delete_namespace(name)
 
 
 # ---------------------------------------------------------------------------- tenants
-
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
-
 
 @dataclass
 class Tenant:

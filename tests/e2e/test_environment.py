@@ -27,7 +27,13 @@ def test_deployment_becomes_available_and_service_gets_endpoints(api: client.Api
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]},
+                    "spec": {  # the namespace enforces Pod Security "restricted"
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{
+                            "name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}],
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                        }],
+                    },
                 },
             },
         },

@@ -335,7 +335,13 @@ def test_node_stops_without_leftovers_and_starts_again(
     assert before["mounts"] == [], "the node's mounts live in its own mount namespace"
     pod = {
         "metadata": {"name": "app"},
-        "spec": {"containers": [{"name": "app", "image": TESTAPP_IMAGE, "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}}}]},
+        "spec": {  # the namespace enforces Pod Security "restricted"
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "app", "image": TESTAPP_IMAGE, "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
     }
     client.CoreV1Api(api).create_namespaced_pod(namespace, pod)
     wait_until(

@@ -312,7 +312,9 @@ class Outcomes:
     def __init__(self, *outcomes: Any) -> None:
         self.outcomes = list(outcomes)
 
-    def run(self, version: Any) -> Any:
+    def run(self, version: Any, prepared: Any, cancel: Any = None, niceness: int | None = None) -> Any:
+        """StaticBuild.run's signature: the wrapper must pass every argument through."""
+        assert prepared == "prepared" and niceness == 5
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
@@ -330,8 +332,8 @@ def test_timed_static_build_counts_decided_runs_only() -> None:
     rejected = Rejected(Failure(Reason.CHECKSUM_MISMATCH, "differs"), None)
     build = instrument.TimedStaticBuild(Outcomes(Retry("store down"), built, rejected))
     with pytest.raises(Retry):
-        build.run(None)
-    assert build.run(None) is built and build.run(None) is rejected
+        build.run(None, "prepared", None, 5)
+    assert build.run(None, "prepared", None, 5) is built and build.run(None, "prepared", niceness=5) is rejected
     assert moved.deltas() == [1, 1, 1234, 1]
 
 

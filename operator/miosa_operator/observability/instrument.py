@@ -37,9 +37,9 @@ class _Wrapper:
 
 
 class TimedStaticBuild(_Wrapper):
-    def run(self, version: Any) -> Any:
+    def run(self, version: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
-        outcome = self._inner.run(version)
+        outcome = self._inner.run(version, *args, **kwargs)
         seconds = time.monotonic() - started
         failure = getattr(outcome, "failure", None)
         if failure is not None:
