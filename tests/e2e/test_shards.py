@@ -60,6 +60,7 @@ def shards(
                 "MIOSA_WEBHOOK": "off",
                 "MIOSA_GC_INTERVAL": "0",
                 "MIOSA_ARTIFACTS_PORT": str(SPARE_PORTS[10 + index]),
+                "MIOSA_METRICS_PORT": str(SPARE_PORTS[20 + index]),
             })
             process.start()
             processes.append(process)
@@ -128,7 +129,8 @@ def test_two_shards_split_thirty_concurrent_versions_without_handling_one_twice(
 
 def test_a_shard_refuses_to_start_twice(env: Environment, namespace: str, shards: list[OperatorProcess], tmp_path: Path) -> None:
     """A second process for shard 0 waits for the Lease instead of handling shard 0 as well."""
-    twin_env = {**shards[0].extra_env, "MIOSA_ARTIFACTS_PORT": str(SPARE_PORTS[10 + SHARDS])}
+    twin_env = {**shards[0].extra_env, "MIOSA_ARTIFACTS_PORT": str(SPARE_PORTS[10 + SHARDS]),
+                "MIOSA_METRICS_PORT": str(SPARE_PORTS[20 + SHARDS])}
     twin = shard_process(env, tmp_path / "twin.log", namespace, twin_env)
     twin.start()
     try:

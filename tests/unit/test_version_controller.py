@@ -26,6 +26,7 @@ import zstandard
 from miosa_operator.api import meta
 from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
+from miosa_operator.controllers.ingestion_slots import IngestionSlots, Queued
 from miosa_operator.controllers.static_build import MISSING_ARTIFACT_GRACE, in_process
 from miosa_operator.controllers.versions import VersionController
 from miosa_operator.kube.client import ApiError, Conflict, TransientApiError
@@ -299,6 +300,47 @@ class TestFakeKube:
 
 
 # =========================================================================== static versions
+
+
+def test_one_status_write_per_state_change(env: Env) -> None:
+    """created (with the number claim), building (with the number), ready: three status writes,
+    one label write, one read of the Deployment; the claim's two writes on the Deployment."""
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.deployment("other")
+    env.static_version("other-v1", "other", uri, digest)  # a Deployment's first version also writes its id
+    env.run("other-v1")
+    env.static_version("site-v1", "site", uri, digest)
+    env.run("site-v1")
+    env.kube.calls.clear()
+    env.static_version("site-v2", "site", uri, digest)
+
+    assert env.controller.reconcile(env.get("site-v2")) == VersionState.READY
+    writes = env.kube.status_writes(VERSIONS, "site-v2")
+    assert [w.get("state") for w in writes] == ["created", "building", "ready"]
+    assert "numberClaim" in writes[0] and writes[1]["versionNumber"] == 2 and writes[1]["numberClaim"] is None
+    labels = [c for c in env.kube.calls_to("patch", VERSIONS) if c.args["name"] == "site-v2"]
+    assert len(labels) == 1 and labels[0].args["patch"]["metadata"]["labels"][meta.LABEL_VERSION_NUMBER] == "2"
+    assert len(env.kube.calls_to("get", DEPLOYMENTS)) == 1
+    assert len(env.kube.calls_to("patch_status", DEPLOYMENTS)) == 2  # the claim, its release
+    assert env.dep()["status"]["lastVersionNumber"] == 2 and not env.dep()["status"].get("pendingNumbers")
+
+
+def test_a_drafted_number_is_written_before_the_reconcile_retries(env: Env) -> None:
+    """Queued for a slot: the number is written with the queued condition, released, labelled."""
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.controller.slots = IngestionSlots(1, 1, 1 << 40, 50)
+    held = env.controller.slots.acquire("elsewhere", "uid-busy", 1)
+    assert not isinstance(held, Queued)
+
+    assert isinstance(env.step("site-v1"), Retry)
+    version = env.get("site-v1")
+    assert version["status"]["versionNumber"] == 1 and version["status"]["state"] == "created"
+    assert version["metadata"]["labels"][meta.LABEL_VERSION_NUMBER] == "1"
+    assert not env.dep()["status"].get("pendingNumbers")
+    assert not env.controller._drafts
 
 
 def test_static_version_becomes_ready_with_a_verified_canonical_release(env: Env) -> None:

@@ -43,7 +43,6 @@ from ..api.models import (
 )
 from ..domain.conditions import Health, health_conditions, set_condition
 from ..domain.ids import new_deployment_id
-from ..domain.labels import label_value
 from ..domain.ownership import Owner, budget_drifted, service_drifted, workload_drifted
 from ..domain.promotion import Refusal, VersionView, check_promotable, classify, desired_version
 from ..kube.client import Conflict, Kube, NotFound
@@ -136,8 +135,10 @@ class DeploymentController:
         return Deployment.model_validate(body)
 
     def _versions(self, deployment: Deployment) -> dict[str, DeploymentVersion]:
-        selector = f"{meta.LABEL_DEPLOYMENT}={label_value(deployment.metadata.name)}"
-        items = self.kube.list(meta.VERSION_PLURAL, deployment.metadata.namespace, label_selector=selector)
+        # By the frozen spec, not the labels: a version is labelled once numbered, and a version
+        # holding a claim must be found (``_prune_claims``) before it is.
+        selector = f"spec.deploymentRef.name={deployment.metadata.name}"
+        items = self.kube.list(meta.VERSION_PLURAL, deployment.metadata.namespace, field_selector=selector)
         parsed = (DeploymentVersion.model_validate(item) for item in items)
         return {v.metadata.name: v for v in parsed if v.spec.deployment_ref.name == deployment.metadata.name}
 

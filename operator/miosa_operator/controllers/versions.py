@@ -12,6 +12,14 @@ ends in ``failed``; a store fault is shown on the version's conditions while it 
 (``StoreUnavailable``: Reconciling; ``StoreAccessDenied``: Stalled) and the same version goes
 on once it is fixed.
 
+One status write per state change: what is decided without being a state of its own (the
+identity of a new version, its number once claimed) is *drafted* (``_draft``) and written
+with the next status write of the same reconcile (the number claim, ``building``, queued, a
+failure), or alone before the reconcile returns or retries, never later.  The claim on the
+Deployment is released, and the labels written (once, number included), right after the
+write that records the number.  A version's Deployment is read once per reconcile; the
+counter's compare-and-swap catches a stale read.
+
 Build scheduling (static versions): the source is confined to the tenant before anything is
 read (``SourceNotAllowed``), then the version waits in ``created`` for an ingestion slot
 (``ingestion_slots``: bounded, fair per tenant) and moves to ``building`` when it gets one.
@@ -27,9 +35,11 @@ again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from ..api import meta
@@ -111,6 +121,7 @@ class VersionController:
         self._held: set[tuple[str, str]] = set()
         self._held_lock = threading.Lock()
         self._prepared: dict[str, tuple[Prepared, float]] = {}
+        self._drafts: dict[str, _Draft] = {}
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:
@@ -118,10 +129,22 @@ class VersionController:
         if version.status.state in (VersionState.READY, VersionState.ARCHIVED, VersionState.FAILED):
             self._ensure_labels(version)
             return version.status.state
+        try:
+            state = self._reconcile(version)
+        except Exception:
+            try:
+                self._flush(version)
+            except ApiError as exc:  # the next run decides again (a claimed number stays pending until then)
+                log.warning("%s/%s: status not written: %s", version.metadata.namespace, version.metadata.name, exc)
+            raise
+        self._flush(version)
+        return state
+
+    def _reconcile(self, version: DeploymentVersion) -> VersionState:
         version = self._ensure_identity(version)
-        self._ensure_labels(version)
         deployment = self.kube.get(meta.DEPLOYMENT_PLURAL, version.metadata.namespace, version.spec.deployment_ref.name)
         if deployment is None:
+            self._ensure_labels(version)  # listed by its labels while it waits
             self._wait_for_deployment(version)
         assert deployment is not None
         version = self._ensure_number(version, deployment)
@@ -153,7 +176,7 @@ class VersionController:
         }
         if version.spec.build_log is not None:
             status["externalBuildLogUri"] = version.spec.build_log.uri
-        return self._patch_status(version, status)
+        return self._draft(version, status)
 
     def _wait_for_deployment(self, version: DeploymentVersion) -> None:
         name = version.spec.deployment_ref.name
@@ -176,8 +199,9 @@ class VersionController:
                 self._release_claim(ns, dep_name, uid)
             return version
         self._wait_for_earlier_versions(version, deployment)
-        for _ in range(NUMBER_CLAIM_ATTEMPTS):
-            deployment = self.kube.get(meta.DEPLOYMENT_PLURAL, ns, dep_name)
+        for attempt in range(NUMBER_CLAIM_ATTEMPTS):
+            if attempt or deployment is None:  # the reconcile's read first; a conflict reads again
+                deployment = self.kube.get(meta.DEPLOYMENT_PLURAL, ns, dep_name)
             if deployment is None:
                 self._wait_for_deployment(version)
             assert deployment is not None
@@ -201,13 +225,9 @@ class VersionController:
                     deployment = self.kube.patch_status(meta.DEPLOYMENT_PLURAL, ns, dep_name, patch, resource_version=rv)
             except Conflict:
                 continue  # somebody else claimed a number or set the id; read again
-            version = self._patch_status(
-                version,
-                {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"], "numberClaim": None},
-            )
-            self._release_claim(ns, dep_name, uid)
-            self._ensure_labels(version)
-            return version
+            # Recorded with the next status write (building, queued, failed), then released and labelled.
+            number = {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"], "numberClaim": None}
+            return self._draft(version, number, then=self._numbered(ns, dep_name, uid))
         raise Retry("too much contention on the version counter", delay=1.0, planned=False)
 
     def _wait_for_earlier_versions(self, version: DeploymentVersion, deployment: Obj | None) -> None:
@@ -227,6 +247,13 @@ class VersionController:
             theirs = (parse_time(other["metadata"].get("creationTimestamp")), other["metadata"]["name"])
             if theirs[0] is not None and (theirs[0], theirs[1]) < mine:
                 raise Retry(f"numbering after the earlier version {theirs[1]}", delay=0.3)
+
+    def _numbered(self, namespace: str, deployment: str, uid: str) -> Callable[[DeploymentVersion], None]:
+        def release_and_label(version: DeploymentVersion) -> None:
+            self._release_claim(namespace, deployment, uid)
+            self._ensure_labels(version)
+
+        return release_and_label
 
     def _release_claim(self, namespace: str, deployment: str, uid: str) -> None:
         # A merge patch with null removes the key; it needs no precondition.
@@ -477,6 +504,46 @@ class VersionController:
         )
         return [c.wire() for c in conditions]
 
+    # ------------------------------------------------------------------ status writes
+    def _draft(
+        self, version: DeploymentVersion, status: Obj, then: Callable[[DeploymentVersion], None] | None = None
+    ) -> DeploymentVersion:
+        """Decide ``status`` now, write it with the next status write (or ``_flush``); ``then``
+        runs once it is written.  Returns the version as it will be."""
+        with self._held_lock:
+            draft = self._drafts.setdefault(version.metadata.uid, _Draft())
+        draft.status.update(status)
+        if then is not None:
+            draft.then.append(then)
+        return _with_status(version, status)
+
+    def _flush(self, version: DeploymentVersion) -> None:
+        """Write what is still drafted: nothing decided outlives the reconcile unwritten."""
+        if version.metadata.uid in self._drafts:
+            self._patch_status(version, {})
+
     def _patch_status(self, version: DeploymentVersion, status: Obj) -> DeploymentVersion:
-        body = self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, status)
-        return DeploymentVersion.model_validate(body)
+        with self._held_lock:
+            draft = self._drafts.pop(version.metadata.uid, None)
+        merged = {**draft.status, **status} if draft is not None else status
+        # A failed write drops the draft: the next run decides it again (a claimed number is
+        # found in the Deployment's pendingNumbers, a new identity was never seen by anyone).
+        body = self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, merged)
+        written = DeploymentVersion.model_validate(body)
+        for step in draft.then if draft is not None else ():
+            step(written)
+        return written
+
+
+@dataclasses.dataclass
+class _Draft:
+    status: Obj = dataclasses.field(default_factory=dict)
+    then: list[Callable[[DeploymentVersion], None]] = dataclasses.field(default_factory=list)
+
+
+def _with_status(version: DeploymentVersion, status: Obj) -> DeploymentVersion:
+    """``version`` as a merge patch of ``status`` will leave it."""
+    wire = version.wire()
+    merged = {**(wire.get("status") or {}), **status}
+    wire["status"] = {key: value for key, value in merged.items() if value is not None}
+    return DeploymentVersion.model_validate(wire)
