@@ -220,6 +220,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and its descendants: their own time, plus what finished ones left in
+    their parents' cutime/cstime (ingestion workers end under the operator's fork server)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return own + sum(tree_cpu_seconds(kid) for kid in kids)
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -312,7 +325,8 @@ class Operator:
         return rss_mib(self.pid)
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
+        """The operator's process tree: ingestion runs in worker processes under its fork server."""
+        return tree_cpu_seconds(self.pid)
 
     def settle(self, quiet_cpu: float = 0.05, window: float = 3.0, timeout: float = 600) -> float:
         """Wait until the operator uses less than ``quiet_cpu`` CPU-seconds per second; return the wait."""

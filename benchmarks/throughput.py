@@ -120,7 +120,7 @@ def run(ctx: Context) -> None:
             note=f"{op_elapsed:.0f} s vs {base_elapsed:.0f} s" + (f"; {failed} FAILED" if failed else ""))
     )
     ctx.results.add(
-        Row("2", "operator CPU per version (throughput run)", op_cpu / total * 1000, "ms", base_cpu / total * 1000,
+        Row("2", "operator CPU per version (throughput run; process tree: operator, fork server, ingestion workers)", op_cpu / total * 1000, "ms", base_cpu / total * 1000,
             "plain script's whole process, incl. its creates")
     )
     ctx.results.add(

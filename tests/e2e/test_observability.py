@@ -146,7 +146,7 @@ def test_json_log_lines_name_the_object_and_never_a_secret(
     about_version = [line for line in lines if line["name"] == "app-v1"]
     assert about_version and all(line["version_id"] == version_id for line in about_version)
     messages = [line["message"] for line in lines]
-    assert f"deploymentversion {namespace}/app-v1 #1 is building (Building: verifying the artifact)" in messages
+    assert f"deploymentversion {namespace}/app-v1 #1 is building (Building: verifying the runtime (health gate))" in messages
     assert any(m.startswith(f"deploymentversion {namespace}/app-v1 #1 is ready") for m in messages)
     assert f"deployment {namespace}/app: promote started: app-v1 (#1) replaces nothing" in messages
     complete = next(line for line in lines if line["name"] == "app" and "complete" in line["message"])
