@@ -236,7 +236,7 @@ class Operator:
             **self.extra_env,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the operator process writes it until stopped
         log.write(f"\n===== benchmark operator start {time.strftime('%H:%M:%S')} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(

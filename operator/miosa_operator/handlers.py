@@ -28,7 +28,7 @@ from .controllers.deployments import DeploymentController
 from .controllers.offboarding import PeriodicOffboarding, TenantOffboarding
 from .controllers.retention import Collector, PeriodicCollector
 from .controllers.versions import QueuedForSlot, VersionController
-from .kube.client import ApiError, Conflict, Kube, TransientApiError
+from .kube.client import ApiError, ClusterApi, Conflict, Kube, KubeApi, TransientApiError
 from .kube.tokenreview import TokenReviewer, api_review
 from .observability import context, instrument, metrics
 from .observability.census import VersionCensus
@@ -46,10 +46,10 @@ class KopfEvents:
     """Kubernetes events through kopf's event poster (batched, non-blocking)."""
 
     def normal(self, body: dict[str, Any], reason: str, message: str) -> None:
-        kopf.event(body, type="Normal", reason=reason, message=message)
+        kopf.event(body, type="Normal", reason=reason, message=message)  # type: ignore[arg-type]  # any mapping with metadata
 
     def warning(self, body: dict[str, Any], reason: str, message: str) -> None:
-        kopf.event(body, type="Warning", reason=reason, message=message)
+        kopf.event(body, type="Warning", reason=reason, message=message)  # type: ignore[arg-type]  # any mapping with metadata
 
 
 WAITING = "waiting: "
@@ -70,7 +70,7 @@ class QuietCensus(logging.Filter):
     version (10,000 at startup), which would drown the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno <= logging.INFO and record.getMessage() == f"Handler '{count_version.__name__}' succeeded.")
+        return not (record.levelno <= logging.INFO and record.getMessage() == f"Handler '{count_version.__name__}' succeeded.")  # type: ignore[attr-defined]  # kopf returns the function
 
 
 def backoff(retry: int) -> float:
@@ -152,7 +152,7 @@ def static_server(config: Settings) -> StaticServer:
     return StaticServer(config.static_server_image, config.artifacts_pod_url, config.artifacts_audience, limits)
 
 
-def artifact_endpoint(config: Settings, kube: Kube) -> ArtifactEndpoint:
+def artifact_endpoint(config: Settings, kube: ClusterApi) -> ArtifactEndpoint:
     """The endpoint static pods download releases from, on its own thread and event loop."""
     reviewer = TokenReviewer(api_review(kube.api_client), config.artifacts_audience)
     limits = EndpointLimits(
@@ -170,7 +170,7 @@ def artifact_endpoint(config: Settings, kube: Kube) -> ArtifactEndpoint:
     return endpoint
 
 
-def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: Settings, kube: Kube) -> None:
+def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: Settings, kube: ClusterApi) -> None:
     if not config.webhook_enabled:
         log.warning("admission webhook disabled (MIOSA_WEBHOOK=off): promotions are only checked by the controller")
         return
@@ -217,7 +217,7 @@ async def _in_thread(memo: kopf.Memo, fn: Callable[..., Any], *args: Any) -> Any
     return await asyncio.get_running_loop().run_in_executor(memo.executor, functools.partial(copied.run, fn, *args))
 
 
-def _fresh(kube: Kube, body: dict[str, Any]) -> dict[str, Any] | None:
+def _fresh(kube: KubeApi, body: dict[str, Any]) -> dict[str, Any] | None:
     """The object as it is now (the handler's body is a snapshot); None once deleted."""
     try:
         return kube.get(meta.VERSION_PLURAL, body["metadata"]["namespace"], body["metadata"]["name"])

@@ -82,7 +82,7 @@ def _resource_map(value: Any) -> Any:
     pairs = [part.strip() for part in value.split(",") if part.strip()]
     if any("=" not in pair for pair in pairs):
         raise ValueError("expected name=quantity pairs separated by commas, e.g. cpu=50m,memory=64Mi")
-    return dict(tuple(part.strip() for part in pair.split("=", 1)) for pair in pairs)
+    return {name.strip(): quantity.strip() for name, quantity in (pair.split("=", 1) for pair in pairs)}
 
 
 def _quantities(value: dict[str, str]) -> dict[str, str]:
@@ -102,7 +102,7 @@ CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 def env(name: str, *fallbacks: str, section: str, **kwargs: Any) -> Any:
     """A field read from ``name`` (or the first set fallback, e.g. boto3's own ``AWS_*``)."""
     alias: str | AliasChoices = AliasChoices(name, *fallbacks) if fallbacks else name
-    extra = {"section": section, "variables": (name, *fallbacks)}
+    extra: dict[str, Any] = {"section": section, "variables": (name, *fallbacks)}
     return Field(validation_alias=alias, json_schema_extra=extra, **kwargs)
 
 

@@ -208,7 +208,7 @@ class OperatorProcess:
         exe = Path(sys.executable).parent / "miosa-operator"
         command = [str(exe), "run", "--standalone"] if exe.exists() else [sys.executable, "-m", "miosa_operator", "run", "--standalone"]
         self.starts += 1
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the operator process writes it until stopped
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(

@@ -82,7 +82,7 @@ def _start(name: str, args: list[str], env: Environment, logs: Path, health_port
     proc = subprocess.Popen(
         [str(BIN / name), *args, f"--health-addr=127.0.0.1:{health_port}", "--log-level=debug"],
         env={**os.environ, "KUBECONFIG": env.kubeconfig, "RUNTIME_NAMESPACE": "flux-system"},
-        stdout=open(log, "ab"),
+        stdout=open(log, "ab"),  # noqa: SIM115 - the controller process writes it until stopped
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )

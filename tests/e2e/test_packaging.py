@@ -347,7 +347,7 @@ def cluster_roles(
         )
 
     wait_until(aggregated, timeout=30, what="aggregation into view/edit/admin")
-    yield roles
+    return roles
 
 
 def bind(api: client.ApiClient, namespace: str, role: str) -> str:

@@ -129,7 +129,7 @@ def test_spec_is_immutable(env: Environment, objects: Objects, s3_prefix: str) -
 
 
 @pytest.mark.parametrize(
-    "spec,message",
+    ("spec", "message"),
     [
         (dynamic_spec("d") | {"kind": "static", "artifact": {"uri": "s3://miosa-uploads/x.tar", "sha256": "a" * 64}}, "spec.runtime is forbidden when spec.kind is static"),
         ({"deploymentRef": {"name": "d"}, "kind": "dynamic"}, "spec.runtime is required when spec.kind is dynamic"),
@@ -211,7 +211,7 @@ def test_operator_killed_during_ingestion_recovers(
 
 
 @pytest.mark.parametrize(
-    "name,files,reason",
+    ("name", "files", "reason"),
     [
         ("traversal", {"index.html": b"x", "../../escape.txt": b"owned"}, "UnsafePath"),
         ("noentry", {"about.html": b"x"}, "MissingEntrypoint"),

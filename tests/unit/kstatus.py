@@ -19,9 +19,8 @@ def kstatus(obj: dict[str, Any]) -> str:
     status = obj.get("status") or {}
     if metadata.get("deletionTimestamp"):
         return "Terminating"
-    if "generation" in metadata and "observedGeneration" in status:
-        if status["observedGeneration"] != metadata["generation"]:
-            return "InProgress"
+    if "generation" in metadata and "observedGeneration" in status and status["observedGeneration"] != metadata["generation"]:
+        return "InProgress"
     conditions = status.get("conditions") or []
     for condition in conditions:
         if condition.get("status") == "True" and condition.get("type") == "Reconciling":

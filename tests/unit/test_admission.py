@@ -328,7 +328,7 @@ def post(port: int, server_ca: str, payload: dict[str, Any], client: tuple[str, 
 
 
 def test_a_client_without_the_api_servers_certificate_is_refused_during_the_handshake(served: Any, tmp_path: Path) -> None:
-    port, server_ca, pki, dispatched = served
+    port, server_ca, _pki, dispatched = served
     with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
         post(port, server_ca, review(NS, NS), client=None)
     (tmp_path / "stranger").mkdir()

@@ -243,9 +243,9 @@ def test_client_errors_are_classified(endpoint: ArtifactEndpoint, apiserver: Fak
         EndpointSource(f"http://127.0.0.1:{endpoint.port}", token).open_read(release)
     with pytest.raises(ReleaseUnavailable):
         EndpointSource("http://127.0.0.1:9", token).open_read(release)  # nothing listens on the discard port
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be http"):
         EndpointSource("ftp://x", token)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a release is"):
         EndpointSource(f"http://127.0.0.1:{endpoint.port}", token).open_read("tenant-a/../x")
 
 

@@ -189,7 +189,7 @@ def test_intact_release_with_the_wrong_expected_hash_is_refused(
 def test_truncated_release_is_a_checksum_mismatch(tmp_path: Path, release: tuple[str, str, bytes]) -> None:
     _, sha, data = release
     uri = store_object(tmp_path, data[: len(data) // 2], "cut.tar.zst")
-    with pytest.raises(FetchRefused, match="^ChecksumMismatch: .*also fails to unpack"):
+    with pytest.raises(FetchRefused, match=r"^ChecksumMismatch: .*also fails to unpack"):
         fetch_release(FileStore(), uri, sha, tmp_path / "site", LIMITS)
 
 

@@ -220,13 +220,10 @@ def test_a_stalled_body_is_dropped() -> None:
 def test_upload_slots_cap_overall_and_per_tenant() -> None:
     slots = uploads.UploadSlots(total=2, per_tenant=1)
     with slots.take("a"):
-        with pytest.raises(ApiError):
-            with slots.take("a"):
-                pass
-        with slots.take("b"):
-            with pytest.raises(ApiError):
-                with slots.take("c"):
-                    pass
+        with pytest.raises(ApiError), slots.take("a"):
+            pass
+        with slots.take("b"), pytest.raises(ApiError), slots.take("c"):
+            pass
     with slots.take("a"):
         pass
 

@@ -237,7 +237,7 @@ def test_cve_2024_6232_our_reader_is_immune_whatever_the_interpreter() -> None:
 
 @pytest.mark.parametrize("bundle", [hostile.negative_size(), hostile.negative_pax_size()], ids=["base-256", "pax"])
 def test_cve_2025_8194_negative_sizes_are_refused_whatever_the_interpreter(bundle: bytes) -> None:
-    verdict, usage = isolated(bundle, Budget(memory_bytes=128 * MiB, cpu_seconds=5, wall_seconds=120))
+    verdict, _usage = isolated(bundle, Budget(memory_bytes=128 * MiB, cpu_seconds=5, wall_seconds=120))
     assert verdict == "CorruptBundle"
 
 

@@ -359,7 +359,7 @@ def test_forbidden_read_names_the_read_role() -> None:
     [
         (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
         (TimeoutError("timed out"), "timed out"),
-        (socket.timeout("The read operation timed out"), "timed out"),
+        (TimeoutError("The read operation timed out"), "timed out"),
         (socket.gaierror(-2, "Name or service not known"), "cannot resolve the server's host name"),
         (OSError(113, "No route to host"), "[Errno 113] No route to host"),
         (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "TLS error: "),

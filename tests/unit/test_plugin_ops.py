@@ -278,9 +278,9 @@ def test_completion_executable_is_installed() -> None:
 
 
 def test_plugin_constants_match_the_models() -> None:
-    assert selection.STATES == tuple(s.value for s in VersionState)
-    assert selection.PROMOTABLE == {s.value for s in states.PROMOTABLE}
-    assert (commands.MANUAL, commands.AUTO) == (PromotionPolicy.MANUAL.value, PromotionPolicy.AUTO.value)
+    assert tuple(s.value for s in VersionState) == selection.STATES
+    assert {s.value for s in states.PROMOTABLE} == selection.PROMOTABLE
+    assert (PromotionPolicy.MANUAL.value, PromotionPolicy.AUTO.value) == (commands.MANUAL, commands.AUTO)
 
 
 def test_the_plugin_imports_neither_kopf_boto3_pydantic_nor_the_kubernetes_client() -> None:
@@ -328,7 +328,7 @@ def test_kubeconfig_refusals(tmp_path: Path) -> None:
                            "clusters": [{"name": "c", "cluster": {"server": "https://k:6443"}}],
                            "users": [{"name": "u", "user": {"auth-provider": {"name": "gcp"}}}]},
     )  # fmt: skip
-    with pytest.raises(kubeconfig.KubeconfigError, match="auth-provider 'gcp', which kubectl removed in 1.26"):
+    with pytest.raises(kubeconfig.KubeconfigError, match=r"auth-provider 'gcp', which kubectl removed in 1\.26"):
         kubeconfig.load(str(cfg))
     with pytest.raises(kubeconfig.KubeconfigError, match="no kubeconfig found"):
         kubeconfig.load(str(tmp_path / "none"))
@@ -477,7 +477,7 @@ def test_exec_credential_plugin(apiserver: tuple[str, list[Any]], pki: dict[str,
     client.request("GET", "/apis/b")
     assert [s["auth"] for s in seen[-2:]] == ["Bearer good-token"] * 2
     helper.write_text("#!/bin/sh\necho denied >&2\nexit 1\n")
-    with pytest.raises(kubeconfig.KubeconfigError, match="exec credential plugin .* failed: denied"):
+    with pytest.raises(kubeconfig.KubeconfigError, match=r"exec credential plugin .* failed: denied"):
         ApiClient(kubeconfig.load(str(cfg))).request("GET", "/apis/c")
 
 

@@ -256,7 +256,7 @@ def test_custom_entrypoint_and_plain_404(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("entrypoint", ["../x.html", "/abs.html", "", "dir/"])
 def test_unsafe_entrypoints_are_refused(entrypoint: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^entrypoint "):
         checked_entrypoint(entrypoint)
 
 

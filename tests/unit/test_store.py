@@ -322,7 +322,7 @@ def test_s3_body_failures_while_streaming_are_transient() -> None:
 
 
 def test_s3_config_requires_both_keys() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be set together"):
         S3Config(access_key_id="only-the-id")
 
 

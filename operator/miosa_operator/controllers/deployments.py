@@ -46,7 +46,7 @@ from ..domain.ids import new_deployment_id
 from ..domain.labels import label_value
 from ..domain.ownership import Owner, budget_drifted, service_drifted, workload_drifted
 from ..domain.promotion import Refusal, VersionView, check_promotable, classify, desired_version
-from ..kube.client import Conflict, Kube, NotFound
+from ..kube.client import Conflict, KubeApi, NotFound
 from ..render import runtime, workloads
 from ..settings import Settings
 from .common import Clock, EventSink, Retry, iso, object_ref, utcnow
@@ -73,7 +73,7 @@ _RETIRED_PROGRESSING = "Progressing"
 class DeploymentController:
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         config: Settings,
         events: EventSink,
         static_server: runtime.StaticServer,
@@ -326,6 +326,7 @@ class DeploymentController:
             "revertedGeneration": deployment.metadata.generation,
             "observedGeneration": deployment.metadata.generation,
         }
+        event: Reason | EventReason
         if deployment.spec.rollout.auto_revert and previous is not None:
             self._apply(deployment, previous)
             entry = HistoryEntry(

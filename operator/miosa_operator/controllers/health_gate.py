@@ -31,7 +31,7 @@ from ..api.models import Deployment, DeploymentVersion, Runtime
 from ..domain.conditions import Health, Progress, health_conditions
 from ..domain.ownership import Owner, pod_runs, workload_drifted
 from ..domain.verification import Outcome, Probe, Verdict, judge
-from ..kube.client import ApiError, Conflict, Kube, NotFound, TransientApiError
+from ..kube.client import ApiError, Conflict, KubeApi, NotFound, TransientApiError
 from ..render import workloads
 from ..settings import Settings
 from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, parse_time
@@ -45,7 +45,7 @@ NUDGED = (Reason.QUOTA_EXCEEDED, Reason.POD_CREATION_REFUSED)
 
 class HealthGate:
     def __init__(
-        self, kube: Kube, config: Settings, events: EventSink, clock: Clock, transcript: GateTranscript | None = None
+        self, kube: KubeApi, config: Settings, events: EventSink, clock: Clock, transcript: GateTranscript | None = None
     ) -> None:
         self.kube, self.config, self.events, self.clock = kube, config, events, clock
         self.transcript = transcript  # the version's build log, written when the gate decides

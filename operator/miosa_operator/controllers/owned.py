@@ -20,7 +20,7 @@ from typing import Any
 
 from ..api.models import OwnedObject
 from ..domain.ownership import Owner, Ownership, classify, conflict_message, controller_uid
-from ..kube.client import Conflict, Kube, NotFound
+from ..kube.client import Conflict, KubeApi, NotFound
 from .common import Retry
 
 Obj = dict[str, Any]
@@ -46,7 +46,7 @@ class Recorder:
     """
 
     entries: list[OwnedObject]
-    write: Callable[[list[Obj]], None]
+    write: Callable[[list[Obj]], object]
     legacy: bool = False
     """The owner predates recorded ownership: an object that claims to be its own is adopted
     once (recorded), not replaced.  Only Deployments whose ``ownedObjects`` was never written."""
@@ -70,7 +70,7 @@ class Recorder:
 
 
 class OwnedObjects:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
 
     def ensure(self, owner: Owner, desired: Obj, recorder: Recorder, drifted: Drifted) -> Obj:

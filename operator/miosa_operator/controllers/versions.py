@@ -41,7 +41,7 @@ from ..domain.ids import new_deployment_id, new_version_id, ulid
 from ..domain.labels import version_labels
 from ..domain.numbering import Counter, claim_number, counter_from_status, seed
 from ..ingest.isolation import IngestionInterrupted, IngestionTimedOut, WorkerCrashed, ingest_isolated
-from ..kube.client import ApiError, Conflict, Kube, TransientApiError
+from ..kube.client import ApiError, Conflict, KubeApi, TransientApiError
 from ..settings import Settings
 from ..store.base import ArtifactStore
 from ..store.sources import SourceNotAllowed
@@ -73,7 +73,7 @@ def new_run_id() -> str:
     return f"run_{ulid()}"
 
 
-def seed_counter(kube: Kube, namespace: str, deployment: str, uid: str) -> int:
+def seed_counter(kube: KubeApi, namespace: str, deployment: str, uid: str) -> int:
     """Where incarnation ``uid`` of Deployment ``deployment`` starts numbering (``domain.numbering``):
     above every number of the versions of that name, and every number being claimed from an
     earlier incarnation (claims from this one are its own business)."""
@@ -86,7 +86,7 @@ def seed_counter(kube: Kube, namespace: str, deployment: str, uid: str) -> int:
 class VersionController:
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         store: ArtifactStore,
         config: Settings,
         events: EventSink,

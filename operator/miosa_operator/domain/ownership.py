@@ -110,7 +110,7 @@ def covers(current: Any, desired: Any) -> bool:
             and len(current) == len(desired)
             and all(covers(c, d) for c, d in zip(current, desired, strict=True))
         )
-    return current == desired
+    return bool(current == desired)
 
 
 def _extra_keys(current: Mapping[str, Any], desired: Mapping[str, Any], defaulted: frozenset[str]) -> set[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,7 +57,7 @@ WaitQuery = Annotated[bool, Query(description="Wait until the version is live (p
 TimeoutQuery = Annotated[float, Query(gt=0, le=3600, description="Seconds to wait with wait=true (capped by the server).")]
 
 
-def _is_publish(scope: dict[str, Any]) -> bool:
+def _is_publish(scope: MutableMapping[str, Any]) -> bool:
     return scope.get("method") == "POST" and bool(PUBLISH_PATH.match(scope.get("path", "")))
 
 

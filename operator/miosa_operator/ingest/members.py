@@ -89,7 +89,7 @@ def strict_tarinfo(limits: IngestLimits, end: EndMarker) -> type[tarfile.TarInfo
     class StrictTarInfo(tarfile.TarInfo):
         def _proc_pax(self, tarfile_: tarfile.TarFile) -> Any:
             stream = tarfile_.fileobj
-            padded = self._block(self.size)
+            padded = self._block(self.size)  # type: ignore[attr-defined]  # tarfile's private record rounding
             data = stream.read(padded)
             if len(data) != padded:
                 raise BundleRejected(Reason.CORRUPT_BUNDLE, "the tar stream ends inside a pax header (truncated?)")

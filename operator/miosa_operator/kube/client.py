@@ -13,14 +13,21 @@ official client waits for ever by default: one half-open connection (a dropped N
 load balancer that forgot us) then hangs a worker thread for good while the liveness probe
 stays green.  A timed-out call is a ``TransientApiError``: retried with backoff, never blamed
 on a version.
+
+Controllers are typed against ``KubeApi``, the Protocol of the calls they make; ``Kube``
+and the unit tests' API-server fake (``tests/unit/fakes.FakeKube``) both satisfy it, and
+mypy checks that they do.  ``ClusterApi`` adds what only the process wiring needs (events
+posted outside kopf, namespaces, the webhook configuration, the raw client).
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import client, config
@@ -36,6 +43,55 @@ Obj = dict[str, Any]
 # (a strategic merge would keep it).
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+
+class KubeApi(Protocol):
+    """The requests the controllers make: our custom objects and the objects they render."""
+
+    @property
+    def calls(self) -> int | Sequence[Any]:
+        """Requests made so far (a count; an API-server fake may keep the calls themselves)."""
+        ...
+
+    def get(self, plural: str, namespace: str, name: str) -> Obj | None: ...
+    def list(self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = "") -> builtins.list[Obj]: ...
+    def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj: ...
+    def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj: ...
+    def get_workload(self, namespace: str, name: str) -> Obj | None: ...
+    def create_workload(self, namespace: str, body: Obj) -> Obj: ...
+    def patch_workload(self, namespace: str, name: str, patch: Obj) -> Obj: ...
+    def delete_workload(self, namespace: str, name: str) -> bool: ...
+    def get_service(self, namespace: str, name: str) -> Obj | None: ...
+    def create_service(self, namespace: str, body: Obj) -> Obj: ...
+    def patch_service(self, namespace: str, name: str, patch: Obj) -> Obj: ...
+    def get_object(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+    def create_object(self, kind: str, namespace: str, body: Obj) -> Obj: ...
+    def replace_object(self, kind: str, namespace: str, name: str, body: Obj) -> Obj: ...
+    def patch_object(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj: ...
+    def delete_object(self, kind: str, namespace: str, name: str, uid: str | None = None) -> bool: ...
+    def list_pods(self, namespace: str, label_selector: str) -> builtins.list[Obj]: ...
+    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> builtins.list[Obj]: ...
+
+
+class Namespaces(Protocol):
+    def namespace_names(self) -> set[str]: ...
+    def namespace_exists(self, name: str) -> bool: ...
+
+
+class WebhookConfigurations(Protocol):
+    def get_webhook_configuration(self, name: str) -> Obj | None: ...
+    def patch_webhook_configuration(self, name: str, patch: builtins.list[Obj], resource_version: str | None = None) -> Obj: ...
+
+
+class EventWriter(Protocol):
+    def create_event(self, namespace: str, body: Obj) -> Obj: ...
+
+
+class ClusterApi(KubeApi, Namespaces, WebhookConfigurations, EventWriter, Protocol):
+    """Everything ``Kube`` offers: what the process wiring (handlers, cli) hands around."""
+
+    @property
+    def api_client(self) -> client.ApiClient: ...
 
 
 class ApiError(Exception):
@@ -102,11 +158,12 @@ class Kube:
     # -------------------------------------------------------------- custom objects
     def get(self, plural: str, namespace: str, name: str) -> Obj | None:
         try:
-            return self._call(self.custom.get_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, name)
+            found: Obj = self._call(self.custom.get_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, name)
+            return found
         except NotFound:
             return None
 
-    def list(self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = "") -> list[Obj]:
+    def list(self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = "") -> builtins.list[Obj]:
         kwargs = {"label_selector": label_selector, "field_selector": field_selector}
         if namespace:
             result = self._call(self.custom.list_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, **kwargs)
@@ -116,17 +173,19 @@ class Kube:
 
     def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj:
         body = _with_precondition(patch, resource_version)
-        return self._call(
+        patched: Obj = self._call(
             self.custom.patch_namespaced_custom_object,
             meta.GROUP, meta.VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
         )
+        return patched
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj:
         body = _with_precondition({"status": status}, resource_version)
-        return self._call(
+        patched: Obj = self._call(
             self.custom.patch_namespaced_custom_object_status,
             meta.GROUP, meta.VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
         )
+        return patched
 
     # -------------------------------------------------------------- apps/v1 and core/v1
     def get_workload(self, namespace: str, name: str) -> Obj | None:
@@ -210,7 +269,7 @@ class Kube:
         except NotFound:
             return False
 
-    def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
+    def list_pods(self, namespace: str, label_selector: str) -> builtins.list[Obj]:
         pods = self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
         return [self._sanitize(p) for p in pods.items]
 
@@ -221,10 +280,13 @@ class Kube:
         found = self._call(self.core.list_namespace, field_selector=f"metadata.name={name}").items
         return bool(found)
 
-    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> list[Obj]:
+    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> builtins.list[Obj]:
         """Core events in ``namespace`` (e.g. ``involvedObject.name=NAME``), at most ``limit``."""
         events = self._call(self.core.list_namespaced_event, namespace, field_selector=field_selector, limit=limit)
         return [self._sanitize(e) for e in events.items]
+
+    def create_event(self, namespace: str, body: Obj) -> Obj:
+        return self._sanitize(self._call(self.core.create_namespaced_event, namespace, body))
 
     # -------------------------------------------------------------- admission configuration
     def get_webhook_configuration(self, name: str) -> Obj | None:
@@ -233,7 +295,7 @@ class Kube:
         except NotFound:
             return None
 
-    def patch_webhook_configuration(self, name: str, patch: list[Obj], resource_version: str | None = None) -> Obj:
+    def patch_webhook_configuration(self, name: str, patch: builtins.list[Obj], resource_version: str | None = None) -> Obj:
         """A JSON patch (RFC 6902); with ``resource_version`` it fails if the object moved."""
         if resource_version is not None:
             patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}, *patch]

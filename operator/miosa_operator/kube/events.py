@@ -11,14 +11,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from .client import ApiError, Kube
+from .client import ApiError, EventWriter
 
 log = logging.getLogger(__name__)
 COMPONENT = "miosa-operator"
 
 
 class KubeEvents:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: EventWriter) -> None:
         self.kube = kube
 
     def normal(self, body: dict[str, Any], reason: str, message: str) -> None:
@@ -49,6 +49,6 @@ class KubeEvents:
             "count": 1,
         }
         try:
-            self.kube._call(self.kube.core.create_namespaced_event, meta["namespace"], event)
+            self.kube.create_event(meta["namespace"], event)
         except ApiError as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)

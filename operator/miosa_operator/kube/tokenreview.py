@@ -78,7 +78,7 @@ def api_review(api_client: client.ApiClient, timeout: float = 10.0) -> Review:
     api = client.AuthenticationV1Api(api_client)
 
     def review(token: str, audiences: tuple[str, ...]) -> dict[str, Any]:
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        body: dict[str, Any] = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
         if audiences:
             body["spec"]["audiences"] = list(audiences)
         try:

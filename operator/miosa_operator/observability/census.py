@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,7 @@ class VersionCensus:
         self._by_uid: dict[str, Facts] = {}
         self._uid_by_name: dict[tuple[str, str], str] = {}
 
-    def observe(self, event_type: str | None, body: Obj) -> None:
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """One watch event (``None`` for the initial listing, as kopf passes it)."""
         metadata = body.get("metadata") or {}
         uid = metadata.get("uid")

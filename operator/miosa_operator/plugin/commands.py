@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..api import meta
@@ -190,7 +190,7 @@ def _finish(cluster: Cluster, args: argparse.Namespace, patched: Obj, what: str,
 
 
 def retry_token(version: str, now: datetime) -> str:
-    return f"{version}@{now.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+    return f"{version}@{now.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
 
 
 def retry(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -367,7 +367,7 @@ def status_details(body: Obj, assessment: Assessment) -> str:
 
 
 def watch_line(body: Obj, assessment: Assessment) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    stamp = datetime.now(UTC).strftime("%H:%M:%S")
     rollout = f" [rolling out {assessment.rollout}]" if assessment.rollout else ""
     return f"{stamp}  {assessment.phase:<11}  {assessment.reason}: {assessment.message}  (live: {assessment.live or '-'}){rollout}"
 
@@ -489,4 +489,4 @@ def _read_log(uri: str) -> bytes:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -48,7 +48,8 @@ class Range:
 
 
 def parse(template: str) -> list[Any]:
-    nodes, stack = [], []
+    nodes: list[Any] = []
+    stack: list[Any] = []
     current: list[Any] = nodes
     position = 0
     for match in re.finditer(r"\{((?:[^{}\"]|\"(?:[^\"\\]|\\.)*\")*)\}", template):

@@ -109,9 +109,8 @@ def call(method: str, url: str, token: str, *, body: Any = None, content_type: s
     request = urllib.request.Request(url, method=method, headers=headers)
     try:
         if isinstance(body, Path):
-            with open(body, "rb") as stream:
-                with urllib.request.urlopen(request, data=stream, timeout=timeout) as answer:
-                    return json.loads(answer.read())
+            with open(body, "rb") as stream, urllib.request.urlopen(request, data=stream, timeout=timeout) as answer:
+                return json.loads(answer.read())
         with urllib.request.urlopen(request, data=data, timeout=timeout) as answer:
             return json.loads(answer.read())
     except urllib.error.HTTPError as exc:

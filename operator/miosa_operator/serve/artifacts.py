@@ -189,7 +189,7 @@ class ArtifactEndpoint:
             if sent != info.size and request.method == "GET":
                 raise ConnectionAbortedError(f"sent {sent} of {info.size} bytes")
             await response.write_eof()
-        except (StoreError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, StoreError, OSError, ConnectionError) as exc:
             # Headers are out: the only honest signal left is a cut connection (the client sees
             # fewer bytes than Content-Length, and its checksum would catch anything else).
             log.warning("artifact endpoint: %s to %s aborted after %d bytes: %s", uri, request.remote, sent, exc)

@@ -49,19 +49,23 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, ContextManager, Protocol, cast
+from typing import IO, BinaryIO, Protocol, cast
 
 from ..ingest.bundle import CANONICAL_FORMAT, CHUNK, BundleRejected, Reason, walk_bundle
 from ..ingest.limits import IngestLimits
 
 
+class ByteStream(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class ReleaseSource(Protocol):
     """Anything that opens a release by name: the artifact endpoint's client, or a store."""
 
-    def open_read(self, name: str) -> ContextManager[IO[bytes]]: ...
+    def open_read(self, name: str) -> AbstractContextManager[ByteStream]: ...
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -153,7 +157,7 @@ def _verify(actual: str, expected: str, symptom: str | None = None) -> None:
 class _HashingReader:
     """The store stream as the walk sees it: every byte read is hashed and counted."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: ByteStream) -> None:
         self._stream = stream
         self._digest = hashlib.sha256()
         self.count = 0

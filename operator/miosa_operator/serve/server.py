@@ -321,7 +321,7 @@ class SiteHandler:
             wanted = _range(request, entry)
             if wanted == "unsatisfiable":
                 return _text(416, "range not satisfiable\n", {"Content-Range": f"bytes */{entry.size}"})
-            if wanted is not None:
+            if isinstance(wanted, tuple):
                 start, stop = wanted
                 headers["Content-Range"] = f"bytes {start}-{stop - 1}/{entry.size}"
                 return self._body(entry, headers, 206, start, stop)
