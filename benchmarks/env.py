@@ -44,7 +44,12 @@ class EnvSpec:
 
     def __post_init__(self) -> None:
         default = CACHE / "env"
-        if self.env_dir.resolve() == default.resolve() or self.apiserver_port == 16443 or self.etcd_port == 23790 or self.s3_port == 19000:
+        if (
+            self.env_dir.resolve() == default.resolve()
+            or self.apiserver_port == 16443
+            or self.etcd_port == 23790
+            or self.s3_port == 19000
+        ):
             raise SystemExit("refusing to use the default local environment (the e2e tests' one); pick another dir and ports")
 
     @property

@@ -57,7 +57,9 @@ def run(ctx: Context) -> None:
     op_watch, base_watch = Watcher(ctx.env, "dver", op_ns), Watcher(ctx.env, "dver", base_ns)
     baseline = Baseline(ctx.api(), ctx.s3, RELEASES_BUCKET)
     process = lambda name: baseline.process(base_ns, name)  # noqa: E731
-    ctx.log(f"latency: {warmup} warm-up + {samples} samples each, bundle {bundle.size / 2**20:.2f} MiB ({bundle.members} members)")
+    ctx.log(
+        f"latency: {warmup} warm-up + {samples} samples each, bundle {bundle.size / 2**20:.2f} MiB ({bundle.members} members)"
+    )
     try:
         for i in range(warmup):
             _sample(op, op_watch, f"warm-{i}", spec)
@@ -96,8 +98,16 @@ def run(ctx: Context) -> None:
     for q in (50, 95):
         value, ref = percentile(op_times, q), percentile(base_times, q)
         ctx.results.add(
-            Row("1", f"apply→ready p{q} ({samples} versions, 1 MiB bundle)", value * 1000, "ms", ref * 1000, "plain script",
-                target="≤1.5× baseline", ok=value <= 1.5 * ref)
+            Row(
+                "1",
+                f"apply→ready p{q} ({samples} versions, 1 MiB bundle)",
+                value * 1000,
+                "ms",
+                ref * 1000,
+                "plain script",
+                target="≤1.5× baseline",
+                ok=value <= 1.5 * ref,
+            )
         )
     for who, delta in per_version.items():
         ctx.log(f"  API requests per version ({who}, incl. the benchmark's create): {delta}")

@@ -115,15 +115,29 @@ def run(ctx: Context) -> None:
     ctx.log(f"  baseline: {base_elapsed:.1f}s, benchmark process CPU {base_cpu:.0f}s; API requests per version {base_requests}")
 
     ctx.results.details["throughput"] = {
-        "versions": total, "operator_s": op_elapsed, "operator_create_s": created, "operator_failed": failed,
-        "operator_cpu_s": op_cpu, "baseline_s": base_elapsed, "baseline_workers": workers,
-        "baseline_process_cpu_s": base_cpu, "api_requests_per_version": {"operator": op_requests, "baseline": base_requests},
+        "versions": total,
+        "operator_s": op_elapsed,
+        "operator_create_s": created,
+        "operator_failed": failed,
+        "operator_cpu_s": op_cpu,
+        "baseline_s": base_elapsed,
+        "baseline_workers": workers,
+        "baseline_process_cpu_s": base_cpu,
+        "api_requests_per_version": {"operator": op_requests, "baseline": base_requests},
     }
     ctx.results.add(
-        Row("2", f"throughput, {total} versions / {DEPLOYMENTS} Deployments", total / op_elapsed, "versions/s",
-            total / base_elapsed, f"plain script, {workers} threads", target="≥20 versions/s",
-            ok=total / op_elapsed >= 20 and failed == 0, better="higher",
-            note=f"{op_elapsed:.0f} s vs {base_elapsed:.0f} s" + (f"; {failed} FAILED" if failed else ""))
+        Row(
+            "2",
+            f"throughput, {total} versions / {DEPLOYMENTS} Deployments",
+            total / op_elapsed,
+            "versions/s",
+            total / base_elapsed,
+            f"plain script, {workers} threads",
+            target="≥20 versions/s",
+            ok=total / op_elapsed >= 20 and failed == 0,
+            better="higher",
+            note=f"{op_elapsed:.0f} s vs {base_elapsed:.0f} s" + (f"; {failed} FAILED" if failed else ""),
+        )
     )
 
 
@@ -166,17 +180,42 @@ def real_sweep(ctx: Context) -> None:
         uri = item["status"]["artifactUri"]
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         ctx.s3.delete_object(Bucket=bucket, Key=key)
-        condition = {"type": "Ready", "status": "False", "reason": "ArtifactsCollected", "message": "collected",
-                     "observedGeneration": 1, "lastTransitionTime": stamp}
+        condition = {
+            "type": "Ready",
+            "status": "False",
+            "reason": "ArtifactsCollected",
+            "message": "collected",
+            "observedGeneration": 1,
+            "lastTransitionTime": stamp,
+        }
         custom.patch_namespaced_custom_object_status(
-            "deploy.miosa.io", "v1alpha1", base_ns, "deploymentversions", item["metadata"]["name"],
-            {"status": {"artifactsCollectedAt": stamp, "conditions": [condition]}}, _content_type="application/merge-patch+json",
+            "deploy.miosa.io",
+            "v1alpha1",
+            base_ns,
+            "deploymentversions",
+            item["metadata"]["name"],
+            {"status": {"artifactsCollectedAt": stamp, "conditions": [condition]}},
+            _content_type="application/merge-patch+json",
         )
     base_elapsed = time.perf_counter() - start
-    ctx.results.details["gc_real"] = {"checked": checked, "collected": collected, "api_calls": report.api_calls, "seconds": elapsed,
-                                      "baseline_seconds": base_elapsed, "baseline_versions": len(items)}
+    ctx.results.details["gc_real"] = {
+        "checked": checked,
+        "collected": collected,
+        "api_calls": report.api_calls,
+        "seconds": elapsed,
+        "baseline_seconds": base_elapsed,
+        "baseline_versions": len(items),
+    }
     ctx.results.add(
-        Row("7", f"real sweep, {checked:,} versions ({collected:,} collected)", elapsed, "s", base_elapsed,
-            f"plain loop: S3 DELETE + status PATCH, {len(items):,}", target="<10 s", ok=elapsed < 10,
-            note=f"{report.api_calls} API calls (Kube.calls) + {collected} HEAD+DELETE to S3")
+        Row(
+            "7",
+            f"real sweep, {checked:,} versions ({collected:,} collected)",
+            elapsed,
+            "s",
+            base_elapsed,
+            f"plain loop: S3 DELETE + status PATCH, {len(items):,}",
+            target="<10 s",
+            ok=elapsed < 10,
+            note=f"{report.api_calls} API calls (Kube.calls) + {collected} HEAD+DELETE to S3",
+        )
     )

@@ -264,12 +264,15 @@ def retention_policy_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
     try:
         memo.retention.accept(dict(body))
     except ApiError as exc:
-        log.warning("could not mark RetentionPolicy %s/%s accepted: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"), exc)
+        log.warning(
+            "could not mark RetentionPolicy %s/%s accepted: %s",
+            body.get("metadata", {}).get("namespace"),
+            body.get("metadata", {}).get("name"),
+            exc,
+        )
 
 
-async def validate_promotion(
-    body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, warnings: list[str], **_: Any
-) -> None:
+async def validate_promotion(body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, warnings: list[str], **_: Any) -> None:
     """Refuse a promotedVersion that can never go live; admit one that may, with a warning."""
     verdict = await memo.admission.review(dict(body), dict(old) if old else None)
     warnings.extend(verdict.warnings)
@@ -279,9 +282,9 @@ async def validate_promotion(
 
 def register_webhooks() -> None:
     """Admission handlers exist only with a webhook server: kopf refuses to start otherwise."""
-    kopf.on.validate(
-        meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id=PROMOTION_WEBHOOK, operations=["CREATE", "UPDATE"]
-    )(instrument.admission_decisions("promotion", validate_promotion))
+    kopf.on.validate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id=PROMOTION_WEBHOOK, operations=["CREATE", "UPDATE"])(
+        instrument.admission_decisions("promotion", validate_promotion)
+    )
 
 
 @kopf.on.event("", "v1", "namespaces")

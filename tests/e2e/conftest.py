@@ -132,6 +132,7 @@ def namespace(env: Environment, api: client.ApiClient, request: pytest.FixtureRe
 
 # ---------------------------------------------------------------------------- tenants
 
+
 @dataclass
 class Tenant:
     """A tenant as the product sees one: a namespace under Pod Security "restricted", driven
@@ -206,7 +207,9 @@ class OperatorProcess:
 
     def start(self) -> None:
         exe = Path(sys.executable).parent / "miosa-operator"
-        command = [str(exe), "run", "--standalone"] if exe.exists() else [sys.executable, "-m", "miosa_operator", "run", "--standalone"]
+        command = (
+            [str(exe), "run", "--standalone"] if exe.exists() else [sys.executable, "-m", "miosa_operator", "run", "--standalone"]
+        )
         self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - the operator process writes it until stopped
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())

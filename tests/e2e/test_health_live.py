@@ -76,7 +76,9 @@ def test_versions_and_deployments_in_every_state(
     wait_until(lambda: condition(objects.deployment("empty"), "Ready"), what="empty Deployment's conditions")
     policy = {"apiVersion": "deploy.miosa.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "default"}, "spec": {}}
     objects.custom.create_namespaced_custom_object("deploy.miosa.io", "v1alpha1", namespace, "retentionpolicies", policy)
-    retention = objects.custom.get_namespaced_custom_object("deploy.miosa.io", "v1alpha1", namespace, "retentionpolicies", "default")
+    retention = objects.custom.get_namespaced_custom_object(
+        "deploy.miosa.io", "v1alpha1", namespace, "retentionpolicies", "default"
+    )
 
     check(
         {
@@ -138,7 +140,9 @@ def test_reverted_rollout(api: client.ApiClient, namespace: str, operator: Opera
     promote(objects, "app", "app-v1")
     wait_live(objects, "app", "app-v1")
     # From now on no new pod fits: v2's rollout cannot become available and is reverted.
-    client.CoreV1Api(api).create_namespaced_resource_quota(namespace, {"metadata": {"name": "full"}, "spec": {"hard": {"pods": "1"}}})
+    client.CoreV1Api(api).create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "full"}, "spec": {"hard": {"pods": "1"}}}
+    )
     promote(objects, "app", "app-v2")
     stalled = lambda: (condition(objects.deployment("app"), "Stalled") or {}).get("status") == "True"  # noqa: E731
     wait_until(stalled, timeout=90, what="revert")

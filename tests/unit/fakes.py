@@ -294,9 +294,7 @@ class FakeKube:
             ]
 
     def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj:
-        with self._call(
-            "patch", plural=plural, namespace=namespace, name=name, patch=patch, resource_version=resource_version
-        ):
+        with self._call("patch", plural=plural, namespace=namespace, name=name, patch=patch, resource_version=resource_version):
             obj = self._must(plural, namespace, name)
             self._precondition(obj, resource_version or (patch.get("metadata") or {}).get("resourceVersion"))
             body = {k: v for k, v in patch.items() if k != "status"}  # status needs the subresource
@@ -314,9 +312,7 @@ class FakeKube:
                 new["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
             return self._store(plural, namespace, name, new)
 
-    def patch_status(
-        self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None
-    ) -> Obj:
+    def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj:
         with self._call(
             "patch_status", plural=plural, namespace=namespace, name=name, status=status, resource_version=resource_version
         ):
@@ -401,7 +397,10 @@ class FakeKube:
             if obj is None:
                 return False
             if uid is not None and obj["metadata"].get("uid") != uid:
-                raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {obj['metadata'].get('uid')}", status=409)
+                raise Conflict(
+                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: {obj['metadata'].get('uid')}",
+                    status=409,
+                )
             del self.objects[(KINDS[kind], namespace, name)]
             return True
 
@@ -421,7 +420,8 @@ class FakeKube:
             return [
                 copy.deepcopy(obj)
                 for (p, ns, _), obj in sorted(self.objects.items())
-                if p == EVENTS and ns == namespace
+                if p == EVENTS
+                and ns == namespace
                 and all((obj.get("involvedObject") or {}).get(k.removeprefix("involvedObject.")) == v for k, v in wanted.items())
             ][:limit]
 

@@ -174,9 +174,7 @@ VERSION_CASES = [
     ),
     Case(
         "version-archived",
-        version(
-            "site-v1", "archived", Health(True, Reason.READY, "promoted out of; bootable for rollback"), versionNumber=1
-        ),
+        version("site-v1", "archived", Health(True, Reason.READY, "promoted out of; bootable for rollback"), versionNumber=1),
         "Healthy",
         "Current",
         "Current",

@@ -97,8 +97,12 @@ def apiserver() -> FakeApiServer:
 @pytest.fixture
 def endpoint(tmp_path: Path, releases: dict[str, tuple[str, str]], apiserver: FakeApiServer) -> Iterator[ArtifactEndpoint]:
     running = ArtifactEndpoint(
-        FileStore(tmp_path), f"file://{tmp_path}/releases", TokenReviewer(apiserver.review, AUDIENCE),
-        host="127.0.0.1", port=0, limits=EndpointLimits(max_streams=4, max_streams_per_tenant=1),
+        FileStore(tmp_path),
+        f"file://{tmp_path}/releases",
+        TokenReviewer(apiserver.review, AUDIENCE),
+        host="127.0.0.1",
+        port=0,
+        limits=EndpointLimits(max_streams=4, max_streams_per_tenant=1),
     )
     running.start()
     yield running
@@ -115,8 +119,9 @@ def call(endpoint: ArtifactEndpoint, path: str, token: str | None = None, method
         return error.code, error.read(), error.headers
 
 
-def test_a_tenant_token_downloads_its_own_release(endpoint: ArtifactEndpoint, tmp_path: Path,
-                                                   releases: dict[str, tuple[str, str]]) -> None:
+def test_a_tenant_token_downloads_its_own_release(
+    endpoint: ArtifactEndpoint, tmp_path: Path, releases: dict[str, tuple[str, str]]
+) -> None:
     status, data, headers = call(endpoint, release_path("tenant-a", DEP, VER), "tok-a")
     assert status == 200
     assert data == (tmp_path / "releases" / "tenant-a" / DEP / VER / "dist.tar.zst").read_bytes()
@@ -151,8 +156,7 @@ def test_nothing_but_a_release_can_be_named(endpoint: ArtifactEndpoint, path: st
 
 
 @pytest.mark.parametrize("token", [None, "tok-unknown", "tok-api-audience", "tok-user", "x" * 8100])
-def test_tokens_not_for_this_audience_or_not_a_service_account_are_refused(endpoint: ArtifactEndpoint,
-                                                                           token: str | None) -> None:
+def test_tokens_not_for_this_audience_or_not_a_service_account_are_refused(endpoint: ArtifactEndpoint, token: str | None) -> None:
     status, data, headers = call(endpoint, release_path("tenant-a", DEP, VER), token)
     assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
     assert b"tenant-a" not in data
@@ -214,8 +218,9 @@ def test_release_paths_round_trip() -> None:
 # --------------------------------------------------------------------------- the fetch client
 
 
-def test_fetch_through_the_endpoint_with_a_token_file(endpoint: ArtifactEndpoint, tmp_path: Path,
-                                                      releases: dict[str, tuple[str, str]]) -> None:
+def test_fetch_through_the_endpoint_with_a_token_file(
+    endpoint: ArtifactEndpoint, tmp_path: Path, releases: dict[str, tuple[str, str]]
+) -> None:
     token = tmp_path / "token"
     token.write_text("tok-a\n")
     source = EndpointSource(f"http://127.0.0.1:{endpoint.port}", token)

@@ -40,7 +40,12 @@ class Env:
         self.collector = Collector(self.kube, self.store, Policy(retain_days=30, rollback_window=1), self.events, self.clock)
         self.deployment = self.kube.create(
             DEPLOYMENTS,
-            {"apiVersion": meta.API_VERSION, "kind": "Deployment", "metadata": {"name": "site", "namespace": NS}, "spec": {"kind": "static"}},
+            {
+                "apiVersion": meta.API_VERSION,
+                "kind": "Deployment",
+                "metadata": {"name": "site", "namespace": NS},
+                "spec": {"kind": "static"},
+            },
         )
 
     def version(self, name: str, *, archived_days_ago: int = 40) -> Path:
@@ -53,12 +58,20 @@ class Env:
                 "apiVersion": meta.API_VERSION,
                 "kind": "DeploymentVersion",
                 "metadata": {"name": name, "namespace": NS},
-                "spec": {"deploymentRef": {"name": "site"}, "kind": "static", "artifact": {"uri": "file:///up/x.tar", "sha256": "a" * 64}},
+                "spec": {
+                    "deploymentRef": {"name": "site"},
+                    "kind": "static",
+                    "artifact": {"uri": "file:///up/x.tar", "sha256": "a" * 64},
+                },
             },
         )
         then = iso(self.clock() - timedelta(days=archived_days_ago))
-        for status in ({"state": "created"}, {"state": "building"}, {"state": "ready", "readyAt": then, "artifactUri": f"file://{release}"},
-                       {"state": "archived", "archivedAt": then}):
+        for status in (
+            {"state": "created"},
+            {"state": "building"},
+            {"state": "ready", "readyAt": then, "artifactUri": f"file://{release}"},
+            {"state": "archived", "archivedAt": then},
+        ):
             self.kube.patch_status(VERSIONS, NS, name, status)
         return release
 
@@ -89,7 +102,12 @@ def test_a_version_marked_for_rollout_after_the_listing_is_left_alone(env: Env) 
     release = env.version("site-v1")
 
     def promoted_meanwhile(**_: Any) -> None:  # a Deployment marks it between listing and claim
-        env.kube.patch_status(VERSIONS, NS, "site-v1", {"promotion": {"deploymentUid": env.deployment["metadata"]["uid"], "since": iso(env.clock())}})
+        env.kube.patch_status(
+            VERSIONS,
+            NS,
+            "site-v1",
+            {"promotion": {"deploymentUid": env.deployment["metadata"]["uid"], "since": iso(env.clock())}},
+        )
 
     env.kube.inject("list", promoted_meanwhile, when=lambda plural, **_: plural == DEPLOYMENTS)
     report = env.collector.sweep()
@@ -99,7 +117,9 @@ def test_a_version_marked_for_rollout_after_the_listing_is_left_alone(env: Env) 
 
 def test_a_version_marked_before_the_listing_is_kept_as_being_promoted(env: Env) -> None:
     release = env.version("site-v1")
-    env.kube.patch_status(VERSIONS, NS, "site-v1", {"promotion": {"deploymentUid": env.deployment["metadata"]["uid"], "since": iso(env.clock())}})
+    env.kube.patch_status(
+        VERSIONS, NS, "site-v1", {"promotion": {"deploymentUid": env.deployment["metadata"]["uid"], "since": iso(env.clock())}}
+    )
     report = env.collector.sweep()
     assert report.plan.kept_because() == {"being promoted": 1} and release.exists()
     # A mark whose Deployment is gone is stale: the version is collectable again.
@@ -139,7 +159,15 @@ def test_a_sweep_that_died_after_claiming_is_finished_by_the_next(env: Env) -> N
 
     real_delete = env.store.delete
     env.store.delete = fail  # type: ignore[method-assign]
-    env.kube.create(meta.RETENTION_PLURAL, {"apiVersion": meta.API_VERSION, "kind": "RetentionPolicy", "metadata": {"name": "default", "namespace": NS}, "spec": {"retainDays": 30, "rollbackWindow": 1}})
+    env.kube.create(
+        meta.RETENTION_PLURAL,
+        {
+            "apiVersion": meta.API_VERSION,
+            "kind": "RetentionPolicy",
+            "metadata": {"name": "default", "namespace": NS},
+            "spec": {"retainDays": 30, "rollbackWindow": 1},
+        },
+    )
     report = env.collector.sweep()
     assert [d.name for d in report.failed] == ["site-v1"] and release.exists()
     assert env.get("site-v1")["status"]["collectionClaimedAt"]
@@ -157,7 +185,12 @@ def test_a_sweep_that_died_after_claiming_is_finished_by_the_next(env: Env) -> N
 def test_retention_policy_status_is_written_by_each_sweep_and_on_change(env: Env) -> None:
     env.kube.create(
         meta.RETENTION_PLURAL,
-        {"apiVersion": meta.API_VERSION, "kind": "RetentionPolicy", "metadata": {"name": "default", "namespace": NS}, "spec": {"retainDays": 30}},
+        {
+            "apiVersion": meta.API_VERSION,
+            "kind": "RetentionPolicy",
+            "metadata": {"name": "default", "namespace": NS},
+            "spec": {"retainDays": 30},
+        },
     )
     policy = env.kube.peek(meta.RETENTION_PLURAL, NS, "default")
     assert policy is not None

@@ -45,14 +45,20 @@ class Env:
         body = {"apiVersion": meta.API_VERSION, "kind": "Deployment", "metadata": {"name": name, "namespace": NS}}
         return self.kube.create(DEPLOYMENTS, {**body, "spec": {"kind": kind, **spec}})
 
-    def version(self, name: str, number: int, dep: str = "app", image: str = "registry.example/app:1", state: str = "ready") -> Obj:
+    def version(
+        self, name: str, number: int, dep: str = "app", image: str = "registry.example/app:1", state: str = "ready"
+    ) -> Obj:
         self.kube.create(
             VERSIONS,
             {
                 "apiVersion": meta.API_VERSION,
                 "kind": "DeploymentVersion",
                 "metadata": {"name": name, "namespace": NS, "labels": {meta.LABEL_DEPLOYMENT: dep}},
-                "spec": {"deploymentRef": {"name": dep}, "kind": "dynamic", "runtime": {"image": image, "port": 8080, "healthCheckPath": "/healthz"}},
+                "spec": {
+                    "deploymentRef": {"name": dep},
+                    "kind": "dynamic",
+                    "runtime": {"image": image, "port": 8080, "healthCheckPath": "/healthz"},
+                },
             },
         )
         dep_id = ((self.kube.peek(DEPLOYMENTS, NS, dep) or {}).get("status") or {}).get("id")
@@ -122,7 +128,10 @@ def test_a_rollout_completes_and_records_everything_in_order(env: Env) -> None:
     mark = env.get("app-v1")["status"]["promotion"]
     assert mark["deploymentUid"] == dep["metadata"]["uid"]  # marked before the rollout started
     owned = {o["kind"]: o["uid"] for o in dep["status"]["ownedObjects"]}
-    assert owned == {"Service": env.kube.peek(SERVICES, NS, "app")["metadata"]["uid"], "Deployment": env.workload()["metadata"]["uid"]}  # type: ignore[index]
+    assert owned == {
+        "Service": env.kube.peek(SERVICES, NS, "app")["metadata"]["uid"],
+        "Deployment": env.workload()["metadata"]["uid"],
+    }  # type: ignore[index]
     assert env.workload()["metadata"]["labels"]["deploy.miosa.io/deployment-id"] == dep["status"]["id"]
 
     env.kube.mark_available(NS, "app")
@@ -209,7 +218,10 @@ def test_a_budget_is_created_updated_and_removed_with_the_spec(env: Env) -> None
     env.version("app-v1", 1)
     env.live("app-v1")
     budget = env.kube.peek(BUDGETS, NS, "app")
-    assert budget is not None and budget["spec"] == {"selector": {"matchLabels": {"deploy.miosa.io/app": "app"}}, "minAvailable": 2}
+    assert budget is not None and budget["spec"] == {
+        "selector": {"matchLabels": {"deploy.miosa.io/app": "app"}},
+        "minAvailable": 2,
+    }
     env.kube.patch(DEPLOYMENTS, NS, "app", {"spec": {"podDisruptionBudget": {"maxUnavailable": "50%", "minAvailable": None}}})
     assert env.step() is None  # the pods do not change
     assert env.kube.peek(BUDGETS, NS, "app")["spec"]["maxUnavailable"] == "50%"  # type: ignore[index]
@@ -224,7 +236,13 @@ def test_tolerations_pull_secrets_and_resources_reach_the_live_pods(env: Env) ->
         DEPLOYMENTS,
         NS,
         "app",
-        {"spec": {"tolerations": [{"operator": "Exists"}], "imagePullSecrets": [{"name": "reg"}], "resources": {"limits": {"memory": "2Gi"}}}},
+        {
+            "spec": {
+                "tolerations": [{"operator": "Exists"}],
+                "imagePullSecrets": [{"name": "reg"}],
+                "resources": {"limits": {"memory": "2Gi"}},
+            }
+        },
     )
     env.version("app-v1", 1)
     env.live("app-v1")
@@ -243,7 +261,10 @@ def foreign(kind: str, **metadata: Any) -> Obj:
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": {"app": "theirs"}},
-                "template": {"metadata": {"labels": {"app": "theirs"}}, "spec": {"containers": [{"name": "x", "image": "evil:1"}]}},
+                "template": {
+                    "metadata": {"labels": {"app": "theirs"}},
+                    "spec": {"containers": [{"name": "x", "image": "evil:1"}]},
+                },
             }
         },
     }
@@ -262,7 +283,11 @@ def test_a_same_named_foreign_object_is_a_name_conflict_never_adopted(env: Env, 
     assert f"{kind} 'app' exists and was not created by miosa-operator" in condition(dep, "Ready")["message"]
     assert [(e.type, e.reason) for e in env.events.events if e.reason == "NameConflict"] == [("Warning", "NameConflict")]
     untouched = env.kube.get_object(kind, NS, "app")
-    assert untouched is not None and untouched["spec"] == theirs["spec"] and untouched["metadata"]["uid"] == theirs["metadata"]["uid"]
+    assert (
+        untouched is not None
+        and untouched["spec"] == theirs["spec"]
+        and untouched["metadata"]["uid"] == theirs["metadata"]["uid"]
+    )
     assert not [c for c in env.kube.calls if c.method in ("replace_object", "delete_object") and c.args["kind"] == kind]
 
     env.kube.delete_object(kind, NS, "app")  # the tenant renames theirs
@@ -274,7 +299,13 @@ def test_a_same_named_foreign_object_is_a_name_conflict_never_adopted(env: Env, 
 
 def test_objects_forging_our_owner_reference_are_deleted_and_recreated(env: Env) -> None:
     dep = env.dep()
-    owner = {"apiVersion": meta.API_VERSION, "kind": "Deployment", "name": "app", "uid": dep["metadata"]["uid"], "controller": True}
+    owner = {
+        "apiVersion": meta.API_VERSION,
+        "kind": "Deployment",
+        "name": "app",
+        "uid": dep["metadata"]["uid"],
+        "controller": True,
+    }
     labels = {"deploy.miosa.io/deployment-id": dep["status"]["id"]}
     forged = env.kube.create_object("Deployment", NS, foreign("Deployment", ownerReferences=[owner], labels=labels))
     env.version("app-v1", 1)
@@ -403,7 +434,13 @@ def test_a_version_claimed_by_retention_is_never_rolled_out(env: Env) -> None:
         return plural == VERSIONS and name == "app-v2" and "promotion" in (status or {})
 
     def claim(**_: Any) -> None:
-        env.kube.patch_status(VERSIONS, NS, "app-v2", {"collectionClaimedAt": iso(env.clock())}, resource_version=listed["metadata"]["resourceVersion"])
+        env.kube.patch_status(
+            VERSIONS,
+            NS,
+            "app-v2",
+            {"collectionClaimedAt": iso(env.clock())},
+            resource_version=listed["metadata"]["resourceVersion"],
+        )
 
     env.kube.inject("patch_status", claim, when=collector_claims_first)
     wait = env.step()
@@ -424,7 +461,13 @@ def test_a_marked_version_cannot_be_claimed(env: Env) -> None:
     from miosa_operator.kube.client import Conflict
 
     with pytest.raises(Conflict):  # the collector's claim with the resourceVersion it listed
-        env.kube.patch_status(VERSIONS, NS, "app-v1", {"collectionClaimedAt": iso(env.clock())}, resource_version=listed["metadata"]["resourceVersion"])
+        env.kube.patch_status(
+            VERSIONS,
+            NS,
+            "app-v1",
+            {"collectionClaimedAt": iso(env.clock())},
+            resource_version=listed["metadata"]["resourceVersion"],
+        )
     env.clock.advance(timedelta(days=400))
     assert env.get("app-v1")["status"]["promotion"]
 

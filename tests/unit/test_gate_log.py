@@ -90,7 +90,10 @@ def test_a_failed_gate_says_why_in_its_build_log(env: Env) -> None:
     version = env.get("api-v1")
     text = env.path(version["status"]["buildLogUri"]).read_text()
     assert "pod api-v1-verify-abc12 Ready=False: Readiness probe failed: HTTP 503" in text
-    assert f"FAILED HealthCheckFailed after {env.config.health_gate_timeout + 3:.1f}s: {ready_condition(version)['message'][:60]}" in text
+    assert (
+        f"FAILED HealthCheckFailed after {env.config.health_gate_timeout + 3:.1f}s: {ready_condition(version)['message'][:60]}"
+        in text
+    )
     assert failed() == before + 1
 
 

@@ -23,7 +23,11 @@ def static_version() -> DeploymentVersion:
     return DeploymentVersion.model_validate(
         {
             "metadata": {"name": "site-v1", "namespace": "acme", "uid": "v-uid"},
-            "spec": {"deploymentRef": {"name": "site"}, "kind": "static", "artifact": {"uri": "s3://uploads/x.tar", "sha256": "a" * 64}},
+            "spec": {
+                "deploymentRef": {"name": "site"},
+                "kind": "static",
+                "artifact": {"uri": "s3://uploads/x.tar", "sha256": "a" * 64},
+            },
             "status": {
                 "id": V1,
                 "deploymentId": DEP_ID,
@@ -44,7 +48,14 @@ def dynamic_version(**runtime_: Any) -> DeploymentVersion:
             "spec": {
                 "deploymentRef": {"name": "site"},
                 "kind": "dynamic",
-                "runtime": {"image": "app:2", "command": ["/app"], "port": 9000, "healthCheckPath": "/ready", "env": [{"name": "A", "value": "1"}], **runtime_},
+                "runtime": {
+                    "image": "app:2",
+                    "command": ["/app"],
+                    "port": 9000,
+                    "healthCheckPath": "/ready",
+                    "env": [{"name": "A", "value": "1"}],
+                    **runtime_,
+                },
             },
             "status": {"id": V2, "versionNumber": 2, "state": "ready"},
         }
@@ -56,7 +67,14 @@ def test_static_workload_fetches_verifies_and_serves() -> None:
     pod = body["spec"]["template"]["spec"]
     fetch = pod["initContainers"][0]
     assert fetch["command"] == [
-        "miosa-operator", "fetch", "--release", f"acme/{DEP_ID}/{V1}", "--sha256", "b" * 64, "--dest", "/srv/site"
+        "miosa-operator",
+        "fetch",
+        "--release",
+        f"acme/{DEP_ID}/{V1}",
+        "--sha256",
+        "b" * 64,
+        "--dest",
+        "/srv/site",
     ]
     assert fetch["env"] == [
         {"name": "MIOSA_ARTIFACTS_URL", "value": ENDPOINT},
@@ -64,7 +82,16 @@ def test_static_workload_fetches_verifies_and_serves() -> None:
         {"name": "MIOSA_MAX_MEMBERS", "value": "20000"},  # the operator's own limits, not fetch's defaults
     ]
     server = pod["containers"][0]
-    assert server["command"][:8] == ["miosa-operator", "serve", "--dir", "/srv/site", "--port", "8080", "--entrypoint", "home.html"]
+    assert server["command"][:8] == [
+        "miosa-operator",
+        "serve",
+        "--dir",
+        "/srv/site",
+        "--port",
+        "8080",
+        "--entrypoint",
+        "home.html",
+    ]
     assert server["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
     assert body["spec"]["replicas"] == 3
     assert body["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

@@ -381,8 +381,14 @@ def test_router_from_settings(tmp_path: Path, s3_env: None) -> None:
 
 @pytest.mark.parametrize(
     ("number", "expected"),
-    [(errno.EACCES, StoreAccessDenied), (errno.EPERM, StoreAccessDenied), (errno.EROFS, StoreAccessDenied),
-     (errno.ENOSPC, TransientStoreError), (errno.EIO, TransientStoreError), (errno.EISDIR, StoreError)],
+    [
+        (errno.EACCES, StoreAccessDenied),
+        (errno.EPERM, StoreAccessDenied),
+        (errno.EROFS, StoreAccessDenied),
+        (errno.ENOSPC, TransientStoreError),
+        (errno.EIO, TransientStoreError),
+        (errno.EISDIR, StoreError),
+    ],
     ids=["EACCES", "EPERM", "EROFS", "ENOSPC", "EIO", "EISDIR"],
 )
 def test_file_store_errors_say_who_must_act(number: int, expected: type[StoreError]) -> None:

@@ -145,7 +145,9 @@ class Env:
         )
 
     def static_version(self, name: str, dep: str, uri: str, digest: str, **extra: Any) -> Obj:
-        return self.version(name, {"deploymentRef": {"name": dep}, "kind": "static", "artifact": {"uri": uri, "sha256": digest}, **extra})
+        return self.version(
+            name, {"deploymentRef": {"name": dep}, "kind": "static", "artifact": {"uri": uri, "sha256": digest}, **extra}
+        )
 
     def dynamic_version(self, name: str, dep: str, **runtime: Any) -> Obj:
         spec_runtime = {
@@ -614,9 +616,7 @@ def test_reconciling_a_finished_version_writes_nothing(env: Env) -> None:
     ],
     ids=["symlink", "hardlink", "device", "dotdot"],
 )
-def test_hostile_bundle_fails_with_its_reason_and_only_a_build_log(
-    env: Env, extra: tarfile.TarInfo, reason: str
-) -> None:
+def test_hostile_bundle_fails_with_its_reason_and_only_a_build_log(env: Env, extra: tarfile.TarInfo, reason: str) -> None:
     data = tar_gz(SITE, extra=[extra])
     env.deployment("site")
     env.static_version("site-v1", "site", env.upload("hostile.tar.gz", data), sha256(data))

@@ -40,7 +40,9 @@ class ArtifactManifestView(SeedModel):
 class SeedVersion(SeedModel):
     """A Deployment Version in the seed's shape."""
 
-    id: str | None = Field(description="ver_ + ULID; null until the operator has seen the version.", examples=["ver_01HZ5V7R9Q2K8M3N4P6T0W1XYZ"])
+    id: str | None = Field(
+        description="ver_ + ULID; null until the operator has seen the version.", examples=["ver_01HZ5V7R9Q2K8M3N4P6T0W1XYZ"]
+    )
     deployment_id: str | None = Field(description="dep_ + ULID of its Deployment.")
     tenant_id: str | None = Field(description="The tenant: the Kubernetes namespace.")
     created_by: str | None = Field(description="Who published it (for the HTTP API: the authenticated caller).")

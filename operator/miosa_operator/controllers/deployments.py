@@ -64,6 +64,7 @@ STATUS_WRITE_ATTEMPTS = 5
 class Superseded(Exception):
     """The Deployment this reconcile works for was deleted (a namesake may exist)."""
 
+
 HISTORY_LIMIT = 50
 REVERTED_LIMIT = 20
 # Written by earlier releases; Reconciling replaces it (kstatus), so it is dropped when seen.
@@ -270,7 +271,9 @@ class DeploymentController:
         self.events.normal(object_ref(deployment), EventReason.ROLLOUT_STARTED, message)
         relaxed = workloads.relaxations(deployment) if version.spec.kind == VersionKind.DYNAMIC else []
         if relaxed:
-            self.events.warning(object_ref(deployment), Reason.SECURITY_RELAXED, "Pod Security restricted relaxed: " + "; ".join(relaxed))
+            self.events.warning(
+                object_ref(deployment), Reason.SECURITY_RELAXED, "Pod Security restricted relaxed: " + "; ".join(relaxed)
+            )
         conditions = self._conditions(deployment, Health.reconciling(Reason.ROLLING_OUT, message), now=now)
         return self._patch_status(deployment, {"rollout": rollout, "conditions": conditions})
 
@@ -310,9 +313,7 @@ class DeploymentController:
         reason = EventReason.ROLLED_BACK if rollout.action == HistoryAction.ROLLBACK else EventReason.PROMOTED
         self.events.normal(object_ref(deployment), reason, message)
 
-    def _rollout_failed(
-        self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]
-    ) -> None:
+    def _rollout_failed(self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]) -> None:
         rollout = deployment.status.rollout
         assert rollout is not None
         now = self.clock()
@@ -369,7 +370,9 @@ class DeploymentController:
                 resource_version=version.metadata.resource_version,
             )
         except Conflict as exc:  # it changed since it was read (retention may have claimed it): decide again
-            raise Retry(f"version {version.metadata.name} changed while marking it for rollout", delay=0.2, planned=False) from exc
+            raise Retry(
+                f"version {version.metadata.name} changed while marking it for rollout", delay=0.2, planned=False
+            ) from exc
 
     def _unmark(self, version: DeploymentVersion) -> None:
         try:
@@ -411,7 +414,9 @@ class DeploymentController:
         if budget is not None:
             self.owned.ensure(owner, budget, recorder, budget_drifted)
         elif recorder.uid("PodDisruptionBudget", runtime.workload_name(deployment)):
-            self.owned.remove(owner, "PodDisruptionBudget", deployment.metadata.namespace, runtime.workload_name(deployment), recorder)
+            self.owned.remove(
+                owner, "PodDisruptionBudget", deployment.metadata.namespace, runtime.workload_name(deployment), recorder
+            )
         desired = runtime.live_workload(deployment, version, self.static_server, self.defaults)
         return self.owned.ensure(owner, desired, recorder, _workload_changed)
 
@@ -492,7 +497,9 @@ class DeploymentController:
             except Conflict:
                 current = self.kube.get(meta.DEPLOYMENT_PLURAL, ns, name)
                 if current is None or current["metadata"].get("uid") != deployment.metadata.uid:
-                    raise Superseded(f"Deployment {ns}/{name} (uid {deployment.metadata.uid}) was deleted; not writing its status") from None
+                    raise Superseded(
+                        f"Deployment {ns}/{name} (uid {deployment.metadata.uid}) was deleted; not writing its status"
+                    ) from None
                 resource_version = current["metadata"]["resourceVersion"]
             except NotFound:
                 raise Superseded(f"Deployment {ns}/{name} was deleted; not writing its status") from None

@@ -67,12 +67,20 @@ class HealthGate:
         try:
             return self._check(version, deployment)
         except TransientApiError as exc:
-            self._report_quietly(version, Health.reconciling(Reason.API_UNAVAILABLE, f"health gate: the Kubernetes API failed a request, retrying: {exc}"))
+            self._report_quietly(
+                version,
+                Health.reconciling(Reason.API_UNAVAILABLE, f"health gate: the Kubernetes API failed a request, retrying: {exc}"),
+            )
             raise
         except (NotFound, Conflict):
             raise
         except ApiError as exc:
-            self._report_quietly(version, Health.stalled(Reason.API_UNAVAILABLE, f"health gate: the Kubernetes API refused a request of the operator: {exc}"))
+            self._report_quietly(
+                version,
+                Health.stalled(
+                    Reason.API_UNAVAILABLE, f"health gate: the Kubernetes API refused a request of the operator: {exc}"
+                ),
+            )
             raise
 
     def _check(self, version: DeploymentVersion, deployment: Obj | Deployment | None) -> Failure | None:
@@ -125,7 +133,9 @@ class HealthGate:
             raise Retry(f"health gate: {conflict.message}", delay=self.stalled_poll) from None
         if recorder.written:
             self.events.normal(
-                object_ref(version), EventReason.HEALTH_GATE_STARTED, f"verification workload {desired['metadata']['name']} created"
+                object_ref(version),
+                EventReason.HEALTH_GATE_STARTED,
+                f"verification workload {desired['metadata']['name']} created",
             )
         return workload
 

@@ -55,7 +55,7 @@ class TenantOffboarding:
         base = self.releases_uri + "/"
         tenants = set()
         for item in self.store.list(base):
-            first, separator, _ = item.uri[len(base):].partition("/")
+            first, separator, _ = item.uri[len(base) :].partition("/")
             if separator and _NAMESPACE.match(first):
                 tenants.add(first)
         return tenants

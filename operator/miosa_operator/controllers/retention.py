@@ -144,7 +144,11 @@ class Collector:
             return False
         try:
             self.kube.patch_status(
-                meta.VERSION_PLURAL, ns, name, {"collectionClaimedAt": iso(now)}, resource_version=version.metadata.resource_version
+                meta.VERSION_PLURAL,
+                ns,
+                name,
+                {"collectionClaimedAt": iso(now)},
+                resource_version=version.metadata.resource_version,
             )
         except (Conflict, NotFound):
             return False
@@ -193,7 +197,9 @@ class Collector:
             message += f" (the last one ran at {iso(policy.status.last_sweep_at)})"
         self._patch_policy(policy, Health(True, Reason.POLICY_ACCEPTED, message), {}, self.clock())
 
-    def _write_policy_status(self, policies: dict[str, RetentionPolicy], outcomes: dict[Outcome, list[Decision]], now: datetime) -> None:
+    def _write_policy_status(
+        self, policies: dict[str, RetentionPolicy], outcomes: dict[Outcome, list[Decision]], now: datetime
+    ) -> None:
         counts = {o: Counter(d.namespace for d in decisions) for o, decisions in outcomes.items()}
         for namespace, policy in policies.items():
             collected, failed = counts[Outcome.COLLECTED][namespace], counts[Outcome.FAILED][namespace]
@@ -264,7 +270,9 @@ class PeriodicCollector:
                 report = self.collector.sweep()
                 log.info(
                     "retention sweep: %d versions checked, %d collected, %d API calls",
-                    len(report.plan.decisions), len(report.collected), report.api_calls,
+                    len(report.plan.decisions),
+                    len(report.collected),
+                    report.api_calls,
                 )
             except Exception:  # a failed sweep must not stop the next one
                 log.exception("retention sweep failed; retrying in %.0fs", self.interval)

@@ -80,7 +80,9 @@ def seed_counter(kube: KubeApi, namespace: str, deployment: str, uid: str) -> in
     selector = f"spec.deploymentRef.name={deployment}"
     statuses = [v.get("status") or {} for v in kube.list(meta.VERSION_PLURAL, namespace, field_selector=selector)]
     claims = [s.get("numberClaim") or {} for s in statuses]
-    return seed([*(s.get("versionNumber") for s in statuses), *(c.get("number") for c in claims if c.get("deploymentUid") != uid)])
+    return seed(
+        [*(s.get("versionNumber") for s in statuses), *(c.get("number") for c in claims if c.get("deploymentUid") != uid)]
+    )
 
 
 class VersionController:
@@ -239,9 +241,7 @@ class VersionController:
         current = version.metadata.labels
         if all(current.get(k) == v for k, v in wanted.items()):
             return
-        self.kube.patch(
-            meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, {"metadata": {"labels": wanted}}
-        )
+        self.kube.patch(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, {"metadata": {"labels": wanted}})
 
     # ------------------------------------------------------------------ building
     def _check_kind(self, version: DeploymentVersion, deployment: Obj) -> Failure | None:
@@ -367,8 +367,13 @@ class VersionController:
         now = self.clock()
         interrupted = self._interrupted(version)
         if interrupted:
-            log.warning("%s/%s: attempt %d after %d abnormal interruptions", version.metadata.namespace,
-                        version.metadata.name, interrupted + 1, interrupted)
+            log.warning(
+                "%s/%s: attempt %d after %d abnormal interruptions",
+                version.metadata.namespace,
+                version.metadata.name,
+                interrupted + 1,
+                interrupted,
+            )
         status: Obj = {
             "buildAttempts": {"running": self.run_id, "interrupted": interrupted, "startedAt": iso(now)},
             "conditions": self._conditions(version, Health.reconciling(Reason.BUILDING, doing), now),
@@ -467,14 +472,10 @@ class VersionController:
 
     def _set_state(self, version: DeploymentVersion, state: VersionState, health: Health) -> DeploymentVersion:
         states.transition(version.status.state, state)
-        return self._patch_status(
-            version, {"state": state.value, "conditions": self._conditions(version, health, self.clock())}
-        )
+        return self._patch_status(version, {"state": state.value, "conditions": self._conditions(version, health, self.clock())})
 
     def _conditions(self, version: DeploymentVersion, health: Health, now: datetime) -> list[Obj]:
-        conditions = health_conditions(
-            version.status.conditions, health, generation=version.metadata.generation, now=now
-        )
+        conditions = health_conditions(version.status.conditions, health, generation=version.metadata.generation, now=now)
         return [c.wire() for c in conditions]
 
     def _patch_status(self, version: DeploymentVersion, status: Obj) -> DeploymentVersion:

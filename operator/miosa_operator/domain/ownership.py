@@ -178,4 +178,6 @@ def service_drifted(desired: Obj, current: Obj) -> bool:
 
 def budget_drifted(desired: Obj, current: Obj) -> bool:
     want, have = desired.get("spec") or {}, current.get("spec") or {}
-    return labels_drifted(desired, current) or any(have.get(k) != want.get(k) for k in ("minAvailable", "maxUnavailable", "selector"))
+    return labels_drifted(desired, current) or any(
+        have.get(k) != want.get(k) for k in ("minAvailable", "maxUnavailable", "selector")
+    )

@@ -86,7 +86,9 @@ class AccessLog:
 
 
 class BodyGuard:
-    def __init__(self, app: ASGIApp, *, json_limit: int, bundle_limit: int, idle_timeout: float, is_upload: Callable[[Scope], bool]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, json_limit: int, bundle_limit: int, idle_timeout: float, is_upload: Callable[[Scope], bool]
+    ) -> None:
         self.app, self.json_limit, self.bundle_limit = app, json_limit, bundle_limit
         self.idle_timeout, self.is_upload = idle_timeout, is_upload
 
@@ -114,7 +116,9 @@ class BodyGuard:
             try:
                 message = await asyncio.wait_for(receive(), timeout=self.idle_timeout)
             except TimeoutError as exc:
-                raise ApiError(408, Code.REQUEST_TIMEOUT, f"the request body stalled for more than {self.idle_timeout:g} s") from exc
+                raise ApiError(
+                    408, Code.REQUEST_TIMEOUT, f"the request body stalled for more than {self.idle_timeout:g} s"
+                ) from exc
             if message.get("type") == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -162,7 +166,11 @@ async def _answer(send: Send, error: ApiError) -> None:
         {
             "type": "http.response.start",
             "status": error.status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

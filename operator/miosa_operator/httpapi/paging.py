@@ -53,9 +53,9 @@ def decode_cursor(raw: str) -> int:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BadCursor("cursor is not one this API issued") from exc
-    if not text.startswith(_PREFIX) or not text[len(_PREFIX):].isdigit():
+    if not text.startswith(_PREFIX) or not text[len(_PREFIX) :].isdigit():
         raise BadCursor("cursor is not one this API issued")
-    before = int(text[len(_PREFIX):])
+    before = int(text[len(_PREFIX) :])
     if not 2 <= before <= 10**12:
         raise BadCursor("cursor is out of range")
     return before

@@ -54,7 +54,9 @@ class KubeApi(Protocol):
         ...
 
     def get(self, plural: str, namespace: str, name: str) -> Obj | None: ...
-    def list(self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = "") -> builtins.list[Obj]: ...
+    def list(
+        self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
+    ) -> builtins.list[Obj]: ...
     def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj: ...
     def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj: ...
     def get_workload(self, namespace: str, name: str) -> Obj | None: ...
@@ -163,7 +165,9 @@ class Kube:
         except NotFound:
             return None
 
-    def list(self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = "") -> builtins.list[Obj]:
+    def list(
+        self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
+    ) -> builtins.list[Obj]:
         kwargs = {"label_selector": label_selector, "field_selector": field_selector}
         if namespace:
             result = self._call(self.custom.list_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, **kwargs)
@@ -175,7 +179,13 @@ class Kube:
         body = _with_precondition(patch, resource_version)
         patched: Obj = self._call(
             self.custom.patch_namespaced_custom_object,
-            meta.GROUP, meta.VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
+            meta.GROUP,
+            meta.VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
         )
         return patched
 
@@ -183,7 +193,13 @@ class Kube:
         body = _with_precondition({"status": status}, resource_version)
         patched: Obj = self._call(
             self.custom.patch_namespaced_custom_object_status,
-            meta.GROUP, meta.VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
+            meta.GROUP,
+            meta.VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
         )
         return patched
 
@@ -219,9 +235,7 @@ class Kube:
         return self._sanitize(self._call(self.core.create_namespaced_service, namespace, body))
 
     def patch_service(self, namespace: str, name: str, patch: Obj) -> Obj:
-        return self._sanitize(
-            self._call(self.core.patch_namespaced_service, name, namespace, patch, _content_type=MERGE_PATCH)
-        )
+        return self._sanitize(self._call(self.core.patch_namespaced_service, name, namespace, patch, _content_type=MERGE_PATCH))
 
     # -------------------------------------------------------------- objects the operator owns, by kind
     # ("Deployment" = apps/v1, "Service" = v1, "PodDisruptionBudget" = policy/v1)
@@ -229,17 +243,31 @@ class Kube:
         """read, create, replace, patch and delete of ``kind``."""
         if kind == "Deployment":
             a = self.apps
-            return (a.read_namespaced_deployment, a.create_namespaced_deployment, a.replace_namespaced_deployment,
-                    a.patch_namespaced_deployment, a.delete_namespaced_deployment)
+            return (
+                a.read_namespaced_deployment,
+                a.create_namespaced_deployment,
+                a.replace_namespaced_deployment,
+                a.patch_namespaced_deployment,
+                a.delete_namespaced_deployment,
+            )
         if kind == "Service":
             c = self.core
-            return (c.read_namespaced_service, c.create_namespaced_service, c.replace_namespaced_service,
-                    c.patch_namespaced_service, c.delete_namespaced_service)
+            return (
+                c.read_namespaced_service,
+                c.create_namespaced_service,
+                c.replace_namespaced_service,
+                c.patch_namespaced_service,
+                c.delete_namespaced_service,
+            )
         if kind == "PodDisruptionBudget":
             p = self.policy
-            return (p.read_namespaced_pod_disruption_budget, p.create_namespaced_pod_disruption_budget,
-                    p.replace_namespaced_pod_disruption_budget, p.patch_namespaced_pod_disruption_budget,
-                    p.delete_namespaced_pod_disruption_budget)
+            return (
+                p.read_namespaced_pod_disruption_budget,
+                p.create_namespaced_pod_disruption_budget,
+                p.replace_namespaced_pod_disruption_budget,
+                p.patch_namespaced_pod_disruption_budget,
+                p.delete_namespaced_pod_disruption_budget,
+            )
         raise ValueError(f"not a kind the operator manages: {kind}")
 
     def get_object(self, kind: str, namespace: str, name: str) -> Obj | None:

@@ -105,7 +105,9 @@ def json_formatter() -> logging.Formatter:
     return Formatter()
 
 
-def configure(log_format: str, *, verbose: bool = False, census: VersionCensus | None = None, secrets: Iterable[str | None] = ()) -> None:
+def configure(
+    log_format: str, *, verbose: bool = False, census: VersionCensus | None = None, secrets: Iterable[str | None] = ()
+) -> None:
     """kopf's logging in ``log_format`` (``text`` or ``json``), with the filters above."""
     import kopf
 

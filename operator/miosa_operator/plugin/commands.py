@@ -207,7 +207,9 @@ def retry(cluster: Cluster, args: argparse.Namespace) -> int:
                 ExitCode.REFUSED,
             )
         live = status.get("liveVersion") or "nothing"
-        raise PluginError(f"{args.version} has no reverted rollout to retry on deployment {name} ({live} is live)", ExitCode.REFUSED)
+        raise PluginError(
+            f"{args.version} has no reverted rollout to retry on deployment {name} ({live} is live)", ExitCode.REFUSED
+        )
     token = retry_token(args.version, _now())
     patch = {"metadata": {"annotations": {meta.ANNOTATION_RETRY: token, meta.ANNOTATION_CHANGE_CAUSE: args.reason or None}}}
     body = cluster.patch_deployment(name, patch)
@@ -369,7 +371,9 @@ def status_details(body: Obj, assessment: Assessment) -> str:
 def watch_line(body: Obj, assessment: Assessment) -> str:
     stamp = datetime.now(UTC).strftime("%H:%M:%S")
     rollout = f" [rolling out {assessment.rollout}]" if assessment.rollout else ""
-    return f"{stamp}  {assessment.phase:<11}  {assessment.reason}: {assessment.message}  (live: {assessment.live or '-'}){rollout}"
+    return (
+        f"{stamp}  {assessment.phase:<11}  {assessment.reason}: {assessment.message}  (live: {assessment.live or '-'}){rollout}"
+    )
 
 
 def status(cluster: Cluster, args: argparse.Namespace) -> int:

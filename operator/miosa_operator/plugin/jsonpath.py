@@ -54,11 +54,11 @@ def parse(template: str) -> list[Any]:
     position = 0
     for match in re.finditer(r"\{((?:[^{}\"]|\"(?:[^\"\\]|\\.)*\")*)\}", template):
         if match.start() > position:
-            current.append(Text(template[position:match.start()]))
+            current.append(Text(template[position : match.start()]))
         position = match.end()
         action = match.group(1).strip()
         if action.startswith("range "):
-            node = Range(Path(_steps(action[len("range "):].strip())), [])
+            node = Range(Path(_steps(action[len("range ") :].strip())), [])
             current.append(node)
             stack.append(current)
             current = node.body

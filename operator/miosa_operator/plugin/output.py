@@ -32,14 +32,9 @@ from ..api.seedshape import history_entries, parse_time, rfc3339, seed_version, 
 Obj = dict[str, Any]
 
 
-
 # ---------------------------------------------------------------------------- time (and the seed shape: api.seedshape)
 
 __all__ = ["history_entries", "parse_time", "rfc3339", "seed_version", "updated_at"]  # re-exported
-
-
-
-
 
 
 def age(value: Any, now: datetime) -> str:
@@ -55,14 +50,6 @@ def age(value: Any, now: datetime) -> str:
 
 
 # ---------------------------------------------------------------------------- the seed shape
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------- rendering

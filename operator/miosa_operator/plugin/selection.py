@@ -94,4 +94,3 @@ def previous_live(history: list[Mapping[str, Any]], live: str | None, versions: 
         if name and name != live and bootable(versions.get(name)):
             return str(name)
     return None
-

@@ -131,8 +131,16 @@ def static_pod_spec(deployment: Deployment, version: DeploymentVersion, server: 
                 "name": "server",
                 "image": image,
                 "command": [
-                    "miosa-operator", "serve", "--dir", SITE_DIR, "--port", str(port), "--entrypoint", entrypoint,
-                    "--cache-bytes", str(SERVER_CACHE_BYTES),
+                    "miosa-operator",
+                    "serve",
+                    "--dir",
+                    SITE_DIR,
+                    "--port",
+                    str(port),
+                    "--entrypoint",
+                    entrypoint,
+                    "--cache-bytes",
+                    str(SERVER_CACHE_BYTES),
                 ],
                 "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
                 "readinessProbe": {**probe, "periodSeconds": 2},
@@ -146,14 +154,24 @@ def static_pod_spec(deployment: Deployment, version: DeploymentVersion, server: 
             }
         ],
         "volumes": [
-            {"name": "site", "emptyDir": {"sizeLimit": site_size_limit(manifest.files if manifest else 0,
-                                                                       manifest.total_bytes if manifest else 0)}},
+            {
+                "name": "site",
+                "emptyDir": {
+                    "sizeLimit": site_size_limit(manifest.files if manifest else 0, manifest.total_bytes if manifest else 0)
+                },
+            },
             {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
             {
                 "name": "artifacts-token",
                 "projected": {
                     "sources": [
-                        {"serviceAccountToken": {"audience": server.audience, "expirationSeconds": TOKEN_SECONDS, "path": "token"}}
+                        {
+                            "serviceAccountToken": {
+                                "audience": server.audience,
+                                "expirationSeconds": TOKEN_SECONDS,
+                                "path": "token",
+                            }
+                        }
                     ]
                 },
             },

@@ -213,4 +213,3 @@ def verification_workload(
             },
         },
     }
-

@@ -146,8 +146,13 @@ class ArtifactEndpoint:
         account = reviewed.service_account if reviewed else None
         if account is None:
             audience = self.reviewer.audience or "kubernetes"
-            raise _Refused(_text(401, "a ServiceAccount token for this endpoint's audience is required\n",
-                                 headers={"WWW-Authenticate": f'Bearer realm="{audience}"'}))
+            raise _Refused(
+                _text(
+                    401,
+                    "a ServiceAccount token for this endpoint's audience is required\n",
+                    headers={"WWW-Authenticate": f'Bearer realm="{audience}"'},
+                )
+            )
         return account[0]
 
     async def _review(self, token: str) -> Reviewed | None:
@@ -227,7 +232,11 @@ class ArtifactEndpoint:
     async def _serve(self, ready: threading.Event) -> None:
         self._stopped = asyncio.Event()
         runner = web.AppRunner(
-            self.application(), access_log=None, handle_signals=False, shutdown_timeout=5, logger=_HTTP_LOG,
+            self.application(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5,
+            logger=_HTTP_LOG,
             keepalive_timeout=15,
         )
         await runner.setup()

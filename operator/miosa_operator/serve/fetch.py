@@ -67,6 +67,7 @@ class ReleaseSource(Protocol):
 
     def open_read(self, name: str) -> AbstractContextManager[ByteStream]: ...
 
+
 FILE_MODE = 0o644
 DIR_MODE = 0o755
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -109,9 +110,7 @@ def release_limits(limits: IngestLimits) -> IngestLimits:
     return dataclasses.replace(limits, max_compression_ratio=math.inf)
 
 
-def fetch_release(
-    source: ReleaseSource, name: str, expected_sha256: str, dest: Path, limits: IngestLimits
-) -> FetchResult:
+def fetch_release(source: ReleaseSource, name: str, expected_sha256: str, dest: Path, limits: IngestLimits) -> FetchResult:
     """Download release ``name`` from ``source``, verify ``expected_sha256``, unpack it at ``dest``.
 
     ``limits`` are the operator's ingestion limits (``release_limits`` is applied here).
@@ -132,9 +131,7 @@ def fetch_release(
 
 def _unpack_verified(reader: _HashingReader, staged: Path, expected: str, limits: IngestLimits) -> FetchResult:
     try:
-        walked = walk_bundle(
-            cast(BinaryIO, reader), _TreeWriter(staged), limits=limits, formats=frozenset({CANONICAL_FORMAT})
-        )
+        walked = walk_bundle(cast(BinaryIO, reader), _TreeWriter(staged), limits=limits, formats=frozenset({CANONICAL_FORMAT}))
     except BundleRejected as rejected:
         # Read to the end: if the bytes are not the release, that is the real problem.
         if reader.drain(limit=limits.max_bundle_bytes):
