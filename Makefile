@@ -6,7 +6,7 @@ PY_SOURCES := operator tests hack benchmarks
 # The controllers are covered by unit tests alone (the e2e operator runs in another process).
 UNIT_COVERAGE := --cov=miosa_operator.controllers --cov-report=term-missing:skip-covered --cov-fail-under=85
 # The operator, and the unit tests' API-server fake (mypy checks it satisfies kube.client.KubeApi).
-TYPED_SOURCES := operator/miosa_operator tests/unit/fakes.py
+TYPED_SOURCES := operator/miosa_operator tests/unit/fakes.py tests/unit/conftest.py tests/unit/crd_rules.py tests/unit/test_fakes.py tests/unit/test_handlers.py
 
 .PHONY: dev down test unit e2e lint bench bench-serving crds binaries images browser-tools env venv test-env test-env-down kind
 

@@ -12,8 +12,9 @@ against the real one:
   touches nothing but ``status``;
 * a ``resource_version`` precondition (or ``metadata.resourceVersion`` inside a patch) that
   does not match raises ``Conflict`` (409);
-* the status rules the CRD enforces with CEL (first state ``created``, the state edges of
-  ``domain.states``, ``id`` and ``versionNumber`` assigned once, ``state`` never removed) and
+* the status rules the CRD enforces with CEL (the state moves evaluated from the generated
+  CRD's own rule, ``crd_rules.TRANSITIONS``; ``id`` and ``versionNumber`` assigned once,
+  ``state`` never removed) and
   the status schema (patterns, bounds, e.g. at most 1000 ``pendingNumbers``) raise
   ``ApiError(status=422)``; so does a change of a DeploymentVersion's immutable spec;
 * ``apps/v1`` workloads can be created (``Conflict`` if the name exists), read, patched and
@@ -44,9 +45,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from miosa_operator.api import meta
-from miosa_operator.api.models import DeploymentStatus, DeploymentVersionStatus, RetentionPolicyStatus, VersionState
-from miosa_operator.domain.states import can_transition
+from miosa_operator.api.models import DeploymentStatus, DeploymentVersionStatus, RetentionPolicyStatus
 from miosa_operator.kube.client import ApiError, Conflict, KubeApi, NotFound
+
+from .crd_rules import STATES, TRANSITIONS
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]
@@ -540,10 +542,9 @@ def _validate_status(plural: str, old: Obj, new: Obj) -> None:
         raise _invalid("status.collectionClaimedAt cannot be removed: a claimed version is collected")
     if "collectionClaimedAt" in new and "promotion" in new and new.get("promotion") != old.get("promotion"):
         raise _invalid("status.promotion cannot be set on a version claimed for collection")
-    if "state" in new:
-        before = VersionState(old["state"]) if "state" in old else None
-        after = VersionState(new["state"])
-        if not can_transition(before, after):
+    if "state" in new and new["state"] in STATES:  # (anything else: the schema's enum refused it above)
+        before, after = old.get("state"), new["state"]
+        if not TRANSITIONS[(before, after)]:
             raise _invalid(
                 f"status.state cannot move to {after} from its current state "
                 "(allowed: first created, then created->building, building->ready|failed, "

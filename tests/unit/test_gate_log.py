@@ -11,7 +11,7 @@ from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
 from miosa_operator.store import TransientStoreError
 
-from .test_version_controller import NS, TIMESTAMPED, Env, ready_condition
+from .conftest import NS, TIMESTAMPED, Env, ready_condition
 
 
 @pytest.fixture(name="env")

@@ -21,9 +21,9 @@ from miosa_operator.controllers.common import Retry
 from miosa_operator.controllers.health_gate import ANNOTATION_NUDGED_AT
 from miosa_operator.kube.client import TransientApiError
 
+from .conftest import NS, Env, SimulatedCrash, ready_condition, state
 from .fakes import WORKLOADS, iso
 from .kstatus import kstatus
-from .test_version_controller import NS, Env, SimulatedCrash, ready_condition, state
 
 Obj = dict[str, Any]
 VERIFY = "api-v1-verify"

@@ -19,8 +19,8 @@ from miosa_operator.ingest.isolation import WorkerCrashed, ingest_isolated
 from miosa_operator.store import StoreAccessDenied, StoreRouter, TransientStoreError
 from miosa_operator.store.base import ObjectInfo
 
+from .conftest import NS, SITE, Env, ready_condition, sha256, state, tar_gz
 from .kstatus import kstatus
-from .test_version_controller import NS, SITE, Env, ready_condition, sha256, state, tar_gz
 
 OTHER = "tenant-b"
 
