@@ -23,7 +23,7 @@ from .watch import Watcher, rolled_out
 
 REPLICAS = 2
 ANNOTATION = "bench.miosa.io/revision"
-VERSION_ID = "deploy.miosa.io/version-id"  # render.workloads.ANNOTATION_VERSION_ID
+VERSION_ID = "deploy.miosa.io/version-id"  # api.meta.ANNOTATION_VERSION_ID
 
 
 def _plain_deployment(ns: str) -> dict:

@@ -33,7 +33,7 @@ from .kube.tokenreview import TokenReviewer, api_review
 from .observability import context, instrument, metrics
 from .observability.census import VersionCensus
 from .observability.journal import Journal, JournaledKube
-from .render.runtime import StaticServer
+from .render.live import StaticServer
 from .serve.artifacts import ArtifactEndpoint, EndpointLimits
 from .settings import Settings
 from .store.router import StoreRouter

@@ -20,7 +20,7 @@ from miosa_operator.controllers.common import Retry
 from miosa_operator.controllers.deployments import DeploymentController
 from miosa_operator.controllers.versions import VersionController
 from miosa_operator.domain.ids import new_version_id
-from miosa_operator.render import runtime
+from miosa_operator.render import live
 from miosa_operator.settings import Settings
 from miosa_operator.store import FileStore, StoreRouter
 
@@ -30,7 +30,7 @@ from .kstatus import kstatus
 Obj = dict[str, Any]
 NS = "tenant-a"
 VERSIONS, DEPLOYMENTS = meta.VERSION_PLURAL, meta.DEPLOYMENT_PLURAL
-SERVER = runtime.StaticServer("miosa/operator:1", "http://miosa-operator-artifacts.miosa-system.svc:8081")
+SERVER = live.StaticServer("miosa/operator:1", "http://miosa-operator-artifacts.miosa-system.svc:8081")
 
 
 class Env:

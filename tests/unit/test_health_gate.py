@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from miosa_operator.api import meta
+from miosa_operator.api.meta import ANNOTATION_NUDGED_AT
 from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
-from miosa_operator.controllers.health_gate import ANNOTATION_NUDGED_AT
 from miosa_operator.kube.client import TransientApiError
 
 from .conftest import NS, Env, SimulatedCrash, ready_condition, state

@@ -23,7 +23,7 @@ from miosa_operator.controllers.static_build import Built, Rejected
 from miosa_operator.observability import context, instrument, logs, metrics
 from miosa_operator.observability.census import VersionCensus
 from miosa_operator.observability.journal import Journal, JournaledKube
-from miosa_operator.render.runtime import StaticServer
+from miosa_operator.render.live import StaticServer
 from miosa_operator.settings import Settings
 from miosa_operator.store import FileStore
 

@@ -17,7 +17,7 @@ from miosa_operator.domain.ownership import (
     service_drifted,
     workload_drifted,
 )
-from miosa_operator.render import runtime
+from miosa_operator.render import live
 
 DEP_ID = "dep_" + "1" * 26
 OWNER = Owner(kind="Deployment", name="app", uid="dep-uid", id_label="deploy.miosa.io/deployment-id", id_value=DEP_ID)
@@ -65,7 +65,7 @@ def rendered() -> dict[str, Any]:
             "status": {"id": "ver_" + "1" * 26, "versionNumber": 1, "state": "ready"},
         }
     )
-    return runtime.live_workload(deployment, version, runtime.StaticServer("x", "http://artifacts"))
+    return live.live_workload(deployment, version, live.StaticServer("x", "http://artifacts"))
 
 
 def as_stored(body: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def test_a_service_whose_selector_was_edited_has_drifted() -> None:
     deployment = Deployment.model_validate(
         {"metadata": {"name": "app", "namespace": "t", "uid": "u"}, "spec": {"kind": "dynamic"}, "status": {"id": DEP_ID}}
     )
-    desired = runtime.live_service(deployment, 8080)
+    desired = live.live_service(deployment, 8080)
     stored = copy.deepcopy(desired)
     stored["spec"].update(clusterIP="10.0.0.7", sessionAffinity="None")
     assert not service_drifted(desired, stored)
@@ -160,7 +160,7 @@ def test_a_stored_static_workload_has_not_drifted() -> None:
             },
         }
     )
-    body = runtime.live_workload(deployment, version, runtime.StaticServer("x", "http://artifacts"))
+    body = live.live_workload(deployment, version, live.StaticServer("x", "http://artifacts"))
     stored = copy.deepcopy(body)
     pod = stored["spec"]["template"]["spec"]
     pod.update(

@@ -14,7 +14,7 @@
   with memory limits and an emptyDir ``sizeLimit`` derived from the release's size.
 
 Every Deployment setting that applies to pods (node selector, tolerations, image pull
-secrets, resources) is added by ``render.workloads.apply_common``, for static and dynamic pods
+secrets, resources) is added by ``render.pods.apply_common``, for static and dynamic pods
 alike.  The workload, its Service and its optional PodDisruptionBudget carry an
 ownerReference to the Deployment and its id label (``deploy.miosa.io/deployment-id``):
 ``domain.ownership`` uses both, with the uid recorded at creation, to tell them from
@@ -35,15 +35,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import meta
+from ..api.meta import ANNOTATION_RENDERED_HASH, ANNOTATION_VERSION_ID, LABEL_APP, LABEL_DEPLOYMENT_ID
 from ..api.models import Deployment, DeploymentVersion, VersionKind
 from .names import bounded
+from .pods import PodDefaults, apply_common, dynamic_pod_spec
 from .security import NONROOT_UID, container_security_context, pod_security_context
-from .workloads import ANNOTATION_VERSION_ID, LABEL_DEPLOYMENT_ID, PodDefaults, apply_common, dynamic_pod_spec
 
 Obj = dict[str, Any]
 
-LABEL_APP = f"{meta.GROUP}/app"
-ANNOTATION_RENDERED_HASH = f"{meta.GROUP}/rendered-hash"
 SITE_DIR = "/srv/site"
 
 
