@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the env file's reader lives with the e2e suite that reads it too
+from envfile import read_env_file  # noqa: E402
+
 CACHE = Path(os.environ.get("MIOSA_CACHE", Path.home() / ".cache" / "miosa-operator"))
 ENV_SCRIPT = REPO / "hack" / "env.sh"
 RELEASES_BUCKET = "miosa-releases"
@@ -62,15 +65,6 @@ class EnvSpec:
         }
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r"export (\w+)=(.*)$", line)
-        if match and match.group(1) != "PATH":
-            values[match.group(1)] = match.group(2)
-    return values
-
-
 class BenchEnv:
     """The isolated control plane + S3 server, started on demand."""
 
@@ -104,7 +98,7 @@ class BenchEnv:
             self.started_here = True
         else:
             print(f"[env] reusing the running benchmark environment in {self.spec.env_dir}", flush=True)
-        self.values = _read_env_file(self.spec.env_dir / "env")
+        self.values = read_env_file(self.spec.env_dir / "env")
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 

@@ -8,13 +8,10 @@ OpenAPI document and the plugin cannot disagree.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from .seedshape import history_entries, seed_version
-
-Obj = dict[str, Any]
+from .types import Obj
 
 TIMESTAMP = "RFC 3339 UTC timestamp with second precision, e.g. 2026-05-14T18:20:00Z."
 

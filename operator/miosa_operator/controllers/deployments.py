@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from ..api import meta
 from ..api.conditions import ConditionType, EventReason, Reason
@@ -41,6 +40,7 @@ from ..api.models import (
     VersionKind,
     VersionState,
 )
+from ..api.types import Obj
 from ..domain.conditions import Health, health_conditions, set_condition
 from ..domain.ids import new_deployment_id
 from ..domain.labels import label_value
@@ -52,8 +52,6 @@ from ..settings import Settings
 from .common import Clock, EventSink, Retry, iso, object_ref, utcnow
 from .owned import NameConflictError, OwnedObjects, Recorder
 from .versions import seed_counter
-
-Obj = dict[str, Any]
 
 log = logging.getLogger(__name__)
 

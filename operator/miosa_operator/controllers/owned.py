@@ -16,14 +16,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..api.models import OwnedObject
+from ..api.types import Obj
 from ..domain.ownership import Owner, Ownership, classify, conflict_message, controller_uid
 from ..kube.client import Conflict, KubeApi, NotFound
 from .common import Retry
 
-Obj = dict[str, Any]
 Drifted = Callable[[Obj, Obj], bool]
 # Allocated by the API server on a Service; a replace keeps them.
 SERVICE_ALLOCATED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-Obj = dict[str, Any]
+from ..api.types import Obj
 
 
 class Ownership(Enum):

@@ -28,8 +28,7 @@ from enum import Enum
 from typing import Any
 
 from ..api.conditions import Reason
-
-Obj = dict[str, Any]
+from ..api.types import Obj
 
 CRASH_RESTARTS = 2
 """Restarts after which a container in CrashLoopBackOff fails the version."""

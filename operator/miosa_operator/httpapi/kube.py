@@ -31,9 +31,9 @@ import aiohttp
 from kubernetes import client
 
 from ..api import meta
+from ..api.types import Obj
 from ..kube.client import load_api_client
 
-Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 
 

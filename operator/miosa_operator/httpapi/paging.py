@@ -27,11 +27,10 @@ import base64
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..api import meta
+from ..api.types import Obj
 
-Obj = dict[str, Any]
 GROWTH = 4
 _PREFIX = "v1:"
 MAX_CURSOR_LENGTH = 64

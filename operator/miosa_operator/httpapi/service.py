@@ -30,7 +30,8 @@ from typing import Any
 from ..api import meta
 from ..api.conditions import ConditionType
 from ..api.seed import SeedVersion, history_rows, seed_version_model
-from ..api.seedshape import rfc3339
+from ..api.times import rfc3339
+from ..api.types import Obj
 from ..plugin.commands import promotion_patch, rollout_outcome
 from ..plugin.selection import AttributionFilter, belongs, state_selector, version_selector
 from ..settings import Settings
@@ -52,7 +53,6 @@ from .schemas import (
     VersionPage,
 )
 
-Obj = dict[str, Any]
 DEPLOYMENT_ID = re.compile(r"^dep_[0-9A-HJKMNP-TV-Z]{26}$")
 VERSION_ID = re.compile(r"^ver_[0-9A-HJKMNP-TV-Z]{26}$")
 POLL_SECONDS = 0.5

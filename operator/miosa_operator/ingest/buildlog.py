@@ -14,16 +14,12 @@ Design decisions:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 
-Clock = Callable[[], datetime]
+from ..api.times import utcnow
+from ..api.types import Clock
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -39,7 +35,7 @@ def _escape(match: re.Match[str]) -> str:
 class BuildLog:
     """Collects timestamped lines; ``render`` gives the UTF-8 text to store."""
 
-    def __init__(self, clock: Clock = utc_now) -> None:
+    def __init__(self, clock: Clock = utcnow) -> None:
         self._clock = clock
         self._lines: list[str] = []
 

@@ -34,11 +34,11 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api import meta
+from ..api.types import Obj
 from .timeouts import Timeouts
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # RFC 7386: lists are replaced whole, so a removed env var or container really goes away
 # (a strategic merge would keep it).
 MERGE_PATCH = "application/merge-patch+json"

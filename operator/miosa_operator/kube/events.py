@@ -8,9 +8,9 @@ events itself.  A failure to post is logged, never raised: an event is a courtes
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
+from ..api.times import iso, utcnow
 from .client import ApiError, EventWriter
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class KubeEvents:
 
     def _post(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = body["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = iso(utcnow())
         event = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {

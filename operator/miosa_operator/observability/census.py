@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-Obj = dict[str, Any]
 UNSET = "unset"
 
 

@@ -26,12 +26,12 @@ from typing import Any
 
 from ..api import meta
 from ..api.conditions import ConditionType
+from ..api.types import Obj
 from . import context, metrics
 from .census import VersionCensus
 
 log = logging.getLogger("miosa_operator.journal")
 
-Obj = dict[str, Any]
 _ABSENT = object()
 
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from ..api import meta
+from ..api.types import Obj
 from . import context
 from .census import VersionCensus
 
-Obj = dict[str, Any]
 LOG_FORMATS = ("text", "json")
 REDACTED = "[redacted]"
 

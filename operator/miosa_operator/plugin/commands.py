@@ -40,6 +40,7 @@ from typing import Any
 
 from ..api import meta
 from ..api.conditions import ConditionType
+from ..api.types import Obj
 from . import output
 from .client import Cluster
 from .errors import ExitCode, PluginError
@@ -52,7 +53,6 @@ from .selection import (
     version_selector,
 )
 
-Obj = dict[str, Any]
 POLL_INTERVAL = 1.0
 MANUAL, AUTO = "Manual", "Auto"
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-Obj = dict[str, Any]
+from ..api.types import Obj
+
 DEFAULT_NAMESPACE = "default"
 
 

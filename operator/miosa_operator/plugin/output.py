@@ -27,10 +27,9 @@ from typing import Any
 
 import yaml
 
-from ..api.seedshape import history_entries, parse_time, rfc3339, seed_version, updated_at
-
-Obj = dict[str, Any]
-
+from ..api.seedshape import history_entries, seed_version, updated_at
+from ..api.times import parse_time, rfc3339
+from ..api.types import Obj
 
 # ---------------------------------------------------------------------------- time (and the seed shape: api.seedshape)
 

@@ -30,10 +30,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..api.types import Obj
 from .client import Cluster
 from .errors import ExitCode, PluginError
 
-Obj = dict[str, Any]
 CONTENT_TYPES = {"tar.zst": "application/zstd", "tar.gz": "application/gzip", "tar": "application/x-tar"}
 _EXIT = {400: ExitCode.REFUSED, 401: ExitCode.FORBIDDEN, 403: ExitCode.FORBIDDEN, 404: ExitCode.NOT_FOUND}
 

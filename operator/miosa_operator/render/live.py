@@ -32,16 +32,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from ..api import meta
 from ..api.meta import ANNOTATION_RENDERED_HASH, ANNOTATION_VERSION_ID, LABEL_APP, LABEL_DEPLOYMENT_ID
 from ..api.models import Deployment, DeploymentVersion, VersionKind
+from ..api.types import Obj
 from .names import bounded
 from .pods import PodDefaults, apply_common, dynamic_pod_spec
 from .security import NONROOT_UID, container_security_context, pod_security_context
-
-Obj = dict[str, Any]
 
 SITE_DIR = "/srv/site"
 

@@ -29,9 +29,8 @@ from typing import Any
 
 from ..api import meta
 from ..api.models import Deployment, DeploymentVersion, EnvVar, PodSecurity, Runtime
+from ..api.types import Obj
 from .security import container_security_context, pod_security_context
-
-Obj = dict[str, Any]
 
 TMP_VOLUME = "tmp"
 
