@@ -94,11 +94,16 @@ def test_versions_and_deployments_in_every_state(
     )
 
 
-def test_waiting_for_a_building_version_then_its_failure(
+def wait_pending(objects: Objects, name: str) -> None:
+    reason = lambda: (condition(objects.version(name), "Ready") or {}).get("reason")  # noqa: E731
+    wait_until(lambda: reason() == "ArtifactPending", what=f"{name} waits for its bundle")
+
+
+def test_waiting_for_a_pending_version_then_its_failure(
     env: Environment, api: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
-    """A version whose bundle is not uploaded yet stays building (the CI upload may trail the
-    commit): promoting it makes the Deployment wait, and it rolls out once the bundle is
+    """A version whose bundle is not uploaded yet waits for it (``created``, ArtifactPending: the
+    CI upload may trail the commit): promoting it makes the Deployment wait, and it rolls out once the bundle is
     there; a bundle that then turns out wrong fails the version, and the Deployment says so."""
     objects = Objects(api, namespace)
     objects.create_deployment("site")
@@ -111,16 +116,16 @@ def test_waiting_for_a_building_version_then_its_failure(
     data = tar_gz({"index.html": b"<h1>v2</h1>"})
     late = f"s3://{UPLOADS_BUCKET}/{namespace}/site-v2.tar.gz"
     objects.create_version("site-v2", static_spec("site", late, sha256(data)))
-    objects.wait_state("site-v2", "building")
+    wait_pending(objects, "site-v2")
     promote(objects, "site", "site-v2")
     reason = lambda: (condition(objects.deployment("site"), "Ready") or {}).get("reason")  # noqa: E731
     wait_until(lambda: reason() == "WaitingForVersion", what="WaitingForVersion")
-    check({"version-building": objects.version("site-v2"), "deployment-waiting-for-version": objects.deployment("site")})
+    check({"version-artifact-pending": objects.version("site-v2"), "deployment-waiting-for-version": objects.deployment("site")})
     env.s3().put_object(Bucket=UPLOADS_BUCKET, Key=f"{namespace}/site-v2.tar.gz", Body=data)
     wait_live(objects, "site", "site-v2")
 
     objects.create_version("site-v3", static_spec("site", f"s3://{UPLOADS_BUCKET}/{namespace}/site-v3.tar.gz", "0" * 64))
-    objects.wait_state("site-v3", "building")
+    wait_pending(objects, "site-v3")
     promote(objects, "site", "site-v3")
     wait_until(lambda: reason() == "WaitingForVersion", what="WaitingForVersion")
     env.s3().put_object(Bucket=UPLOADS_BUCKET, Key=f"{namespace}/site-v3.tar.gz", Body=data)  # not what the sha256 says
