@@ -204,11 +204,17 @@ def test_settled_versions_are_counted_after_a_restart(objects: Objects, operator
     objects.create_deployment("app", kind="dynamic")
     objects.create_version("app-v1", dynamic_spec("app"))
     objects.wait_state("app-v1", "ready")
-    wait_until(lambda: value(scrape(), "miosa_versions", state="ready", kind="dynamic") >= 1, timeout=30,
-               what="the ready version counted")
+    wait_until(
+        lambda: value(scrape(), "miosa_versions", state="ready", kind="dynamic") >= 1,
+        timeout=30,
+        what="the ready version counted",
+    )
     ready = value(scrape(), "miosa_versions", state="ready", kind="dynamic")
     operator.restart()
     operator.wait_ready()
-    wait_until(lambda: value(scrape(), "miosa_versions", state="ready", kind="dynamic") >= ready, timeout=60,
-               what=f"{ready:.0f} ready dynamic versions counted again after the restart")
+    wait_until(
+        lambda: value(scrape(), "miosa_versions", state="ready", kind="dynamic") >= ready,
+        timeout=60,
+        what=f"{ready:.0f} ready dynamic versions counted again after the restart",
+    )
     assert "settled versions counted" in operator.log_path.read_text()
