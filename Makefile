@@ -2,6 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
+PY_SOURCES := operator tests hack benchmarks
+# The controllers are covered by unit tests alone (the e2e operator runs in another process).
+UNIT_COVERAGE := --cov=miosa_operator.controllers --cov-report=term-missing:skip-covered --cov-fail-under=85
+# The operator, and the unit tests' API-server fake (mypy checks it satisfies kube.client.KubeApi).
+TYPED_SOURCES := operator/miosa_operator tests/unit/fakes.py tests/unit/conftest.py tests/unit/crd_rules.py tests/unit/test_fakes.py tests/unit/test_handlers.py
 
 .PHONY: dev down test unit e2e lint bench bench-serving crds binaries images browser-tools env venv test-env test-env-down kind
 
@@ -15,15 +20,21 @@ down:
 
 ## test: lint, unit and end-to-end tests (starts and stops its own environment)
 test: venv binaries images browser-tools lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests/unit $(UNIT_COVERAGE)
+	$(PY) -m pytest tests/e2e
 
+## lint: ruff (rules and format), mypy, the import layers (docs/architecture.md), shellcheck
 lint: venv
-	$(VENV)/bin/ruff check operator tests hack
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	$(VENV)/bin/mypy $(TYPED_SOURCES)
+	$(VENV)/bin/lint-imports
 	hack/host-packages.sh shellcheck
 	shellcheck hack/*.sh
 
+## unit: unit tests, with the coverage of controllers/ (docs/architecture.md)
 unit: venv
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit $(UNIT_COVERAGE)
 
 e2e: venv binaries images browser-tools
 	$(PY) -m pytest tests/e2e

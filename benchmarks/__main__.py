@@ -41,7 +41,9 @@ TITLES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", default="", help="comma-separated benchmark numbers (1-10); default: all")
     parser.add_argument("--quick", action="store_true", help="smaller samples: a smoke run, not figures to publish")
     parser.add_argument("--env-dir", default=str(CACHE / "bench-env"))
@@ -117,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx.results.details["failures"] = failures
         ctx.results.details["duration_s"] = round(time.monotonic() - started)
         out = spec.env_dir / f"results-{run_id}.json"
-        out.write_text(json.dumps({"rows": [r.as_dict() for r in ctx.results.rows], "details": ctx.results.details}, indent=1, default=str))
+        out.write_text(
+            json.dumps({"rows": [r.as_dict() for r in ctx.results.rows], "details": ctx.results.details}, indent=1, default=str)
+        )
         table = markdown_table(ctx.results.rows)
         (spec.env_dir / f"results-{run_id}.md").write_text(table + "\n")
         print("\n" + table)

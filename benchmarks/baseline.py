@@ -89,11 +89,18 @@ class Baseline:
             result = ingest_bundle(source, out, expected_sha256=artifact["sha256"], limits=self.limits, log=log.line)
             out.seek(0)
             self.s3.put_object(
-                Bucket=self.bucket, Key=f"{prefix}/dist.tar.zst", Body=out, ContentLength=result.canonical_bytes,
-                ContentType="application/zstd", IfNoneMatch="*",
+                Bucket=self.bucket,
+                Key=f"{prefix}/dist.tar.zst",
+                Body=out,
+                ContentLength=result.canonical_bytes,
+                ContentType="application/zstd",
+                IfNoneMatch="*",
             )
         self.s3.put_object(
-            Bucket=self.bucket, Key=f"{prefix}/build.log", Body=log.render(), ContentType="text/plain; charset=utf-8",
+            Bucket=self.bucket,
+            Key=f"{prefix}/build.log",
+            Body=log.render(),
+            ContentType="text/plain; charset=utf-8",
             IfNoneMatch="*",
         )
         self._patch_status(

@@ -85,7 +85,13 @@ def format_row(row: Row) -> str:
     ratio = f"ratio {row.ratio:.2f}" if row.ratio is not None else ""
     base = f"baseline {fmt(row.baseline, row.unit)} ({row.baseline_label})" if row.baseline is not None else ""
     verdict = {True: "OK", False: "MISSED", None: ""}[row.ok]
-    parts = [f"[{row.bench}] {row.metric}: {fmt(row.value, row.unit)}", base, ratio, f"target {row.target} {verdict}".strip() if row.target else "", row.note]
+    parts = [
+        f"[{row.bench}] {row.metric}: {fmt(row.value, row.unit)}",
+        base,
+        ratio,
+        f"target {row.target} {verdict}".strip() if row.target else "",
+        row.note,
+    ]
     return "  ".join(p for p in parts if p)
 
 
@@ -118,7 +124,7 @@ _WORDS = (
     "but not what all were we when your can said there use an each which she do how their if will up other about "
     "out many then them these so some her would make like him into time has look two more write go see number no "
     "way could people my than first water been call who oil its now find long down day did get come made may part "
-    "<div class=\"card\"> </div> <a href=\"/docs/\"> </a> <span> </span> {color: #333; margin: 0 auto;} function "
+    '<div class="card"> </div> <a href="/docs/"> </a> <span> </span> {color: #333; margin: 0 auto;} function '
     "return const let var => import export default async await"
 ).split()
 
@@ -143,7 +149,9 @@ class BundleFile:
     uncompressed: int
 
 
-def build_bundle(path: Path, *, small_files: int, large_files: int, large_size: int, random_share: float, seed: int) -> BundleFile:
+def build_bundle(
+    path: Path, *, small_files: int, large_files: int, large_size: int, random_share: float, seed: int
+) -> BundleFile:
     """A .tar.zst of ``index.html``, ``small_files`` small text files and ``large_files`` big ones
     (``random_share`` of them random bytes, the rest text)."""
     rng = random.Random(seed)
@@ -154,7 +162,10 @@ def build_bundle(path: Path, *, small_files: int, large_files: int, large_size: 
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as raw:
         compressor = zstandard.ZstdCompressor(level=3, threads=2)
-        with compressor.stream_writer(raw, closefd=False) as zw, tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            compressor.stream_writer(raw, closefd=False) as zw,
+            tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+        ):
 
             def add(name: str, data: bytes) -> None:
                 nonlocal members, uncompressed

@@ -8,7 +8,7 @@ kube-controller-manager's (its garbage collector and quota controller watch ever
 without a selector: one event per change, cluster-wide).  So, over a window in which only
 the measured namespace changes:
 
-* operator's DeploymentVersion events = all − the benchmark watch's − the controller
+* operator's DeploymentVersion events = all - the benchmark watch's - the controller
   manager's, where the controller manager's = the benchmark watch's (both see every change);
 * operator's Deployment events = all ÷ 2 (nobody else watches Deployments in that window).
 """

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the env file's reader lives with the e2e suite that reads it too
+from envfile import read_env_file  # noqa: E402
+
 CACHE = Path(os.environ.get("MIOSA_CACHE", Path.home() / ".cache" / "miosa-operator"))
 ENV_SCRIPT = REPO / "hack" / "env.sh"
 RELEASES_BUCKET = "miosa-releases"
@@ -44,7 +47,12 @@ class EnvSpec:
 
     def __post_init__(self) -> None:
         default = CACHE / "env"
-        if self.env_dir.resolve() == default.resolve() or self.apiserver_port == 16443 or self.etcd_port == 23790 or self.s3_port == 19000:
+        if (
+            self.env_dir.resolve() == default.resolve()
+            or self.apiserver_port == 16443
+            or self.etcd_port == 23790
+            or self.s3_port == 19000
+        ):
             raise SystemExit("refusing to use the default local environment (the e2e tests' one); pick another dir and ports")
 
     @property
@@ -55,15 +63,6 @@ class EnvSpec:
             "MIOSA_APISERVER_PORT": str(self.apiserver_port),
             "MIOSA_S3_PORT": str(self.s3_port),
         }
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r"export (\w+)=(.*)$", line)
-        if match and match.group(1) != "PATH":
-            values[match.group(1)] = match.group(2)
-    return values
 
 
 class BenchEnv:
@@ -99,7 +98,7 @@ class BenchEnv:
             self.started_here = True
         else:
             print(f"[env] reusing the running benchmark environment in {self.spec.env_dir}", flush=True)
-        self.values = _read_env_file(self.spec.env_dir / "env")
+        self.values = read_env_file(self.spec.env_dir / "env")
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
@@ -281,7 +280,7 @@ class Operator:
             **self.extra_env,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the operator process writes it until stopped
         log.write(f"\n===== benchmark operator start {time.strftime('%H:%M:%S')} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(

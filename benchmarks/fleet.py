@@ -95,14 +95,27 @@ class Fleet:
             self.objects.create_deployment(self.dep(d), kind="static")
             live = PER_DEPLOYMENT
             history = [
-                {"version": self.name(d, n), "versionNumber": n, "action": "promote", "actor": "ci-bot",
-                 "time": _iso(self.ready_at(n) + timedelta(hours=1)), "reason": ""}
+                {
+                    "version": self.name(d, n),
+                    "versionNumber": n,
+                    "action": "promote",
+                    "actor": "ci-bot",
+                    "time": _iso(self.ready_at(n) + timedelta(hours=1)),
+                    "reason": "",
+                }
                 for n in range(live - LIVE_WINDOW + 1, live + 1)
             ]
-            self.objects.patch_status("deployments", self.dep(d), {
-                "id": self.dep_ids[d], "lastVersionNumber": PER_DEPLOYMENT, "liveVersion": self.name(d, live),
-                "liveVersionNumber": live, "history": history,
-            })
+            self.objects.patch_status(
+                "deployments",
+                self.dep(d),
+                {
+                    "id": self.dep_ids[d],
+                    "lastVersionNumber": PER_DEPLOYMENT,
+                    "liveVersion": self.name(d, live),
+                    "liveVersionNumber": live,
+                    "history": history,
+                },
+            )
 
         parallel(one, list(range(DEPLOYMENTS)), 8)
 
@@ -124,29 +137,62 @@ class Fleet:
         ver_id = new_version_id()
         ready_at = self.ready_at(n)
         prefix = f"s3://miosa-releases/{self.ns}/{self.dep_ids[d]}/{ver_id}"
-        condition = {"type": "Ready", "status": "False", "reason": "Pending", "message": "fixture",
-                     "observedGeneration": 1, "lastTransitionTime": _iso(ready_at)}
+        condition = {
+            "type": "Ready",
+            "status": "False",
+            "reason": "Pending",
+            "message": "fixture",
+            "observedGeneration": 1,
+            "lastTransitionTime": _iso(ready_at),
+        }
         patch = self.objects.patch_status
-        patch("deploymentversions", name, {
-            "id": ver_id, "tenantId": self.ns, "deploymentId": self.dep_ids[d], "versionNumber": n,
-            "state": "created", "observedGeneration": 1, "conditions": [condition],
-        })
+        patch(
+            "deploymentversions",
+            name,
+            {
+                "id": ver_id,
+                "tenantId": self.ns,
+                "deploymentId": self.dep_ids[d],
+                "versionNumber": n,
+                "state": "created",
+                "observedGeneration": 1,
+                "conditions": [condition],
+            },
+        )
         patch("deploymentversions", name, {"state": "building"})
         if n % 50 == 25:
-            patch("deploymentversions", name, {"state": "failed", "conditions": [
-                {**condition, "reason": "ChecksumMismatch", "message": "fixture: bundle sha256 differs"}]})
+            patch(
+                "deploymentversions",
+                name,
+                {
+                    "state": "failed",
+                    "conditions": [{**condition, "reason": "ChecksumMismatch", "message": "fixture: bundle sha256 differs"}],
+                },
+            )
             return
-        patch("deploymentversions", name, {
-            "state": "ready", "readyAt": _iso(ready_at), "artifactUri": f"{prefix}/dist.tar.zst",
-            "artifactSha256": digest, "buildLogUri": f"{prefix}/build.log",
-            "artifactManifest": {"files": 49, "totalBytes": 1_745_509, "entrypoint": "index.html"},
-            "conditions": [{**condition, "status": "True", "reason": "Ready", "message": "fixture: ready"}],
-        })
+        patch(
+            "deploymentversions",
+            name,
+            {
+                "state": "ready",
+                "readyAt": _iso(ready_at),
+                "artifactUri": f"{prefix}/dist.tar.zst",
+                "artifactSha256": digest,
+                "buildLogUri": f"{prefix}/build.log",
+                "artifactManifest": {"files": 49, "totalBytes": 1_745_509, "entrypoint": "index.html"},
+                "conditions": [{**condition, "status": "True", "reason": "Ready", "message": "fixture: ready"}],
+            },
+        )
         if PER_DEPLOYMENT - LIVE_WINDOW < n < PER_DEPLOYMENT:
-            patch("deploymentversions", name, {
-                "state": "archived", "promotedAt": _iso(ready_at + timedelta(hours=1)),
-                "archivedAt": _iso(ready_at + timedelta(days=1)),
-            })
+            patch(
+                "deploymentversions",
+                name,
+                {
+                    "state": "archived",
+                    "promotedAt": _iso(ready_at + timedelta(hours=1)),
+                    "archivedAt": _iso(ready_at + timedelta(days=1)),
+                },
+            )
         elif n == PER_DEPLOYMENT:
             patch("deploymentversions", name, {"promotedAt": _iso(ready_at + timedelta(hours=1))})
 
@@ -243,7 +289,10 @@ def _adopt(ctx: Context, fleet: Fleet, count: int) -> None:
     ctx.operator.stop()
     rss[f"{count}_bare_kopf"] = bare_kopf_rss(ctx)
     ctx.results.details.setdefault("adoption", {})[str(count)] = {
-        "first_sight_s": round(adopt_s, 1), "adopted": handled, "first_sight_api_writes": writes, "first_sight_error_log_lines": errors,
+        "first_sight_s": round(adopt_s, 1),
+        "adopted": handled,
+        "first_sight_api_writes": writes,
+        "first_sight_error_log_lines": errors,
         "restart_until_quiet_s": round(restart_s, 1),
     }
     ctx.log(
@@ -281,15 +330,53 @@ def run(ctx: Context, wanted: set[str]) -> None:
         bare = "bare kopf, no-op handler"
         add(Row("5", "operator RSS, idle (no versions)", rss["idle"], "MB", rss["idle_bare_kopf"], bare))
         if "1000_continuous" in rss:
-            add(Row("5", "operator RSS, after benchmark 2 (1,000 built, same process)", rss["1000_continuous"], "MB",
-                    rss["idle"], "idle operator"))
-        add(Row("5", "operator RSS, 1,000 versions watched (restart)", rss["1000_steady"], "MB", rss["1000_bare_kopf"], bare,
-                note=f"first sight of the 1,000: {rss['1000_first_sight']:.0f} MB, peak {rss['1000_first_sight_peak']:.0f} MB"))
-        add(Row("5", "operator RSS, 10,000 versions watched (restart)", rss["10000_steady"], "MB", rss["10000_bare_kopf"], bare,
-                target="≤150 MB", ok=rss["10000_steady"] <= 150, note=f"peak during the restart {rss['10000_steady_peak']:.0f} MB"))
-        add(Row("5", "operator RSS, first sight of 9,000 new versions (10,000 total), peak", rss["10000_first_sight_peak"],
-                "MB", rss["10000_bare_kopf"], bare + " (watching)", target="≤400 MB peak",
-                ok=rss["10000_first_sight_peak"] <= 400, note=f"after it: {rss['10000_first_sight']:.0f} MB"))
+            add(
+                Row(
+                    "5",
+                    "operator RSS, after benchmark 2 (1,000 built, same process)",
+                    rss["1000_continuous"],
+                    "MB",
+                    rss["idle"],
+                    "idle operator",
+                )
+            )
+        add(
+            Row(
+                "5",
+                "operator RSS, 1,000 versions watched (restart)",
+                rss["1000_steady"],
+                "MB",
+                rss["1000_bare_kopf"],
+                bare,
+                note=f"first sight of the 1,000: {rss['1000_first_sight']:.0f} MB, peak {rss['1000_first_sight_peak']:.0f} MB",
+            )
+        )
+        add(
+            Row(
+                "5",
+                "operator RSS, 10,000 versions watched (restart)",
+                rss["10000_steady"],
+                "MB",
+                rss["10000_bare_kopf"],
+                bare,
+                target="≤150 MB",
+                ok=rss["10000_steady"] <= 150,
+                note=f"peak during the restart {rss['10000_steady_peak']:.0f} MB",
+            )
+        )
+        add(
+            Row(
+                "5",
+                "operator RSS, first sight of 9,000 new versions (10,000 total), peak",
+                rss["10000_first_sight_peak"],
+                "MB",
+                rss["10000_bare_kopf"],
+                bare + " (watching)",
+                target="≤400 MB peak",
+                ok=rss["10000_first_sight_peak"] <= 400,
+                note=f"after it: {rss['10000_first_sight']:.0f} MB",
+            )
+        )
     ctx.operator.start()  # 6 and 7 run next to an idle operator, as in a cluster
     if "6" in wanted:
         plugin(ctx, fleet)
@@ -324,19 +411,31 @@ def etcd_sizes(ctx: Context, fleet: Fleet, names: dict[str, str]) -> dict[str, i
 def measure_etcd(ctx: Context, fleet: Fleet) -> None:
     """One object of each kind, as stored: a fixture version, one the operator built, a Deployment."""
     prefix = "/registry/deploy.miosa.io"
-    sizes = etcd_sizes(ctx, fleet, {
-        "version, ready (fixture)": f"{prefix}/deploymentversions/{fleet.ns}/{Fleet.name(3, 100)}",
-        "version, archived (fixture)": f"{prefix}/deploymentversions/{fleet.ns}/{Fleet.name(3, PER_DEPLOYMENT - 1)}",
-        "version, built by the operator": f"{prefix}/deploymentversions/{fleet.ns}/fresh-new0",
-        "Deployment with a 6-entry history": f"{prefix}/deployments/{fleet.ns}/{Fleet.dep(3)}",
-    })
+    sizes = etcd_sizes(
+        ctx,
+        fleet,
+        {
+            "version, ready (fixture)": f"{prefix}/deploymentversions/{fleet.ns}/{Fleet.name(3, 100)}",
+            "version, archived (fixture)": f"{prefix}/deploymentversions/{fleet.ns}/{Fleet.name(3, PER_DEPLOYMENT - 1)}",
+            "version, built by the operator": f"{prefix}/deploymentversions/{fleet.ns}/fresh-new0",
+            "Deployment with a 6-entry history": f"{prefix}/deployments/{fleet.ns}/{Fleet.dep(3)}",
+        },
+    )
     ctx.results.details["etcd_bytes"] = sizes
     ctx.log(f"  etcd bytes per object: {sizes}")
     built = sizes.get("version, built by the operator")
     if built:
-        ctx.results.add(Row("5", "etcd bytes per DeploymentVersion (built by the operator, ready)", built, "B",
-                            sizes.get("version, ready (fixture)"), "fixture version without the operator's writes",
-                            note=f"Deployment: {sizes.get('Deployment with a 6-entry history')} B"))
+        ctx.results.add(
+            Row(
+                "5",
+                "etcd bytes per DeploymentVersion (built by the operator, ready)",
+                built,
+                "B",
+                sizes.get("version, ready (fixture)"),
+                "fixture version without the operator's writes",
+                note=f"Deployment: {sizes.get('Deployment with a 6-entry history')} B",
+            )
+        )
 
 
 def latency_with_history(ctx: Context, fleet: Fleet) -> None:
@@ -360,8 +459,14 @@ def latency_with_history(ctx: Context, fleet: Fleet) -> None:
     ctx.results.details["latency_with_history"] = times
     old, new = percentile(times["history"], 50), percentile(times["fresh"], 50)
     ctx.results.add(
-        Row("1", f"apply→ready p50, Deployment with 200 versions, namespace with 10,000 ({samples}×)", old * 1000, "ms",
-            new * 1000, "new Deployment, same namespace")
+        Row(
+            "1",
+            f"apply→ready p50, Deployment with 200 versions, namespace with 10,000 ({samples}×)",
+            old * 1000,
+            "ms",
+            new * 1000,
+            "new Deployment, same namespace",
+        )
     )
 
 
@@ -393,7 +498,19 @@ def plugin(ctx: Context, fleet: Fleet) -> None:
     base = [str(exe)] if exe.exists() else [sys.executable, "-m", "miosa_operator.plugin.cli"]
     plugin_cmd = [*base, "versions", "list", dep, "--workspace", ws, "-n", fleet.ns, "-o", "json"]
     selector = f"deploy.miosa.io/deployment={dep},deploy.miosa.io/external-workspace-id={ws}"
-    raw_cmd = [str(ctx.env.bin_dir / "kubectl"), "--kubeconfig", ctx.env.kubeconfig, "get", "dver", "-n", fleet.ns, "-l", selector, "-o", "json"]
+    raw_cmd = [
+        str(ctx.env.bin_dir / "kubectl"),
+        "--kubeconfig",
+        ctx.env.kubeconfig,
+        "get",
+        "dver",
+        "-n",
+        fleet.ns,
+        "-l",
+        selector,
+        "-o",
+        "json",
+    ]
     startup_cmd = [sys.executable, "-c", "import miosa_operator.plugin.cli"]
     env = ctx.env.process_env()
     runs = ctx.scale(7, 3)
@@ -408,11 +525,18 @@ def plugin(ctx: Context, fleet: Fleet) -> None:
         times["kubectl"].append(t)
         counts["kubectl"] = _count(out)
         times["python import"].append(_time(startup_cmd, env)[0])
-    ctx.results.details["plugin"] = {"times_s": times, "counts": counts, "command": " ".join(plugin_cmd[len(base) - 1:])}
+    ctx.results.details["plugin"] = {"times_s": times, "counts": counts, "command": " ".join(plugin_cmd[len(base) - 1 :])}
     p, k, imp = (percentile(times[x], 50) for x in ("plugin", "kubectl", "python import"))
     ctx.results.add(
-        Row("6", f"kubectl miosa versions list -o json ({counts.get('plugin')} of 10,000), p50", p * 1000, "ms", k * 1000,
-            "kubectl get dver -l … -o json", note=f"of which Python start + imports {imp * 1000:.0f} ms")
+        Row(
+            "6",
+            f"kubectl miosa versions list -o json ({counts.get('plugin')} of 10,000), p50",
+            p * 1000,
+            "ms",
+            k * 1000,
+            "kubectl get dver -l … -o json",
+            note=f"of which Python start + imports {imp * 1000:.0f} ms",
+        )
     )
 
 
@@ -446,16 +570,40 @@ def sweep_dry_run(ctx: Context, fleet: Fleet) -> None:
     cli_s, out = _time(cli, {**ctx.env.process_env(), "MIOSA_RELEASES_URI": "s3://miosa-releases"})
     cli_report = json.loads(out)
     ctx.results.details["gc_dry_run"] = {
-        "checked": checked, "eligible": eligible, "api_calls": report.api_calls, "seconds": times,
-        "kept_because": report.plan.kept_because(), "cli_seconds": cli_s, "cli_api_calls": cli_report.get("apiCalls"),
-        "cli_collected": len(cli_report.get("collected", [])), "baseline_list_seconds": base_times,
+        "checked": checked,
+        "eligible": eligible,
+        "api_calls": report.api_calls,
+        "seconds": times,
+        "kept_because": report.plan.kept_because(),
+        "cli_seconds": cli_s,
+        "cli_api_calls": cli_report.get("apiCalls"),
+        "cli_collected": len(cli_report.get("collected", [])),
+        "baseline_list_seconds": base_times,
     }
     best, base = min(times), min(base_times)
     ctx.results.add(
-        Row("7", f"sweep --dry-run, {checked:,} versions ({eligible:,} eligible), in-process", best, "s", base,
-            "the same 3 LISTs, plain JSON", target="<10 s", ok=best < 10, note=f"{report.api_calls} API calls (Kube.calls)")
+        Row(
+            "7",
+            f"sweep --dry-run, {checked:,} versions ({eligible:,} eligible), in-process",
+            best,
+            "s",
+            base,
+            "the same 3 LISTs, plain JSON",
+            target="<10 s",
+            ok=best < 10,
+            note=f"{report.api_calls} API calls (Kube.calls)",
+        )
     )
     ctx.results.add(
-        Row("7", "miosa-operator gc --dry-run -o json (whole command)", cli_s, "s", base, "the same 3 LISTs, plain JSON",
-            target="<10 s", ok=cli_s < 10, note=f"{cli_report.get('apiCalls')} API calls")
+        Row(
+            "7",
+            "miosa-operator gc --dry-run -o json (whole command)",
+            cli_s,
+            "s",
+            base,
+            "the same 3 LISTs, plain JSON",
+            target="<10 s",
+            ok=cli_s < 10,
+            note=f"{cli_report.get('apiCalls')} API calls",
+        )
     )

@@ -56,7 +56,9 @@ def ingest(data: bytes, budget: Budget = Budget()) -> tuple[str, Usage, float]:
     verdict = "accepted"
     with tempfile.TemporaryFile(prefix="mb-hostile-") as out:
         try:
-            ingest_isolated(io.BytesIO(data), out, expected_sha256=hashlib.sha256(data).hexdigest(), budget=budget, usage=seen.append)
+            ingest_isolated(
+                io.BytesIO(data), out, expected_sha256=hashlib.sha256(data).hexdigest(), budget=budget, usage=seen.append
+            )
         except BundleRejected as rejected:
             verdict = rejected.reason
     return verdict, seen[0] if seen else Usage(), time.perf_counter() - start
@@ -72,13 +74,28 @@ def run(ctx: Context) -> None:
         data = shape.build()
         verdict, usage, wall = ingest(data)
         rss, cpu = usage.peak_rss / MiB, usage.cpu_seconds
-        details["shapes"][name] = {"bytes": len(data), "verdict": verdict, "peak_rss_mib": rss, "peak_vm_mib": usage.peak_vm / MiB,
-                                   "cpu_s": cpu, "wall_s": wall}
+        details["shapes"][name] = {
+            "bytes": len(data),
+            "verdict": verdict,
+            "peak_rss_mib": rss,
+            "peak_vm_mib": usage.peak_vm / MiB,
+            "cpu_s": cpu,
+            "wall_s": wall,
+        }
         expected = shape.reason or "accepted"
         ctx.log(f"hostile {name}: {verdict} (expected {expected}), peak {rss:.0f} MiB RSS, {cpu:.2f} s CPU")
         ctx.results.add(
-            Row("9", f"{name}: worker peak RSS ({verdict})", round(rss, 1), "MiB", round(base_rss, 1), "ordinary 1 MiB site",
-                target=f"ends {expected}", ok=verdict == expected, note=f"{cpu:.2f} s CPU (ordinary {base_cpu:.2f} s)")
+            Row(
+                "9",
+                f"{name}: worker peak RSS ({verdict})",
+                round(rss, 1),
+                "MiB",
+                round(base_rss, 1),
+                "ordinary 1 MiB site",
+                target=f"ends {expected}",
+                ok=verdict == expected,
+                note=f"{cpu:.2f} s CPU (ordinary {base_cpu:.2f} s)",
+            )
         )
 
     concurrent = Settings.defaults().max_concurrent_ingestions
@@ -87,15 +104,31 @@ def run(ctx: Context) -> None:
     bound_now = memory_bound(0, concurrent, Budget().memory_bytes) - BASE
     details["concurrent"] = {"workers": concurrent, "peak_pss_mib": peak / MiB, "outcomes": outcomes}
     ctx.results.add(
-        Row("9", f"{concurrent} concurrent widest bundles: peak PSS of the process tree", round(peak / MiB), "MiB",
-            round(bound_now / MiB), f"{concurrent} x MIOSA_INGEST_MEMORY", target="< budget",
-            ok=peak < bound_now and all(o == "accepted" for o in outcomes), note="this process + fork server + workers")
+        Row(
+            "9",
+            f"{concurrent} concurrent widest bundles: peak PSS of the process tree",
+            round(peak / MiB),
+            "MiB",
+            round(bound_now / MiB),
+            f"{concurrent} x MIOSA_INGEST_MEMORY",
+            target="< budget",
+            ok=peak < bound_now and all(o == "accepted" for o in outcomes),
+            note="this process + fork server + workers",
+        )
     )
     bound = memory_bound(CHART_VERSIONS, concurrent, Budget().memory_bytes)
     details["bound"] = {"formula": "200 MiB + 16 KiB x versions + slots x MIOSA_INGEST_MEMORY", "chart_defaults_mib": bound / MiB}
     ctx.results.add(
-        Row("9", "memory bound at chart defaults (10,000 versions, 4 x 256 MiB)", round(bound / MiB), "MiB",
-            round(CHART_LIMIT / MiB), "chart memory limit", target="< limit with margin", ok=bound < 0.8 * CHART_LIMIT)
+        Row(
+            "9",
+            "memory bound at chart defaults (10,000 versions, 4 x 256 MiB)",
+            round(bound / MiB),
+            "MiB",
+            round(CHART_LIMIT / MiB),
+            "chart memory limit",
+            target="< limit with margin",
+            ok=bound < 0.8 * CHART_LIMIT,
+        )
     )
     ctx.results.details["hostile_ingestion"] = details
 

@@ -49,10 +49,25 @@ def _start_api(ctx: Context, port: int, cache_seconds: float, log_path: Path) ->
 
 def _reader_token(ctx: Context, namespace: str) -> str:
     kubectl = ctx.env.kubectl
-    kubectl("-n", namespace, "create", "role", "bench-reader", "--verb=get,list",
-            "--resource=deployments.deploy.miosa.io,deploymentversions.deploy.miosa.io")
+    kubectl(
+        "-n",
+        namespace,
+        "create",
+        "role",
+        "bench-reader",
+        "--verb=get,list",
+        "--resource=deployments.deploy.miosa.io,deploymentversions.deploy.miosa.io",
+    )
     kubectl("-n", namespace, "create", "serviceaccount", "bench-reader")
-    kubectl("-n", namespace, "create", "rolebinding", "bench-reader", "--role=bench-reader", f"--serviceaccount={namespace}:bench-reader")
+    kubectl(
+        "-n",
+        namespace,
+        "create",
+        "rolebinding",
+        "bench-reader",
+        "--role=bench-reader",
+        f"--serviceaccount={namespace}:bench-reader",
+    )
     return kubectl("-n", namespace, "create", "token", "bench-reader", "--duration=2h").stdout.strip()
 
 
@@ -72,7 +87,19 @@ def run(ctx: Context, fleet: Any) -> None:
     servers = {"cached": _start_api(ctx, ports[0], 10.0, log_path), "uncached": _start_api(ctx, ports[1], 0.0, log_path)}
     urls = {"cached": f"http://127.0.0.1:{ports[0]}", "uncached": f"http://127.0.0.1:{ports[1]}"}
     selector = f"deploy.miosa.io/deployment={dep_name},deploy.miosa.io/external-workspace-id={WORKSPACE}"
-    kubectl_cmd = [str(ctx.env.bin_dir / "kubectl"), "--kubeconfig", ctx.env.kubeconfig, "get", "dver", "-n", fleet.ns, "-l", selector, "-o", "json"]
+    kubectl_cmd = [
+        str(ctx.env.bin_dir / "kubectl"),
+        "--kubeconfig",
+        ctx.env.kubeconfig,
+        "get",
+        "dver",
+        "-n",
+        fleet.ns,
+        "-l",
+        selector,
+        "-o",
+        "json",
+    ]
     custom = client.CustomObjectsApi(ctx.api())
     times: dict[str, list[float]] = {"cached": [], "uncached": [], "kubectl": [], "list": []}
     counts: dict[str, int] = {}
@@ -110,7 +137,9 @@ def run(ctx: Context, fleet: Any) -> None:
 
         def list_call() -> float:
             start = time.perf_counter()
-            items = custom.list_namespaced_custom_object("deploy.miosa.io", "v1alpha1", fleet.ns, "deploymentversions", label_selector=selector)["items"]
+            items = custom.list_namespaced_custom_object(
+                "deploy.miosa.io", "v1alpha1", fleet.ns, "deploymentversions", label_selector=selector
+            )["items"]
             counts["list"] = len(items)
             return time.perf_counter() - start
 
@@ -133,10 +162,39 @@ def run(ctx: Context, fleet: Any) -> None:
     kubectl_label = "kubectl get dver -l … -o json"
     add = ctx.results.add
     for q, index in (("p50", 0), ("p95", 1)):
-        add(Row("8", f"HTTP API list {counts.get('cached')} of 10,000 (workspace filter), {q}", ms["cached"][index], "ms",
-                ms["kubectl"][index], kubectl_label, target="≤ kubectl", ok=ms["cached"][index] <= ms["kubectl"][index]))
+        add(
+            Row(
+                "8",
+                f"HTTP API list {counts.get('cached')} of 10,000 (workspace filter), {q}",
+                ms["cached"][index],
+                "ms",
+                ms["kubectl"][index],
+                kubectl_label,
+                target="≤ kubectl",
+                ok=ms["cached"][index] <= ms["kubectl"][index],
+            )
+        )
     for q, index in (("p50", 0), ("p95", 1)):
-        add(Row("8", f"HTTP API list, authorisation cache off, {q}", ms["uncached"][index], "ms", ms["kubectl"][index], kubectl_label,
-                target="≤ kubectl", ok=ms["uncached"][index] <= ms["kubectl"][index]))
-    add(Row("8", "the same LIST in-process (API server time), p50", ms["list"][0], "ms", ms["kubectl"][0], kubectl_label,
-            note=f"p95 {ms['list'][1]:.1f} ms"))
+        add(
+            Row(
+                "8",
+                f"HTTP API list, authorisation cache off, {q}",
+                ms["uncached"][index],
+                "ms",
+                ms["kubectl"][index],
+                kubectl_label,
+                target="≤ kubectl",
+                ok=ms["uncached"][index] <= ms["kubectl"][index],
+            )
+        )
+    add(
+        Row(
+            "8",
+            "the same LIST in-process (API server time), p50",
+            ms["list"][0],
+            "ms",
+            ms["kubectl"][0],
+            kubectl_label,
+            note=f"p95 {ms['list'][1]:.1f} ms",
+        )
+    )

@@ -52,7 +52,9 @@ def run(ctx: Context) -> None:
     op_watch, base_watch = Watcher(ctx.env, "dver", op_ns), Watcher(ctx.env, "dver", base_ns)
     baseline = Baseline(ctx.api(), ctx.s3, RELEASES_BUCKET)
     process = lambda name: baseline.process(base_ns, name)  # noqa: E731
-    ctx.log(f"latency: {warmup} warm-up + {samples} samples each, bundle {bundle.size / 2**20:.2f} MiB ({bundle.members} members)")
+    ctx.log(
+        f"latency: {warmup} warm-up + {samples} samples each, bundle {bundle.size / 2**20:.2f} MiB ({bundle.members} members)"
+    )
     try:
         for i in range(warmup):
             _sample(op, op_watch, f"warm-{i}", spec)
@@ -89,20 +91,40 @@ def run(ctx: Context) -> None:
     for q, limit in ((50, 1.3), (95, 1.5)):
         value, ref = percentile(op_times, q), percentile(base_times, q)
         ctx.results.add(
-            Row("1", f"apply→ready p{q} ({samples} versions, 1 MiB bundle)", value * 1000, "ms", ref * 1000, "plain script",
-                target=f"≤{limit}× baseline", ok=value <= limit * ref)
+            Row(
+                "1",
+                f"apply→ready p{q} ({samples} versions, 1 MiB bundle)",
+                value * 1000,
+                "ms",
+                ref * 1000,
+                "plain script",
+                target=f"≤{limit}× baseline",
+                ok=value <= limit * ref,
+            )
         )
     for who, delta in per_version.items():
         ctx.log(f"  per version ({who}): {costs.summary(delta)}")
     op_costs, base_costs = per_version["operator"], per_version["baseline"]
     ctx.results.add(
-        Row("1", "API requests per version (besides the create)", op_costs["requests_total"], "", base_costs["requests_total"],
-            "plain script", note=f"{op_costs['changes']} vs {base_costs['changes']} changes of the version")
+        Row(
+            "1",
+            "API requests per version (besides the create)",
+            op_costs["requests_total"],
+            "",
+            base_costs["requests_total"],
+            "plain script",
+            note=f"{op_costs['changes']} vs {base_costs['changes']} changes of the version",
+        )
     )
     events = op_costs["watch_events_operator"]
     ctx.results.add(
-        Row("1", "watch events per version to the operator (versions + Deployments)",
-            events["deploymentversions"] + events["deployments"], "", base_costs["changes"],
+        Row(
+            "1",
+            "watch events per version to the operator (versions + Deployments)",
+            events["deploymentversions"] + events["deployments"],
+            "",
+            base_costs["changes"],
             "changes of a version, plain script (what an unfiltered watch gets)",
-            note=f"{events['deploymentversions']} version + {events['deployments']} Deployment events")
+            note=f"{events['deploymentversions']} version + {events['deployments']} Deployment events",
+        )
     )

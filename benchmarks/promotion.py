@@ -23,7 +23,7 @@ from .watch import Watcher, rolled_out
 
 REPLICAS = 2
 ANNOTATION = "bench.miosa.io/revision"
-VERSION_ID = "deploy.miosa.io/version-id"  # render.workloads.ANNOTATION_VERSION_ID
+VERSION_ID = "deploy.miosa.io/version-id"  # api.meta.ANNOTATION_VERSION_ID
 
 
 def _plain_deployment(ns: str) -> dict:
@@ -125,7 +125,14 @@ def run(ctx: Context) -> None:
         kind = "static" if key.startswith("site") else "dynamic"
         action = key.split()[1]
         ctx.results.add(
-            Row("3", f"{action} → live, {kind}, p50 ({len(times[key])}×)", percentile(times[key], 50), "s", ref,
-                "apps/v1 rollout alone", note=f"p95 {percentile(times[key], 95):.2f} s")
+            Row(
+                "3",
+                f"{action} → live, {kind}, p50 ({len(times[key])}×)",
+                percentile(times[key], 50),
+                "s",
+                ref,
+                "apps/v1 rollout alone",
+                note=f"p95 {percentile(times[key], 95):.2f} s",
+            )
         )
     ctx.log(f"  plain apps/v1 rollout: p50 {ref:.2f}s p95 {percentile(times['plain'], 95):.2f}s")

@@ -85,7 +85,9 @@ def ensure_tools() -> None:
     if os.geteuid() != 0:
         raise SystemExit(f"needs {', '.join(missing)}: apt-get install {' '.join(missing)} (as root)")
     subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *missing], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    )
 
 
 def make_tree(root: Path) -> None:
@@ -123,16 +125,22 @@ def wait_ready(url: str) -> None:
 def start_ours(root: Path, port: int, work: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "miosa-operator"
     log = open(work / "ours-access.log", "wb")  # noqa: SIM115 - lives as long as the server
-    return subprocess.Popen([*pinned("0"), str(exe), "serve", "--dir", str(root), "--port", str(port), "--host", "127.0.0.1"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [*pinned("0"), str(exe), "serve", "--dir", str(root), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def start_nginx(root: Path, port: int, work: Path) -> subprocess.Popen[bytes]:
     conf = work / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=work, port=port, root=root))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    return subprocess.Popen([*pinned("0"), nginx, "-c", str(conf), "-e", str(work / "nginx-error.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [*pinned("0"), nginx, "-c", str(conf), "-e", str(work / "nginx-error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def load_cpus() -> str:
@@ -141,8 +149,12 @@ def load_cpus() -> str:
 
 
 def run_wrk(url: str, seconds: float) -> tuple[float, float, int]:
-    out = subprocess.run([*pinned(load_cpus()), "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency", url],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        [*pinned(load_cpus()), "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -151,12 +163,20 @@ def run_wrk(url: str, seconds: float) -> tuple[float, float, int]:
 
 
 def run_ab(url: str, seconds: float) -> tuple[float, float, int]:
-    out = subprocess.run([*pinned(load_cpus()), "ab", "-k", "-q", "-r", f"-c{CONNECTIONS}", f"-t{seconds:g}", "-n", "10000000",
-                          "-s", "10", url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        [*pinned(load_cpus()), "ab", "-k", "-q", "-r", f"-c{CONNECTIONS}", f"-t{seconds:g}", "-n", "10000000", "-s", "10", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
     rate = re.search(r"Requests per second:\s+([\d.]+)", out)
     p99 = re.search(r"^\s*99%\s+(\d+)", out, re.MULTILINE)
     failed = re.search(r"Failed requests:\s+(\d+)", out)
-    return float(rate.group(1)) if rate else 0.0, float(p99.group(1)) if p99 else float("nan"), int(failed.group(1)) if failed else -1
+    return (
+        float(rate.group(1)) if rate else 0.0,
+        float(p99.group(1)) if p99 else float("nan"),
+        int(failed.group(1)) if failed else -1,
+    )
 
 
 def measure(seconds: float, rounds: int) -> tuple[list[Cell], dict[str, object]]:
@@ -173,15 +193,22 @@ def measure(seconds: float, rounds: int) -> tuple[list[Cell], dict[str, object]]
     try:
         for port in ports.values():
             wait_ready(f"http://127.0.0.1:{port}/index.html")
-        cells = [(server, label, protocol) for server in ports for label in FILES for protocol in ("HTTP/1.1 (wrk)", "HTTP/1.0 keep-alive (ab -k)")]
+        cells = [
+            (server, label, protocol)
+            for server in ports
+            for label in FILES
+            for protocol in ("HTTP/1.1 (wrk)", "HTTP/1.0 keep-alive (ab -k)")
+        ]
         for round_ in range(rounds):
             random.Random(round_).shuffle(cells)
             for server, label, protocol in cells:
                 url = f"http://127.0.0.1:{ports[server]}/{FILES[label][0]}"
                 result = run_wrk(url, seconds) if protocol.startswith("HTTP/1.1") else run_ab(url, seconds)
                 samples.setdefault((server, label, protocol), []).append(result)
-                print(f"round {round_ + 1}: {server:22} {label:7} {protocol:28} {result[0]:10.0f} req/s  p99 {result[1]:8.1f} ms",
-                      flush=True)
+                print(
+                    f"round {round_ + 1}: {server:22} {label:7} {protocol:28} {result[0]:10.0f} req/s  p99 {result[1]:8.1f} ms",
+                    flush=True,
+                )
         rss = {name: _rss_kib(proc.pid) for name, proc in servers.items()}
     finally:
         for proc in servers.values():
@@ -192,8 +219,14 @@ def measure(seconds: float, rounds: int) -> tuple[list[Cell], dict[str, object]]
                 proc.kill()
         shutil.rmtree(work, ignore_errors=True)
     results = [
-        Cell(server, label, protocol, statistics.median(s[0] for s in runs), statistics.median(s[1] for s in runs),
-             sum(s[2] for s in runs))
+        Cell(
+            server,
+            label,
+            protocol,
+            statistics.median(s[0] for s in runs),
+            statistics.median(s[1] for s in runs),
+            sum(s[2] for s in runs),
+        )
         for (server, label, protocol), runs in sorted(samples.items())
     ]
     details = {"seconds": seconds, "rounds": rounds, "connections": CONNECTIONS, "rss_kib_after": rss, "machine": _machine()}
@@ -225,7 +258,10 @@ def _machine() -> dict[str, object]:
 
 
 def table(cells: list[Cell]) -> str:
-    rows = ["| file | protocol | miosa-operator serve req/s | p99 | nginx req/s | p99 | ours / nginx |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| file | protocol | miosa-operator serve req/s | p99 | nginx req/s | p99 | ours / nginx |",
+        "|---|---|---|---|---|---|---|",
+    ]
     by_key = {(c.server, c.file, c.protocol): c for c in cells}
     for label in FILES:
         for protocol in ("HTTP/1.1 (wrk)", "HTTP/1.0 keep-alive (ab -k)"):
@@ -238,8 +274,9 @@ def table(cells: list[Cell]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each cell (default: 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported (default: 3)")
     parser.add_argument("--json", help="also write the results here")

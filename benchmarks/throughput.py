@@ -106,27 +106,55 @@ def run(ctx: Context) -> None:
         watcher.close()
     base_elapsed = max(t for t, n, s in watcher.events if s.get("state") in ("ready", "failed")) - t0
     base_cpu = time.process_time() - cpu_before
-    ctx.log(f"  baseline: {base_elapsed:.1f}s, benchmark process CPU {base_cpu:.0f}s; per version: {costs.summary(base_requests)}")
+    ctx.log(
+        f"  baseline: {base_elapsed:.1f}s, benchmark process CPU {base_cpu:.0f}s; per version: {costs.summary(base_requests)}"
+    )
 
     ctx.results.details["throughput"] = {
-        "versions": total, "operator_s": op_elapsed, "operator_create_s": created, "operator_failed": failed,
-        "operator_cpu_s": op_cpu, "baseline_s": base_elapsed, "baseline_workers": workers,
-        "baseline_process_cpu_s": base_cpu, "api_requests_per_version": {"operator": op_requests, "baseline": base_requests},
+        "versions": total,
+        "operator_s": op_elapsed,
+        "operator_create_s": created,
+        "operator_failed": failed,
+        "operator_cpu_s": op_cpu,
+        "baseline_s": base_elapsed,
+        "baseline_workers": workers,
+        "baseline_process_cpu_s": base_cpu,
+        "api_requests_per_version": {"operator": op_requests, "baseline": base_requests},
     }
     ctx.results.add(
-        Row("2", f"throughput, {total} versions / {DEPLOYMENTS} Deployments", total / op_elapsed, "versions/s",
-            total / base_elapsed, f"plain script, {workers} threads", target="≥0.8× plain script",
-            ok=base_elapsed / op_elapsed >= 0.8 and failed == 0, better="higher",
-            note=f"{op_elapsed:.0f} s vs {base_elapsed:.0f} s" + (f"; {failed} FAILED" if failed else ""))
+        Row(
+            "2",
+            f"throughput, {total} versions / {DEPLOYMENTS} Deployments",
+            total / op_elapsed,
+            "versions/s",
+            total / base_elapsed,
+            f"plain script, {workers} threads",
+            target="≥0.8× plain script",
+            ok=base_elapsed / op_elapsed >= 0.8 and failed == 0,
+            better="higher",
+            note=f"{op_elapsed:.0f} s vs {base_elapsed:.0f} s" + (f"; {failed} FAILED" if failed else ""),
+        )
     )
     ctx.results.add(
-        Row("2", "operator CPU per version (throughput run; process tree: operator, fork server, ingestion workers)", op_cpu / total * 1000, "ms", base_cpu / total * 1000,
-            "plain script's whole process, incl. its creates")
+        Row(
+            "2",
+            "operator CPU per version (throughput run; process tree: operator, fork server, ingestion workers)",
+            op_cpu / total * 1000,
+            "ms",
+            base_cpu / total * 1000,
+            "plain script's whole process, incl. its creates",
+        )
     )
     ctx.results.add(
-        Row("2", "API requests per version (throughput run, besides the create)", op_requests["requests_total"], "",
-            base_requests["requests_total"], "plain script",
-            note=f"watch events to the operator: {op_requests['watch_events_operator']}")
+        Row(
+            "2",
+            "API requests per version (throughput run, besides the create)",
+            op_requests["requests_total"],
+            "",
+            base_requests["requests_total"],
+            "plain script",
+            note=f"watch events to the operator: {op_requests['watch_events_operator']}",
+        )
     )
 
 
@@ -169,28 +197,56 @@ def real_sweep(ctx: Context) -> None:
         uri = item["status"]["artifactUri"]
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         ctx.s3.delete_object(Bucket=bucket, Key=key)
-        condition = {"type": "Ready", "status": "False", "reason": "ArtifactsCollected", "message": "collected",
-                     "observedGeneration": 1, "lastTransitionTime": stamp}
+        condition = {
+            "type": "Ready",
+            "status": "False",
+            "reason": "ArtifactsCollected",
+            "message": "collected",
+            "observedGeneration": 1,
+            "lastTransitionTime": stamp,
+        }
         custom.patch_namespaced_custom_object_status(
-            "deploy.miosa.io", "v1alpha1", base_ns, "deploymentversions", item["metadata"]["name"],
-            {"status": {"artifactsCollectedAt": stamp, "conditions": [condition]}}, _content_type="application/merge-patch+json",
+            "deploy.miosa.io",
+            "v1alpha1",
+            base_ns,
+            "deploymentversions",
+            item["metadata"]["name"],
+            {"status": {"artifactsCollectedAt": stamp, "conditions": [condition]}},
+            _content_type="application/merge-patch+json",
         )
     base_elapsed = time.perf_counter() - start
-    ctx.results.details["gc_real"] = {"checked": checked, "collected": collected, "api_calls": report.api_calls, "seconds": elapsed,
-                                      "baseline_seconds": base_elapsed, "baseline_versions": len(items)}
+    ctx.results.details["gc_real"] = {
+        "checked": checked,
+        "collected": collected,
+        "api_calls": report.api_calls,
+        "seconds": elapsed,
+        "baseline_seconds": base_elapsed,
+        "baseline_versions": len(items),
+    }
     ctx.results.add(
-        Row("7", f"real sweep, {checked:,} versions ({collected:,} collected)", elapsed, "s", base_elapsed,
-            f"plain loop: S3 DELETE + status PATCH, {len(items):,}", target="<10 s", ok=elapsed < 10,
-            note=f"{report.api_calls} API calls (Kube.calls) + {collected} HEAD+DELETE to S3")
+        Row(
+            "7",
+            f"real sweep, {checked:,} versions ({collected:,} collected)",
+            elapsed,
+            "s",
+            base_elapsed,
+            f"plain loop: S3 DELETE + status PATCH, {len(items):,}",
+            target="<10 s",
+            ok=elapsed < 10,
+            note=f"{report.api_calls} API calls (Kube.calls) + {collected} HEAD+DELETE to S3",
+        )
     )
 
 
 def _sharded_run(ctx: Context, count: int, leases: str, total: int) -> dict[str, float]:
     bundle, uri = ctx.site_bundle()
     processes = [
-        Operator(ctx.env, ctx.operator.log_path.with_name(f"{ctx.operator.log_path.stem}-{count}shards-{i}.log"),
-                 extra_env={"MIOSA_SHARDS": str(count), "MIOSA_SHARD_INDEX": str(i), "MIOSA_LEASE_NAMESPACE": leases},
-                 index=1 + i)
+        Operator(
+            ctx.env,
+            ctx.operator.log_path.with_name(f"{ctx.operator.log_path.stem}-{count}shards-{i}.log"),
+            extra_env={"MIOSA_SHARDS": str(count), "MIOSA_SHARD_INDEX": str(i), "MIOSA_LEASE_NAMESPACE": leases},
+            index=1 + i,
+        )
         for i in range(count)
     ]
     for process in processes:
@@ -242,7 +298,15 @@ def sharded(ctx: Context, counts: tuple[int, ...] = (1, 2, 4)) -> None:
         failed = details[str(count)]["failed"]
         note = f"plain script of 2: {total / plain:.1f}/s (ratio {rates[count] * plain / total:.2f})" if plain else ""
         ctx.results.add(
-            Row("10", f"throughput, {count} shard(s), {total} versions / {DEPLOYMENTS} Deployments", rates[count], "versions/s",
-                rates[counts[0]], "1 shard, same series", better="higher", ok=None if not failed else False,
-                note=note + (f"; {failed:.0f} FAILED" if failed else ""))
+            Row(
+                "10",
+                f"throughput, {count} shard(s), {total} versions / {DEPLOYMENTS} Deployments",
+                rates[count],
+                "versions/s",
+                rates[counts[0]],
+                "1 shard, same series",
+                better="higher",
+                ok=None if not failed else False,
+                note=note + (f"; {failed:.0f} FAILED" if failed else ""),
+            )
         )

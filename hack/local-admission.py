@@ -40,8 +40,12 @@ def local_documents(url: str, ca_pem: bytes) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="where the API server reaches the webhook, e.g. https://127.0.0.1:9443/promotion")
-    parser.add_argument("--ca", required=True, type=Path, help="PEM file of the CA (or self-signed certificate) the webhook serves with")
+    parser.add_argument(
+        "--url", required=True, help="where the API server reaches the webhook, e.g. https://127.0.0.1:9443/promotion"
+    )
+    parser.add_argument(
+        "--ca", required=True, type=Path, help="PEM file of the CA (or self-signed certificate) the webhook serves with"
+    )
     args = parser.parse_args()
     yaml.safe_dump_all(local_documents(args.url, args.ca.read_bytes()), sys.stdout, sort_keys=False)
     return 0

@@ -74,7 +74,11 @@ def write_archive(out: Path, name: str, config: dict, layers: list[Path]) -> str
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{config_digest}", "size": len(config_blob)},
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": f"sha256:{config_digest}",
+            "size": len(config_blob),
+        },
         "layers": [
             {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": f"sha256:{d}", "size": layer.stat().st_size}
             for d, layer in zip(diff_ids, layers, strict=True)

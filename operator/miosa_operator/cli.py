@@ -174,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--sha256", required=True, help="its expected sha256 (the version's status.artifactSha256)")
     fetch.add_argument("--dest", required=True, help="directory to create; its parent must be writable")
     fetch.add_argument(
-        "--retry-for", type=float, default=300.0, metavar="SECONDS",
+        "--retry-for",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
         help="keep retrying an unavailable endpoint this long (default: 300)",
     )
     fetch.set_defaults(func=_fetch)
@@ -184,9 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", required=True, type=int)
     serve.add_argument("--entrypoint", default="index.html", help="file served for / (default: index.html)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
-    serve.add_argument(
-        "--cache-bytes", type=int, default=32 << 20, help="memory for keeping small files (default: 32 MiB)"
-    )
+    serve.add_argument("--cache-bytes", type=int, default=32 << 20, help="memory for keeping small files (default: 32 MiB)")
     serve.set_defaults(func=_serve)
     gc = sub.add_parser("gc", help="collect artifacts of versions past retention (one sweep)")
     gc.add_argument("--dry-run", action="store_true", help="only report what would be collected")

@@ -87,8 +87,12 @@ class Coordination:
                     return
                 self.shard_lease.try_acquire()  # keep it while we wait
             if not said and self.clock() - waiting_since > poll * 3:
-                log.warning("%s: waiting for Lease %s/%s or for the shards of another layout to stop",
-                            self.shard, self.namespace, self.shard_lease.name)
+                log.warning(
+                    "%s: waiting for Lease %s/%s or for the shards of another layout to stop",
+                    self.shard,
+                    self.namespace,
+                    self.shard_lease.name,
+                )
                 said = True
             self._stop.wait(poll)
 
@@ -123,8 +127,12 @@ class Coordination:
             if self.shard_lease.try_acquire():
                 last_renewal = self.clock()
             elif self.clock() - last_renewal >= self.duration * 2 / 3:
-                log.error("%s: Lease %s not renewed for %.0f s; stopping so that no other process handles "
-                          "this shard next to us", self.shard, self.shard_lease.name, self.clock() - last_renewal)
+                log.error(
+                    "%s: Lease %s not renewed for %.0f s; stopping so that no other process handles this shard next to us",
+                    self.shard,
+                    self.shard_lease.name,
+                    self.clock() - last_renewal,
+                )
                 self._lead(False)
                 self.on_lost()
                 return

@@ -34,12 +34,12 @@ from .controllers.offboarding import PeriodicOffboarding, TenantOffboarding
 from .controllers.retention import Collector, PeriodicCollector
 from .controllers.versions import QueuedForSlot, VersionController
 from .coordination import Coordination
-from .kube.client import ApiError, Conflict, Kube, TransientApiError
+from .kube.client import ApiError, ClusterApi, Conflict, Kube, KubeApi, TransientApiError
 from .kube.tokenreview import TokenReviewer, api_review
 from .observability import context, instrument, metrics
 from .observability.census import VersionCensus
 from .observability.journal import Journal, JournaledKube
-from .render.runtime import StaticServer
+from .render.live import StaticServer
 from .serve.artifacts import ArtifactEndpoint, EndpointLimits
 from .settings import Settings
 from .sharding import Shard
@@ -53,10 +53,10 @@ class KopfEvents:
     """Kubernetes events through kopf's event poster (batched, non-blocking)."""
 
     def normal(self, body: dict[str, Any], reason: str, message: str) -> None:
-        kopf.event(body, type="Normal", reason=reason, message=message)
+        kopf.event(body, type="Normal", reason=reason, message=message)  # type: ignore[arg-type]  # any mapping with metadata
 
     def warning(self, body: dict[str, Any], reason: str, message: str) -> None:
-        kopf.event(body, type="Warning", reason=reason, message=message)
+        kopf.event(body, type="Warning", reason=reason, message=message)  # type: ignore[arg-type]  # any mapping with metadata
 
 
 WAITING = "waiting: "
@@ -77,7 +77,7 @@ class QuietCensus(logging.Filter):
     version (10,000 at startup), which would drown the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno <= logging.INFO and record.getMessage() == f"Handler '{count_version.__name__}' succeeded.")
+        return not (record.levelno <= logging.INFO and record.getMessage() == f"Handler '{count_version.__name__}' succeeded.")  # type: ignore[attr-defined]  # kopf returns the function
 
 
 def backoff(retry: int) -> float:
@@ -165,7 +165,7 @@ def static_server(config: Settings) -> StaticServer:
     return StaticServer(config.static_server_image, config.artifacts_pod_url, config.artifacts_audience, limits)
 
 
-def artifact_endpoint(config: Settings, kube: Kube) -> ArtifactEndpoint:
+def artifact_endpoint(config: Settings, kube: ClusterApi) -> ArtifactEndpoint:
     """The endpoint static pods download releases from, on its own thread and event loop."""
     reviewer = TokenReviewer(api_review(kube.api_client), config.artifacts_audience)
     limits = EndpointLimits(
@@ -183,7 +183,7 @@ def artifact_endpoint(config: Settings, kube: Kube) -> ArtifactEndpoint:
     return endpoint
 
 
-def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: Settings, kube: Kube) -> None:
+def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: Settings, kube: ClusterApi) -> None:
     if not config.webhook_enabled:
         log.warning("admission webhook disabled (MIOSA_WEBHOOK=off): promotions are only checked by the controller")
         return
@@ -229,7 +229,7 @@ async def _in_thread(memo: kopf.Memo, fn: Callable[..., Any], *args: Any) -> Any
     return await asyncio.get_running_loop().run_in_executor(memo.executor, functools.partial(copied.run, fn, *args))
 
 
-def _fresh(kube: Kube, body: dict[str, Any]) -> dict[str, Any] | None:
+def _fresh(kube: KubeApi, body: dict[str, Any]) -> dict[str, Any] | None:
     """The object as it is now (the handler's body is a snapshot); None once deleted."""
     try:
         return kube.get(meta.VERSION_PLURAL, body["metadata"]["namespace"], body["metadata"]["name"])
@@ -277,12 +277,15 @@ def retention_policy_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
     try:
         memo.retention.accept(dict(body))
     except ApiError as exc:
-        log.warning("could not mark RetentionPolicy %s/%s accepted: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"), exc)
+        log.warning(
+            "could not mark RetentionPolicy %s/%s accepted: %s",
+            body.get("metadata", {}).get("namespace"),
+            body.get("metadata", {}).get("name"),
+            exc,
+        )
 
 
-async def validate_promotion(
-    body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, warnings: list[str], **_: Any
-) -> None:
+async def validate_promotion(body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, warnings: list[str], **_: Any) -> None:
     """Refuse a promotedVersion that can never go live; admit one that may, with a warning."""
     verdict = await memo.admission.review(dict(body), dict(old) if old else None)
     warnings.extend(verdict.warnings)
@@ -292,9 +295,9 @@ async def validate_promotion(
 
 def register_webhooks() -> None:
     """Admission handlers exist only with a webhook server: kopf refuses to start otherwise."""
-    kopf.on.validate(
-        meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id=PROMOTION_WEBHOOK, operations=["CREATE", "UPDATE"]
-    )(instrument.admission_decisions("promotion", validate_promotion))
+    kopf.on.validate(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, id=PROMOTION_WEBHOOK, operations=["CREATE", "UPDATE"])(
+        instrument.admission_decisions("promotion", validate_promotion)
+    )
 
 
 @kopf.on.event("", "v1", "namespaces")
@@ -368,7 +371,7 @@ class SingletonWork:
     keeping the webhook configuration's caBundle.  Every shard builds it; the holder of the
     singletons' Lease starts it (``coordination``), an unsharded operator starts it at once."""
 
-    def __init__(self, config: Settings, retention: Collector, offboarding: TenantOffboarding, kube: Kube) -> None:
+    def __init__(self, config: Settings, retention: Collector, offboarding: TenantOffboarding, kube: ClusterApi) -> None:
         self.config, self.offboarding, self.kube = config, offboarding, kube
         self.sweeps = instrument.CountedSweeps(retention)
         self.ca_file: Path | None = None
@@ -394,20 +397,25 @@ class SingletonWork:
         self.running = []
 
 
-def join_shards(kube: Kube, config: Settings, singletons: SingletonWork) -> Coordination:
+def join_shards(kube: ClusterApi, config: Settings, singletons: SingletonWork) -> Coordination:
     """Hold this shard's Lease before any watch starts (kopf runs startup handlers first)."""
     check_sharded_watches(kube, config)
     identity = f"{socket.gethostname()}-{os.getpid()}"
     coordination = Coordination(
-        kube.api_client, config.shard, config.leases_namespace, identity, singletons,
-        on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM), duration=config.lease_seconds,
+        kube.api_client,
+        config.shard,
+        config.leases_namespace,
+        identity,
+        singletons,
+        on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM),
+        duration=config.lease_seconds,
     )
     coordination.join()
     coordination.start()
     return coordination
 
 
-def check_sharded_watches(kube: Kube, config: Settings) -> None:
+def check_sharded_watches(kube: ClusterApi, config: Settings) -> None:
     """Refuse to run as a shard where the API server would send every shard everything.
 
     A server that applies shard selectors validates them (an unsupported field path is an
@@ -416,9 +424,13 @@ def check_sharded_watches(kube: Kube, config: Settings) -> None:
     probe = "shardRange(object.metadata.name, '0x0000000000000000', '0x0000000000000001')"
     try:
         kube.api_client.call_api(
-            path, "GET", query_params=[("limit", "1"), ("shardSelector", probe)],
-            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-            _preload_content=False, _request_timeout=kube.timeouts.request_timeout,
+            path,
+            "GET",
+            query_params=[("limit", "1"), ("shardSelector", probe)],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=kube.timeouts.request_timeout,
         )
     except ApiException as exc:
         if "invalid shard selector" in str(exc.body):  # 400, or 500 from Kubernetes 1.37's alpha
@@ -438,7 +450,7 @@ SETTLED_STATES = ("ready", "failed", "archived")
 UNSETTLED_VERSIONS = ",".join(f"status.state!={state}" for state in SETTLED_STATES)
 
 
-def seed_census(kube: Kube, config: Settings) -> None:
+def seed_census(kube: ClusterApi, config: Settings) -> None:
     """Count this shard's settled versions, which the watch never shows (observability.census)."""
     shard = config.shard.selector if config.shard.sharded else ""
     try:
@@ -563,4 +575,4 @@ class QuietForgetting(logging.Filter):
     """kopf logs each event handler's success; forgetting a settled version is not news."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and record.getMessage() == f"Handler '{forget_gone.__name__}' succeeded.")
+        return not (record.levelno == logging.INFO and record.getMessage() == f"Handler '{forget_gone.__name__}' succeeded.")  # type: ignore[attr-defined]  # kopf returns the function

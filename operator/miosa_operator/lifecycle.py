@@ -25,7 +25,7 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopAwareLoop(asyncio.SelectorEventLoop):
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:  # type: ignore[override]  # typeshed types it with a TypeVarTuple
         if sig in _STOP_SIGNALS:
             inner = callback
 

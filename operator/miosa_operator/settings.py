@@ -85,7 +85,7 @@ def _resource_map(value: Any) -> Any:
     pairs = [part.strip() for part in value.split(",") if part.strip()]
     if any("=" not in pair for pair in pairs):
         raise ValueError("expected name=quantity pairs separated by commas, e.g. cpu=50m,memory=64Mi")
-    return dict(tuple(part.strip() for part in pair.split("=", 1)) for pair in pairs)
+    return {name.strip(): quantity.strip() for name, quantity in (pair.split("=", 1) for pair in pairs)}
 
 
 def _quantities(value: dict[str, str]) -> dict[str, str]:
@@ -105,7 +105,7 @@ CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 def env(name: str, *fallbacks: str, section: str, **kwargs: Any) -> Any:
     """A field read from ``name`` (or the first set fallback, e.g. boto3's own ``AWS_*``)."""
     alias: str | AliasChoices = AliasChoices(name, *fallbacks) if fallbacks else name
-    extra = {"section": section, "variables": (name, *fallbacks)}
+    extra: dict[str, Any] = {"section": section, "variables": (name, *fallbacks)}
     return Field(validation_alias=alias, json_schema_extra=extra, **kwargs)
 
 
@@ -204,28 +204,39 @@ class Settings(BaseSettings):
         "MIOSA_MAX_MEMBERS", section="limits", default=IngestLimits.max_members, gt=0, description="Members per bundle."
     )
     max_file_bytes: ByteSize = env(
-        "MIOSA_MAX_FILE_BYTES", section="limits", default=IngestLimits.max_file_bytes, gt=0, description="Bytes per file (`512Mi`)."
+        "MIOSA_MAX_FILE_BYTES",
+        section="limits",
+        default=IngestLimits.max_file_bytes,
+        gt=0,
+        description="Bytes per file (`512Mi`).",
     )
     max_total_bytes: ByteSize = env(
         "MIOSA_MAX_TOTAL_BYTES",
         section="limits",
         default=IngestLimits.max_total_bytes,
-        gt=0, description="Uncompressed bytes of all files of a bundle.",
+        gt=0,
+        description="Uncompressed bytes of all files of a bundle.",
     )
     max_compression_ratio: float = env(
         "MIOSA_MAX_COMPRESSION_RATIO",
         section="limits",
         default=IngestLimits.max_compression_ratio,
-        ge=1, description="Decompressed / compressed bytes, checked after the first MiB.",
+        ge=1,
+        description="Decompressed / compressed bytes, checked after the first MiB.",
     )
     max_path_bytes: ByteSize = env(
-        "MIOSA_MAX_PATH_BYTES", section="limits", default=IngestLimits.max_path_bytes, gt=0, description="Bytes of a member's path."
+        "MIOSA_MAX_PATH_BYTES",
+        section="limits",
+        default=IngestLimits.max_path_bytes,
+        gt=0,
+        description="Bytes of a member's path.",
     )
     max_bundle_bytes: ByteSize = env(
         "MIOSA_MAX_BUNDLE_BYTES",
         section="limits",
         default=IngestLimits.max_bundle_bytes,
-        gt=0, description="Bytes of the uploaded bundle itself.",
+        gt=0,
+        description="Bytes of the uploaded bundle itself.",
     )
     max_path_depth: int = env(
         "MIOSA_MAX_PATH_DEPTH",
@@ -339,9 +350,7 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="Address the artifact endpoint (static pods download releases from it) listens on.",
     )
-    artifacts_port: int = env(
-        "MIOSA_ARTIFACTS_PORT", section="artifacts", default=8081, ge=0, le=65535, description="Its port."
-    )
+    artifacts_port: int = env("MIOSA_ARTIFACTS_PORT", section="artifacts", default=8081, ge=0, le=65535, description="Its port.")
     artifacts_url: str | None = env(
         "MIOSA_ARTIFACTS_URL",
         section="artifacts",
@@ -474,9 +483,7 @@ class Settings(BaseSettings):
     )
 
     # ------------------------------------------------------------------ admission webhook
-    webhook_enabled: bool = env(
-        "MIOSA_WEBHOOK", section="webhook", default=True, description="Serve the admission webhook."
-    )
+    webhook_enabled: bool = env("MIOSA_WEBHOOK", section="webhook", default=True, description="Serve the admission webhook.")
     webhook_addr: str = env("MIOSA_WEBHOOK_ADDR", section="webhook", default="127.0.0.1", description="Address to listen on.")
     webhook_port: int = env("MIOSA_WEBHOOK_PORT", section="webhook", default=9443, ge=1, le=65535, description="Port.")
     webhook_host: str | None = env(
@@ -537,7 +544,10 @@ class Settings(BaseSettings):
 
     # ------------------------------------------------------------------ observability
     metrics_addr: str = env(
-        "MIOSA_METRICS_ADDR", section="observability", default="127.0.0.1", description="Address the `/metrics` endpoint listens on."
+        "MIOSA_METRICS_ADDR",
+        section="observability",
+        default="127.0.0.1",
+        description="Address the `/metrics` endpoint listens on.",
     )
     metrics_port: int = env(
         "MIOSA_METRICS_PORT",
@@ -566,10 +576,17 @@ class Settings(BaseSettings):
         "upload prefix (pair with `MIOSA_SOURCE_PREFIXES=<uploads>/{namespace}/`).",
     )
     api_spool_dir: str | None = env(
-        "MIOSA_API_SPOOL_DIR", section="api", default=None, description="Where a published bundle is spooled and hashed (default: the temp dir)."
+        "MIOSA_API_SPOOL_DIR",
+        section="api",
+        default=None,
+        description="Where a published bundle is spooled and hashed (default: the temp dir).",
     )
     api_max_bundle_bytes: ByteSize = env(
-        "MIOSA_API_MAX_BUNDLE_BYTES", section="api", default=512 << 20, gt=0, description="Largest bundle a publish accepts (413)."
+        "MIOSA_API_MAX_BUNDLE_BYTES",
+        section="api",
+        default=512 << 20,
+        gt=0,
+        description="Largest bundle a publish accepts (413).",
     )
     api_max_json_bytes: ByteSize = env(
         "MIOSA_API_MAX_JSON_BYTES", section="api", default=64 << 10, gt=0, description="Largest JSON request body (413)."
@@ -581,7 +598,11 @@ class Settings(BaseSettings):
         "MIOSA_API_MAX_UPLOADS", section="api", default=8, ge=1, description="Bundle uploads in progress, all tenants (429)."
     )
     api_max_uploads_per_tenant: int = env(
-        "MIOSA_API_MAX_UPLOADS_PER_TENANT", section="api", default=2, ge=1, description="Bundle uploads in progress per namespace (429)."
+        "MIOSA_API_MAX_UPLOADS_PER_TENANT",
+        section="api",
+        default=2,
+        ge=1,
+        description="Bundle uploads in progress per namespace (429).",
     )
     api_auth_cache_seconds: float = env(
         "MIOSA_API_AUTH_CACHE_SECONDS",
@@ -593,13 +614,19 @@ class Settings(BaseSettings):
     api_auth_cache_entries: int = env(
         "MIOSA_API_AUTH_CACHE_ENTRIES", section="api", default=10_000, ge=1, description="Cached review answers at most (LRU)."
     )
-    api_page_size: int = env("MIOSA_API_PAGE_SIZE", section="api", default=20, ge=1, description="Versions per page without `limit`.")
+    api_page_size: int = env(
+        "MIOSA_API_PAGE_SIZE", section="api", default=20, ge=1, description="Versions per page without `limit`."
+    )
     api_max_page_size: int = env("MIOSA_API_MAX_PAGE_SIZE", section="api", default=100, ge=1, description="Largest `limit`.")
     api_max_wait_seconds: float = env(
         "MIOSA_API_MAX_WAIT_SECONDS", section="api", default=300.0, gt=0, description="Cap of `?wait=true` (its `timeout`)."
     )
     api_kube_timeout: float = env(
-        "MIOSA_API_KUBE_TIMEOUT", section="api", default=30.0, gt=0, description="Timeout of each call to the Kubernetes API server."
+        "MIOSA_API_KUBE_TIMEOUT",
+        section="api",
+        default=30.0,
+        gt=0,
+        description="Timeout of each call to the Kubernetes API server.",
     )
     api_max_connections: int = env(
         "MIOSA_API_MAX_CONNECTIONS", section="api", default=200, ge=1, description="Concurrent connections served (503 beyond)."
@@ -614,7 +641,10 @@ class Settings(BaseSettings):
 
     # ------------------------------------------------------------------ kubectl miosa publish
     client_api_url: str | None = env(
-        "MIOSA_API_URL", section="plugin", default=None, description="`kubectl miosa publish`: the HTTP API's address (or `--api`)."
+        "MIOSA_API_URL",
+        section="plugin",
+        default=None,
+        description="`kubectl miosa publish`: the HTTP API's address (or `--api`).",
     )
     client_api_token: str | None = env(
         "MIOSA_API_TOKEN",
@@ -734,9 +764,7 @@ class Settings(BaseSettings):
         verify releases with the very limits the operator ingested them with."""
         values = self.model_dump()
         return {
-            _variables(info)[0]: str(values[name])
-            for name, info in Settings.model_fields.items()
-            if _section(info) == "limits"
+            _variables(info)[0]: str(values[name]) for name, info in Settings.model_fields.items() if _section(info) == "limits"
         }
 
     @property

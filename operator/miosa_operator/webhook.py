@@ -52,7 +52,7 @@ from .api import meta
 from .api.models import VersionKind
 from .domain.admission import ALLOWED, Verdict, namespace_mismatch, requested_promotion, review_promotion
 from .domain.promotion import VersionView
-from .kube.client import ApiError, Kube
+from .kube.client import ApiError, KubeApi, WebhookConfigurations
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ PROMOTION_WEBHOOK = "promotion"
 class PromotionReviewer:
     """Answers promotion reviews with one lookup, on threads that nothing else uses."""
 
-    def __init__(self, kube: Kube, workers: int) -> None:
+    def __init__(self, kube: KubeApi, workers: int) -> None:
         self.kube = kube
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="miosa-admission")
 
@@ -130,7 +130,7 @@ class AdmissionServer(kopf.WebhookServer):
         super().__init__(**kwargs)
         self.client_names = client_names
 
-    async def __call__(self, fn: kopf.WebhookFn):  # type: ignore[override]
+    async def __call__(self, fn: kopf.WebhookFn):
         async def screened(review: Any, *, sslpeer: Any = None, **kwargs: Any) -> Any:
             refusal = screen(review, sslpeer, self.client_names)
             if refusal:
@@ -165,7 +165,7 @@ def admission_server(config: Settings) -> AdmissionServer:
 # ---------------------------------------------------------------------- the configuration's CA
 
 
-def ensure_ca_bundle(kube: Kube, name: str, ca_pem: bytes) -> bool:
+def ensure_ca_bundle(kube: WebhookConfigurations, name: str, ca_pem: bytes) -> bool:
     """Make every webhook of configuration ``name`` trust ``ca_pem``; True if it changed.
 
     The chart templates the configuration (rules, matchConditions); the operator touches only

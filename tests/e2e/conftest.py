@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from envfile import read_env_file  # tests/envfile.py, shared with the benchmarks
+
 from .slots import ARTIFACTS_PORT, CACHE, ENV_DIR, METRICS_PORT, WEBHOOK_PORT, environment_variables
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,15 +45,6 @@ def _env_script(command: str, timeout: float, *flags: str) -> None:
         timeout=timeout,
         env={**os.environ, **environment_variables()},
     )
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r"export (\w+)=(.*)$", line)
-        if match and match.group(1) != "PATH":
-            values[match.group(1)] = match.group(2)
-    return values
 
 
 @dataclass
@@ -80,7 +73,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Environment]:
         # The real node (kubelet + containerd) only when a collected test runs pods on it.
         real_node = any(item.get_closest_marker("realnode") for item in request.session.items)
         _env_script("up", 3600, *(["--real-node"] if real_node else []))
-    environment = Environment(_read_env_file(ENV_DIR / "env"))
+    environment = Environment(read_env_file(ENV_DIR / "env"))
     saved = {k: os.environ.get(k) for k in environment.values}
     os.environ.update(environment.values)
     try:
@@ -131,6 +124,7 @@ def namespace(env: Environment, api: client.ApiClient, request: pytest.FixtureRe
 
 
 # ---------------------------------------------------------------------------- tenants
+
 
 @dataclass
 class Tenant:
@@ -207,10 +201,12 @@ class OperatorProcess:
 
     def start(self) -> None:
         exe = Path(sys.executable).parent / "miosa-operator"
-        command = [str(exe), "run", "--standalone"] if exe.exists() else [sys.executable, "-m", "miosa_operator", "run", "--standalone"]
+        command = (
+            [str(exe), "run", "--standalone"] if exe.exists() else [sys.executable, "-m", "miosa_operator", "run", "--standalone"]
+        )
         command += self.extra_args
         self.starts += 1
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the operator process writes it until stopped
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(

@@ -82,7 +82,7 @@ def _start(name: str, args: list[str], env: Environment, logs: Path, health_port
     proc = subprocess.Popen(
         [str(BIN / name), *args, f"--health-addr=127.0.0.1:{health_port}", "--log-level=debug"],
         env={**os.environ, "KUBECONFIG": env.kubeconfig, "RUNTIME_NAMESPACE": "flux-system"},
-        stdout=open(log, "ab"),
+        stdout=open(log, "ab"),  # noqa: SIM115 - the controller process writes it until stopped
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -218,8 +218,14 @@ def flux_controllers(env: Environment, api: client.ApiClient, tmp_path_factory: 
     crds = crd_dir()
     assert (crds / ".done").exists(), f"Flux CRDs missing in {crds}: run hack/build-binaries.sh"
     env.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-    env.kubectl("wait", "--for=condition=Established", "crd", "buckets.source.toolkit.fluxcd.io",
-                "kustomizations.kustomize.toolkit.fluxcd.io", "--timeout=60s")
+    env.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "buckets.source.toolkit.fluxcd.io",
+        "kustomizations.kustomize.toolkit.fluxcd.io",
+        "--timeout=60s",
+    )
     env.kubectl("create", "namespace", "flux-system", check=False)
     try:
         env.s3().create_bucket(Bucket=GITOPS_BUCKET)
@@ -248,4 +254,3 @@ def flux_controllers(env: Environment, api: client.ApiClient, tmp_path_factory: 
     finally:
         for controller in (kustomize, source):
             controller.stop()
-

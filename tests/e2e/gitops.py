@@ -30,9 +30,7 @@ def kubectl(
 ) -> subprocess.CompletedProcess[str]:
     """The kubectl binary with the given credentials (``KUBECTL_APPLYSET`` etc. through ``env``)."""
     command = [str(KUBECTL), "--kubeconfig", str(kubeconfig), *args]
-    done = subprocess.run(
-        command, capture_output=True, text=True, input=input, timeout=180, env={**os.environ, **(env or {})}
-    )
+    done = subprocess.run(command, capture_output=True, text=True, input=input, timeout=180, env={**os.environ, **(env or {})})
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
@@ -45,7 +43,9 @@ def deployment_manifest(name: str, promoted: str | None, **spec: Any) -> dict[st
     return {"apiVersion": API_VERSION, "kind": "Deployment", "metadata": {"name": name}, "spec": body}
 
 
-def version_manifest(name: str, deployment: str, uri: str, digest: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def version_manifest(
+    name: str, deployment: str, uri: str, digest: str, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name}
     if annotations:
         metadata["annotations"] = annotations

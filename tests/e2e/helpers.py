@@ -33,7 +33,12 @@ class Objects:
         self.namespace = namespace
 
     def create_deployment(self, name: str, kind: str = "static", **spec: Any) -> dict[str, Any]:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Deployment", "metadata": {"name": name}, "spec": {"kind": kind, **spec}}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {"kind": kind, **spec},
+        }
         return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "deployments", body)
 
     def create_version(self, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:

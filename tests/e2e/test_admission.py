@@ -167,6 +167,7 @@ def test_a_promotion_is_admitted_within_2s_while_slow_ingestions_fill_every_work
         for i in range(2):
             slow.append((objects, upload_version(env, objects, "big", f"big-{i}", size=256 * 1024)))
     try:
+
         def all_building() -> bool:
             states = [(objects.version(name).get("status") or {}).get("state") for objects, name in slow]
             return states.count("building") >= INGESTION_SLOTS and proxy.active >= INGESTION_SLOTS
@@ -207,7 +208,12 @@ def test_while_the_operator_is_down_only_promotions_are_refused(
         assert not webhook_listening()
         # Writes that do not touch spec.promotedVersion never reach the webhook.
         labelled = mine.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, tenant.namespace, "deployments", "site", {"metadata": {"labels": {"team": "web"}}, "spec": {"replicas": 2}}
+            GROUP,
+            VERSION,
+            tenant.namespace,
+            "deployments",
+            "site",
+            {"metadata": {"labels": {"team": "web"}}, "spec": {"replicas": 2}},
         )
         assert labelled["metadata"]["labels"]["team"] == "web" and labelled["spec"]["replicas"] == 2
         # The actor rule is the API server's own: it holds while the operator is down.
@@ -233,7 +239,9 @@ def post_review(review: dict[str, Any], client_cert: tuple[Path, Path] | None) -
     if client_cert:
         context.load_cert_chain(*client_cert)
     request = urllib.request.Request(
-        f"https://127.0.0.1:{WEBHOOK_PORT}/promotion", data=json.dumps(review).encode(), headers={"Content-Type": "application/json"}
+        f"https://127.0.0.1:{WEBHOOK_PORT}/promotion",
+        data=json.dumps(review).encode(),
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, context=context, timeout=10) as response:
         return json.loads(response.read())
@@ -241,7 +249,11 @@ def post_review(review: dict[str, Any], client_cert: tuple[Path, Path] | None) -
 
 def probe(namespace: str, object_namespace: str, version: str) -> dict[str, Any]:
     """What a tenant would post to learn whether ``version`` exists in another namespace."""
-    deployment = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Deployment", "metadata": {"name": "site", "namespace": object_namespace}}
+    deployment = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Deployment",
+        "metadata": {"name": "site", "namespace": object_namespace},
+    }
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -385,14 +397,20 @@ def test_server_side_apply_creates_and_reapplying_changes_nothing(
     version = admin.version("site-v1")
     assert version["metadata"]["labels"]["deploy.miosa.io/external-workspace-id"] == "acme"  # the operator's label
     time.sleep(3)  # let every follow-up write of the operator land
-    before = {kind: body["metadata"]["resourceVersion"] for kind, body in (("version", admin.version("site-v1")), ("deployment", admin.deployment("site")))}
+    before = {
+        kind: body["metadata"]["resourceVersion"]
+        for kind, body in (("version", admin.version("site-v1")), ("deployment", admin.deployment("site")))
+    }
     events = len(client.CoreV1Api(api).list_namespaced_event(tenant.namespace).items)
 
     again = kubectl_as(env, tenant, "apply", "--server-side", "--field-manager=gitops", "-f", "-", input=manifest)
     assert again.returncode == 0, again.stderr
     assert "unchanged" in again.stdout or again.stdout.count("serverside-applied") == 2, again.stdout
     time.sleep(3)
-    after = {kind: body["metadata"]["resourceVersion"] for kind, body in (("version", admin.version("site-v1")), ("deployment", admin.deployment("site")))}
+    after = {
+        kind: body["metadata"]["resourceVersion"]
+        for kind, body in (("version", admin.version("site-v1")), ("deployment", admin.deployment("site")))
+    }
     assert after == before, "re-applying the same manifests must not write anything"
     assert len(client.CoreV1Api(api).list_namespaced_event(tenant.namespace).items) == events
 
@@ -405,12 +423,17 @@ def test_server_side_apply_creates_and_reapplying_changes_nothing(
     )
     assert forced.returncode != 0 and "written only by the operator" in forced.stderr
     # Its own labels are the tenant's to manage.
-    assert tenant_objects(tenant).patch_version("site-v1", {"metadata": {"labels": {"team": "web"}}})["metadata"]["labels"]["team"] == "web"
+    assert (
+        tenant_objects(tenant).patch_version("site-v1", {"metadata": {"labels": {"team": "web"}}})["metadata"]["labels"]["team"]
+        == "web"
+    )
 
 
 def test_a_version_may_carry_only_the_labels_its_spec_derives(env: Environment, operator: OperatorProcess, tenants: Any) -> None:
     tenant = tenants("a")
-    spec = static_spec("site", f"s3://{UPLOADS_BUCKET}/{tenant.namespace}/x.tar.gz", "0" * 64, attribution={"externalWorkspaceId": "acme"})
+    spec = static_spec(
+        "site", f"s3://{UPLOADS_BUCKET}/{tenant.namespace}/x.tar.gz", "0" * 64, attribution={"externalWorkspaceId": "acme"}
+    )
 
     def create(name: str, labels: dict[str, str]) -> int:
         try:

@@ -28,11 +28,19 @@ def test_deployment_becomes_available_and_service_gets_endpoints(api: client.Api
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {  # the namespace enforces Pod Security "restricted"
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [{
-                            "name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}],
-                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        }],
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": "web",
+                                "image": "nginx:1.27",
+                                "ports": [{"containerPort": 80}],
+                                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                            }
+                        ],
                     },
                 },
             },
@@ -55,11 +63,7 @@ def test_deployment_becomes_available_and_service_gets_endpoints(api: client.Api
     def ready_endpoints() -> list[str]:
         slices = discovery.list_namespaced_endpoint_slice(namespace, label_selector="kubernetes.io/service-name=web").items
         return [
-            address
-            for s in slices
-            for e in s.endpoints or []
-            if e.conditions and e.conditions.ready
-            for address in e.addresses
+            address for s in slices for e in s.endpoints or [] if e.conditions and e.conditions.ready for address in e.addresses
         ]
 
     addresses = wait_until(lambda: len(set(ready_endpoints())) == 2 and ready_endpoints(), timeout=60, what="two ready endpoints")
@@ -174,7 +178,9 @@ def test_s3_refuses_overwrite_with_if_none_match_and_returns_exact_bytes(env: En
 
 def test_binaries_report_real_releases(env: Environment) -> None:
     pins = dict(
-        line.split("=", 1) for line in (REPO / "hack" / "versions.env").read_text().splitlines() if "=" in line and not line.startswith("#")
+        line.split("=", 1)
+        for line in (REPO / "hack" / "versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
     )
     info = json.loads(env.kubectl("version", "-o", "json").stdout)
     assert info["clientVersion"]["gitVersion"] == f"v{pins['K8S_VERSION']}"

@@ -96,9 +96,7 @@ def test_fetch_unpacks_a_release_from_s3_and_serve_serves_it(env: Environment, s
         assert server.wait(timeout=10) == 0
 
 
-def test_fetch_refuses_a_tampered_release_and_leaves_dest_empty(
-    env: Environment, s3_prefix: str, tmp_path: Path
-) -> None:
+def test_fetch_refuses_a_tampered_release_and_leaves_dest_empty(env: Environment, s3_prefix: str, tmp_path: Path) -> None:
     data, sha = canonical_release(SITE)
     middle = len(data) // 2
     tampered = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]

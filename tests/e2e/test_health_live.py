@@ -76,7 +76,9 @@ def test_versions_and_deployments_in_every_state(
     wait_until(lambda: condition(objects.deployment("empty"), "Ready"), what="empty Deployment's conditions")
     policy = {"apiVersion": "deploy.miosa.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "default"}, "spec": {}}
     objects.custom.create_namespaced_custom_object("deploy.miosa.io", "v1alpha1", namespace, "retentionpolicies", policy)
-    retention = objects.custom.get_namespaced_custom_object("deploy.miosa.io", "v1alpha1", namespace, "retentionpolicies", "default")
+    retention = objects.custom.get_namespaced_custom_object(
+        "deploy.miosa.io", "v1alpha1", namespace, "retentionpolicies", "default"
+    )
 
     check(
         {
@@ -92,11 +94,16 @@ def test_versions_and_deployments_in_every_state(
     )
 
 
-def test_waiting_for_a_building_version_then_its_failure(
+def wait_pending(objects: Objects, name: str) -> None:
+    reason = lambda: (condition(objects.version(name), "Ready") or {}).get("reason")  # noqa: E731
+    wait_until(lambda: reason() == "ArtifactPending", what=f"{name} waits for its bundle")
+
+
+def test_waiting_for_a_pending_version_then_its_failure(
     env: Environment, api: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
-    """A version whose bundle is not uploaded yet stays building (the CI upload may trail the
-    commit): promoting it makes the Deployment wait, and it rolls out once the bundle is
+    """A version whose bundle is not uploaded yet waits for it (``created``, ArtifactPending: the
+    CI upload may trail the commit): promoting it makes the Deployment wait, and it rolls out once the bundle is
     there; a bundle that then turns out wrong fails the version, and the Deployment says so."""
     objects = Objects(api, namespace)
     objects.create_deployment("site")
@@ -109,16 +116,16 @@ def test_waiting_for_a_building_version_then_its_failure(
     data = tar_gz({"index.html": b"<h1>v2</h1>"})
     late = f"s3://{UPLOADS_BUCKET}/{namespace}/site-v2.tar.gz"
     objects.create_version("site-v2", static_spec("site", late, sha256(data)))
-    objects.wait_state("site-v2", "building")
+    wait_pending(objects, "site-v2")
     promote(objects, "site", "site-v2")
     reason = lambda: (condition(objects.deployment("site"), "Ready") or {}).get("reason")  # noqa: E731
     wait_until(lambda: reason() == "WaitingForVersion", what="WaitingForVersion")
-    check({"version-building": objects.version("site-v2"), "deployment-waiting-for-version": objects.deployment("site")})
+    check({"version-artifact-pending": objects.version("site-v2"), "deployment-waiting-for-version": objects.deployment("site")})
     env.s3().put_object(Bucket=UPLOADS_BUCKET, Key=f"{namespace}/site-v2.tar.gz", Body=data)
     wait_live(objects, "site", "site-v2")
 
     objects.create_version("site-v3", static_spec("site", f"s3://{UPLOADS_BUCKET}/{namespace}/site-v3.tar.gz", "0" * 64))
-    objects.wait_state("site-v3", "building")
+    wait_pending(objects, "site-v3")
     promote(objects, "site", "site-v3")
     wait_until(lambda: reason() == "WaitingForVersion", what="WaitingForVersion")
     env.s3().put_object(Bucket=UPLOADS_BUCKET, Key=f"{namespace}/site-v3.tar.gz", Body=data)  # not what the sha256 says
@@ -138,7 +145,9 @@ def test_reverted_rollout(api: client.ApiClient, namespace: str, operator: Opera
     promote(objects, "app", "app-v1")
     wait_live(objects, "app", "app-v1")
     # From now on no new pod fits: v2's rollout cannot become available and is reverted.
-    client.CoreV1Api(api).create_namespaced_resource_quota(namespace, {"metadata": {"name": "full"}, "spec": {"hard": {"pods": "1"}}})
+    client.CoreV1Api(api).create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "full"}, "spec": {"hard": {"pods": "1"}}}
+    )
     promote(objects, "app", "app-v2")
     stalled = lambda: (condition(objects.deployment("app"), "Stalled") or {}).get("status") == "True"  # noqa: E731
     wait_until(stalled, timeout=90, what="revert")

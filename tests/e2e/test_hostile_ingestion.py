@@ -87,7 +87,9 @@ def test_every_attack_fails_with_its_reason_without_hurting_the_operator_or_anot
     uploads = {name: upload(env, attacker.namespace, f"{i}.bundle", data) for i, (name, (_, data)) in enumerate(shapes.items())}
     widest = hostile.widest_accepted()
     widest_uri = upload(env, attacker.namespace, "widest.tar", widest)
-    watched = len(client.CustomObjectsApi(api).list_cluster_custom_object("deploy.miosa.io", "v1alpha1", "deploymentversions")["items"])
+    watched = len(
+        client.CustomObjectsApi(api).list_cluster_custom_object("deploy.miosa.io", "v1alpha1", "deploymentversions")["items"]
+    )
 
     with MemorySampler(pid) as memory:
         names = {}

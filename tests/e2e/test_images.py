@@ -30,8 +30,9 @@ pytestmark = pytest.mark.realnode
 
 # The operator's archive is named by the hash of its inputs (the last of `paths`).
 ARCHIVE = Path(
-    subprocess.run(["bash", str(REPO / "hack" / "build-images.sh"), "paths"], check=True, capture_output=True, text=True)
-    .stdout.split()[-1]
+    subprocess.run(
+        ["bash", str(REPO / "hack" / "build-images.sh"), "paths"], check=True, capture_output=True, text=True
+    ).stdout.split()[-1]
 )
 
 
@@ -94,6 +95,7 @@ def image() -> tuple[dict[str, Any], list[str], dict[str, bytes]]:
     if not ARCHIVE.exists():
         pytest.fail(f"{ARCHIVE} is missing: run hack/build-images.sh (make images)")
     with tarfile.open(ARCHIVE) as outer:
+
         def blob(digest: str) -> Any:
             return outer.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
 

@@ -22,9 +22,20 @@ KIND_VALUES = REPO / "hack" / "kind-values.yaml"
 
 def rendered(env: Environment, namespace: str, release: str = "miosa-operator") -> list[dict[str, Any]]:
     result = subprocess.run(
-        [str(env.bin_dir / "helm"), "template", release, str(REPO / "charts" / "miosa-operator"),
-         "--namespace", namespace, "--values", str(KIND_VALUES)],
-        capture_output=True, text=True, check=True, timeout=120,
+        [
+            str(env.bin_dir / "helm"),
+            "template",
+            release,
+            str(REPO / "charts" / "miosa-operator"),
+            "--namespace",
+            namespace,
+            "--values",
+            str(KIND_VALUES),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
@@ -38,7 +49,7 @@ def test_kind_values_render_the_loaded_image_never_pulled(env: Environment) -> N
     assert container["imagePullPolicy"] == "Never", "kind load puts the image on the node; nothing may pull it"
     static_image = {e["name"]: e.get("value") for e in container["env"]}["MIOSA_STATIC_SERVER_IMAGE"]
     assert static_image == image.group(1), "static server pods use the loaded image too"
-    assert "docker build -t \"$IMAGE\"" in KIND_SCRIPT.read_text()
+    assert 'docker build -t "$IMAGE"' in KIND_SCRIPT.read_text()
     assert 'kind load docker-image "$IMAGE"' in KIND_SCRIPT.read_text()
 
 

@@ -126,9 +126,7 @@ def test_server_side_apply_as_a_tenant_and_reapply_changes_nothing(
     version = json.loads(kubectl(kubeconfig, "get", "dver", "site-v1", "-o", "json", "--show-managed-fields").stdout)
     managers = {(m["manager"], m["operation"], m.get("subresource", "")) for m in version["metadata"]["managedFields"]}
     assert ("kubectl", "Apply", "") in managers
-    operator_spec = [
-        m for m in version["metadata"]["managedFields"] if m["manager"] != "kubectl" and not m.get("subresource")
-    ]
+    operator_spec = [m for m in version["metadata"]["managedFields"] if m["manager"] != "kubectl" and not m.get("subresource")]
     assert all("f:spec" not in m.get("fieldsV1", {}) for m in operator_spec), operator_spec
 
 
@@ -179,4 +177,3 @@ def test_apply_prune_with_an_applyset_keeps_version_records(
     assert "site-v2" in refused.stderr
     assert objects.version("site-v2")["status"]["state"] in ("ready", "archived")
     assert condition(objects.deployment("site"), "Ready")["status"] == "True"
-

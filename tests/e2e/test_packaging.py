@@ -111,7 +111,10 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     host = f"{RELEASE}-webhook.{namespace}.svc"
     assert variables["MIOSA_WEBHOOK_HOST"] == host
     # The webhook listens on the pod's own address only.
-    assert variables["MIOSA_WEBHOOK_ADDR"] == {"fieldRef": {"fieldPath": "status.podIP"}} and variables["MIOSA_WEBHOOK_PORT"] == "9443"
+    assert (
+        variables["MIOSA_WEBHOOK_ADDR"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+        and variables["MIOSA_WEBHOOK_PORT"] == "9443"
+    )
     assert variables["MIOSA_WEBHOOK_CONFIGURATION"] == RELEASE and "MIOSA_WEBHOOK_CLIENT_CA" not in variables
     assert variables["MIOSA_RELEASES_URI"] == "file:///var/lib/miosa-operator/releases"
     assert (variables["MIOSA_RETENTION_DAYS"], variables["MIOSA_ROLLBACK_WINDOW"]) == ("30", "5")
@@ -133,7 +136,11 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     metrics_service = services[f"{RELEASE}-metrics"]
     assert [(p["port"], p["targetPort"]) for p in metrics_service["spec"]["ports"]] == [(8082, "metrics")]
     assert {"name": "metrics", "containerPort": 8082, "protocol": "TCP"} in container["ports"]
-    assert (variables["MIOSA_METRICS_ADDR"], variables["MIOSA_METRICS_PORT"], variables["MIOSA_LOG_FORMAT"]) == ("0.0.0.0", "8082", "text")
+    assert (variables["MIOSA_METRICS_ADDR"], variables["MIOSA_METRICS_PORT"], variables["MIOSA_LOG_FORMAT"]) == (
+        "0.0.0.0",
+        "8082",
+        "text",
+    )
 
     # The generated certificate is valid for the Service's DNS name and chains to ca.crt.
     (secret,) = by_kind(docs, "Secret")
@@ -150,15 +157,25 @@ def test_helm_chart_with_crds_is_accepted_by_the_api_server(env: Environment, cr
     (webhooks,) = by_kind(docs, "ValidatingWebhookConfiguration")
     (webhook,) = webhooks["webhooks"]
     assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
-    assert webhook["clientConfig"]["service"] == {"namespace": namespace, "name": f"{RELEASE}-webhook", "path": "/promotion", "port": 443}
+    assert webhook["clientConfig"]["service"] == {
+        "namespace": namespace,
+        "name": f"{RELEASE}-webhook",
+        "path": "/promotion",
+        "port": 443,
+    }
     assert (webhook["failurePolicy"], webhook["sideEffects"]) == ("Fail", "None")
     assert "promotedVersion" in webhook["matchConditions"][0]["expression"]
-    assert {d["metadata"]["name"] for d in by_kind(docs, "MutatingAdmissionPolicy")} == {f"{RELEASE}-promoted-by", f"{RELEASE}-published-by"}
+    assert {d["metadata"]["name"] for d in by_kind(docs, "MutatingAdmissionPolicy")} == {
+        f"{RELEASE}-promoted-by",
+        f"{RELEASE}-published-by",
+    }
     assert {d["metadata"]["name"] for d in by_kind(docs, "ValidatingAdmissionPolicy")} == {
         f"{RELEASE}-actors", f"{RELEASE}-version-metadata", f"{RELEASE}-deployment-metadata", f"{RELEASE}-audit-record",
     }  # fmt: skip
     operator_user = f"system:serviceaccount:{namespace}:{RELEASE}"
-    metadata_policy = next(d for d in by_kind(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"].endswith("version-metadata"))
+    metadata_policy = next(
+        d for d in by_kind(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"].endswith("version-metadata")
+    )
     assert operator_user in metadata_policy["spec"]["matchConditions"][0]["expression"]
     assert "created (server dry run)" in out and "validatingadmissionpolicy" in out
     (policy,) = by_kind(docs, "NetworkPolicy")
@@ -179,7 +196,9 @@ def test_helm_chart_variants_are_accepted(env: Environment, crds: None, namespac
     assert set(store["stringData"]) == {"MIOSA_S3_ACCESS_KEY_ID", "MIOSA_S3_SECRET_ACCESS_KEY"}
     variables = container_env(by_kind(docs, "Deployment")[0])
     assert not any("SECRET" in name and not name.startswith("MIOSA_S3_") for name in variables)
-    assert variables["MIOSA_S3_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": store["metadata"]["name"], "key": "MIOSA_S3_ACCESS_KEY_ID"}}
+    assert variables["MIOSA_S3_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": store["metadata"]["name"], "key": "MIOSA_S3_ACCESS_KEY_ID"}
+    }
     assert variables["MIOSA_S3_ENDPOINT"] == "https://s3.example.com"
     assert (variables["MIOSA_RETENTION_DAYS"], variables["MIOSA_HEALTH_GATE_TIMEOUT"]) == ("7", "45")
     assert not by_kind(docs, "PersistentVolumeClaim")
@@ -241,8 +260,15 @@ def test_helm_chart_variants_are_accepted(env: Environment, crds: None, namespac
     assert certificate["spec"]["dnsNames"][0] == f"{RELEASE}-webhook.{namespace}.svc"
     assert certificate["spec"]["secretName"] == f"{RELEASE}-webhook-tls"
     assert len(by_kind(docs, "Issuer")) == 2 and not by_kind(docs, "Secret")
-    docs = documents(render(env, namespace, "webhook.certManager.enabled=true", "webhook.certManager.issuerRef.name=corp",
-                            "webhook.certManager.issuerRef.kind=ClusterIssuer"))
+    docs = documents(
+        render(
+            env,
+            namespace,
+            "webhook.certManager.enabled=true",
+            "webhook.certManager.issuerRef.name=corp",
+            "webhook.certManager.issuerRef.kind=ClusterIssuer",
+        )
+    )
     assert not by_kind(docs, "Issuer")
     assert by_kind(docs, "Certificate")[0]["spec"]["issuerRef"] == {"name": "corp", "kind": "ClusterIssuer"}
 
@@ -287,7 +313,14 @@ def test_kustomize_base_is_accepted_by_the_api_server(env: Environment, crds: No
     docs = documents(rendered)
     assert {d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")} == {*USER_ROLES, RELEASE}
     namespaced = [d for d in docs if d["kind"] in ("Deployment", "Service", "ServiceAccount", "PersistentVolumeClaim")]
-    assert sorted(d["kind"] for d in namespaced) == ["Deployment", "PersistentVolumeClaim", "Service", "Service", "Service", "ServiceAccount"]
+    assert sorted(d["kind"] for d in namespaced) == [
+        "Deployment",
+        "PersistentVolumeClaim",
+        "Service",
+        "Service",
+        "Service",
+        "ServiceAccount",
+    ]
     assert {d["metadata"]["namespace"] for d in namespaced} == {miosa_system}
     assert "helm.sh/chart" not in rendered and "app.kubernetes.io/managed-by: Helm" not in rendered
     out = dry_run(env, rendered)
@@ -295,7 +328,10 @@ def test_kustomize_base_is_accepted_by_the_api_server(env: Environment, crds: No
     # Without a chart there is no CA to template: the operator fills the caBundle in.
     (webhooks,) = by_kind(docs, "ValidatingWebhookConfiguration")
     assert "caBundle" not in webhooks["webhooks"][0]["clientConfig"]
-    assert container_env(next(d for d in docs if d["kind"] == "Deployment"))["MIOSA_WEBHOOK_CONFIGURATION"] == webhooks["metadata"]["name"]
+    assert (
+        container_env(next(d for d in docs if d["kind"] == "Deployment"))["MIOSA_WEBHOOK_CONFIGURATION"]
+        == webhooks["metadata"]["name"]
+    )
 
     # The TLS Secret for kustomize installs comes from hack/webhook-cert.sh ...
     secret_yaml = subprocess.run(
@@ -342,12 +378,14 @@ def cluster_roles(
             rules = rbac.read_cluster_role(name).rules or []
             return {r for rule in rules if GROUP in (rule.api_groups or []) for r in rule.resources or []}
 
-        return "deploymentversions" in resources("view") and "deploymentversions" in resources("edit") and (
-            "retentionpolicies" in resources("admin")
+        return (
+            "deploymentversions" in resources("view")
+            and "deploymentversions" in resources("edit")
+            and ("retentionpolicies" in resources("admin"))
         )
 
     wait_until(aggregated, timeout=30, what="aggregation into view/edit/admin")
-    yield roles
+    return roles
 
 
 def bind(api: client.ApiClient, namespace: str, role: str) -> str:
@@ -400,9 +438,7 @@ def status_writes(custom: client.CustomObjectsApi, namespace: str, deployment: s
     ]  # fmt: skip
 
 
-def test_read_scope_reads_and_nothing_else(
-    cluster_roles: list[dict[str, Any]], api: client.ApiClient, namespace: str
-) -> None:
+def test_read_scope_reads_and_nothing_else(cluster_roles: list[dict[str, Any]], api: client.ApiClient, namespace: str) -> None:
     admin = Objects(api, namespace)
     admin.create_deployment("site")
     admin.create_version("site-v1", static_spec("site", "s3://nowhere/site.tar.gz", "0" * 64))
@@ -410,12 +446,32 @@ def test_read_scope_reads_and_nothing_else(
     reader = as_user(reader_name)
     wait_until(lambda: can_list(reader, namespace), timeout=30, what="read binding in effect")
 
-    assert [d["metadata"]["name"] for d in reader.list_namespaced_custom_object(GROUP, VERSION, namespace, "deployments")["items"]] == ["site"]
-    assert reader.get_namespaced_custom_object(GROUP, VERSION, namespace, "deploymentversions", "site-v1")["spec"]["deploymentRef"] == {"name": "site"}
+    assert [
+        d["metadata"]["name"] for d in reader.list_namespaced_custom_object(GROUP, VERSION, namespace, "deployments")["items"]
+    ] == ["site"]
+    assert reader.get_namespaced_custom_object(GROUP, VERSION, namespace, "deploymentversions", "site-v1")["spec"][
+        "deploymentRef"
+    ] == {"name": "site"}
     assert can_list(reader, namespace, "retentionpolicies")
     spec = static_spec("site", "s3://nowhere/site.tar.gz", "1" * 64)
-    assert status_of(reader.create_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", version_body("site-v2", spec)) == 403
-    assert status_of(reader.patch_namespaced_custom_object, GROUP, VERSION, namespace, "deployments", "site", {"spec": {"promotedVersion": "site-v1"}}) == 403
+    assert (
+        status_of(
+            reader.create_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", version_body("site-v2", spec)
+        )
+        == 403
+    )
+    assert (
+        status_of(
+            reader.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "deployments",
+            "site",
+            {"spec": {"promotedVersion": "site-v1"}},
+        )
+        == 403
+    )
     assert status_of(reader.delete_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", "site-v1") == 403
     assert status_writes(reader, namespace, "site", "site-v1") == [403, 403, 403]
     # Not namespaces it is not bound in.
@@ -458,7 +514,9 @@ def test_write_scope_publishes_and_promotes_but_never_writes_status(
                      {"spec": {"promotedVersion": "other-v1"}}) == 422  # fmt: skip
     assert status_of(writer.patch_namespaced_custom_object, GROUP, VERSION, namespace, "deployments", "site",
                      {"spec": {"promotedVersion": "not-yet"}}) == 200  # fmt: skip
-    writer.patch_namespaced_custom_object(GROUP, VERSION, namespace, "deployments", "site", {"spec": {"promotedVersion": "site-v1"}})
+    writer.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "deployments", "site", {"spec": {"promotedVersion": "site-v1"}}
+    )
 
     # Versions are the audit record: patch (server-side apply) reaches only the writer's own
     # labels and annotations, never the ones the operator derives, and there is no delete.
@@ -485,14 +543,36 @@ def test_builtin_roles_get_the_scopes_by_aggregation(
         wait_until(lambda user=user: can_list(user, namespace), timeout=30, what="built-in binding in effect")
 
     spec = static_spec("site", "s3://nowhere/site.tar.gz", "0" * 64)
-    assert status_of(viewer.create_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", version_body("v-view", spec)) == 403
-    assert status_of(editor.create_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", version_body("v-edit", spec)) == 200
-    assert status_of(editor.patch_namespaced_custom_object, GROUP, VERSION, namespace, "deployments", "site", {"spec": {"replicas": 2}}) == 200
+    assert (
+        status_of(
+            viewer.create_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", version_body("v-view", spec)
+        )
+        == 403
+    )
+    assert (
+        status_of(
+            editor.create_namespaced_custom_object, GROUP, VERSION, namespace, "deploymentversions", version_body("v-edit", spec)
+        )
+        == 200
+    )
+    assert (
+        status_of(
+            editor.patch_namespaced_custom_object, GROUP, VERSION, namespace, "deployments", "site", {"spec": {"replicas": 2}}
+        )
+        == 200
+    )
     # Retention decides when artifacts go: namespace admins only.
-    policy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetentionPolicy", "metadata": {"name": "default"}, "spec": {"retainDays": 60}}
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RetentionPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"retainDays": 60},
+    }
     assert status_of(editor.create_namespaced_custom_object, GROUP, VERSION, namespace, "retentionpolicies", policy) == 403
     admin.create_namespaced_custom_object(GROUP, VERSION, namespace, "retentionpolicies", policy)
-    assert viewer.get_namespaced_custom_object(GROUP, VERSION, namespace, "retentionpolicies", "default")["spec"]["retainDays"] == 60
+    assert (
+        viewer.get_namespaced_custom_object(GROUP, VERSION, namespace, "retentionpolicies", "default")["spec"]["retainDays"] == 60
+    )
 
 
 def test_operator_role_is_least_privilege(

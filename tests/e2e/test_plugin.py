@@ -23,10 +23,31 @@ from .conftest import RELEASES_BUCKET, UPLOADS_BUCKET, Environment, OperatorProc
 from .helpers import Objects, sha256, static_spec, tar_gz, wait_until
 
 SEED_KEYS = [
-    "id", "deployment_id", "tenant_id", "created_by", "external_workspace_id", "external_user_id",
-    "external_project_id", "source_sandbox_id", "build_id", "version_number", "kind", "state", "artifact_uri",
-    "artifact_manifest", "artifact_sha256", "runtime_image", "runtime_command", "runtime_port", "health_check_path",
-    "build_log_uri", "metadata", "promoted_at", "archived_at", "created_at", "updated_at",
+    "id",
+    "deployment_id",
+    "tenant_id",
+    "created_by",
+    "external_workspace_id",
+    "external_user_id",
+    "external_project_id",
+    "source_sandbox_id",
+    "build_id",
+    "version_number",
+    "kind",
+    "state",
+    "artifact_uri",
+    "artifact_manifest",
+    "artifact_sha256",
+    "runtime_image",
+    "runtime_command",
+    "runtime_port",
+    "health_check_path",
+    "build_log_uri",
+    "metadata",
+    "promoted_at",
+    "archived_at",
+    "created_at",
+    "updated_at",
 ]
 EXTRA_KEYS = ["name", "runtime_args", "artifacts_collected_at", "published_by"]
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -41,7 +62,16 @@ def objects(api: client.ApiClient, namespace: str, operator: OperatorProcess) ->
 
 
 def plugin(env: Environment, namespace: str, *args: str, kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "miosa_operator.plugin.cli", "--kubeconfig", kubeconfig or env.kubeconfig, "-n", namespace, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "miosa_operator.plugin.cli",
+        "--kubeconfig",
+        kubeconfig or env.kubeconfig,
+        "-n",
+        namespace,
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=180, env={**os.environ, **env.values})
 
 
@@ -50,7 +80,9 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def publish(env: Environment, objects: Objects, s3_prefix: str, deployment: str, name: str, **spec: Any) -> tuple[str, dict[str, bytes]]:
+def publish(
+    env: Environment, objects: Objects, s3_prefix: str, deployment: str, name: str, **spec: Any
+) -> tuple[str, dict[str, bytes]]:
     """Upload a two-file bundle and create a static version of it (not waiting)."""
     files = {"index.html": f"<h1>{name}</h1>".encode(), "about.html": b"<p>about</p>"}
     bundle = tar_gz(files)
@@ -62,7 +94,12 @@ def publish(env: Environment, objects: Objects, s3_prefix: str, deployment: str,
 
 def attributed(workspace: str, n: int) -> dict[str, Any]:
     return {
-        "attribution": {"createdBy": f"user_{n}", "externalWorkspaceId": workspace, "externalUserId": f"dev-{n}", "externalProjectId": "landing"},
+        "attribution": {
+            "createdBy": f"user_{n}",
+            "externalWorkspaceId": workspace,
+            "externalUserId": f"dev-{n}",
+            "externalProjectId": "landing",
+        },
         "source": {"sandboxId": f"sbx_{n}", "buildId": f"bld_{n}"},
         "metadata": {"commit": f"c{n}"},
     }
@@ -95,12 +132,18 @@ def test_versions_list_per_workspace_in_seed_shape(env: Environment, objects: Ob
         # created_by is what the publisher claimed; published_by who the API server authenticated.
         assert version["published_by"] == ADMIN
         assert (version["external_user_id"], version["external_project_id"]) == (f"dev-{n}", "landing")
-        assert (version["source_sandbox_id"], version["build_id"], version["metadata"]) == (f"sbx_{n}", f"bld_{n}", {"commit": f"c{n}"})
+        assert (version["source_sandbox_id"], version["build_id"], version["metadata"]) == (
+            f"sbx_{n}",
+            f"bld_{n}",
+            {"commit": f"c{n}"},
+        )
 
     # An id that is not a valid label value is selected through its hashed label.
     email = json.loads(ok(plugin(env, namespace, "versions", "list", "site", "--workspace", "team@acme.io", "-o", "json")))
     assert [(v["name"], v["external_workspace_id"]) for v in email] == [("site-e1", "team@acme.io")]
-    dental = yaml.safe_load(ok(plugin(env, namespace, "versions", "list", "site", "--workspace", "dental-office-123", "-o", "yaml")))
+    dental = yaml.safe_load(
+        ok(plugin(env, namespace, "versions", "list", "site", "--workspace", "dental-office-123", "-o", "yaml"))
+    )
     assert [v["name"] for v in dental] == ["site-d1"]
     assert json.loads(ok(plugin(env, namespace, "versions", "list", "site", "--workspace", "nobody", "-o", "json"))) == []
     assert json.loads(ok(plugin(env, namespace, "versions", "list", "site", "--state", "failed", "-o", "json"))) == []
@@ -120,7 +163,9 @@ def test_versions_list_per_workspace_in_seed_shape(env: Environment, objects: Ob
     assert log and all(LOG_LINE.match(line) for line in log), log
 
 
-def assert_seed_shape(version: dict[str, Any], body: dict[str, Any], dep_id: str, namespace: str, files: dict[str, bytes]) -> None:
+def assert_seed_shape(
+    version: dict[str, Any], body: dict[str, Any], dep_id: str, namespace: str, files: dict[str, bytes]
+) -> None:
     status = body["status"]
     assert list(version) == SEED_KEYS + EXTRA_KEYS
     assert re.fullmatch(f"ver_{ULID}", version["id"]) and version["id"] == status["id"]
@@ -132,7 +177,9 @@ def assert_seed_shape(version: dict[str, Any], body: dict[str, Any], dep_id: str
     assert version["artifact_uri"].startswith(f"s3://{RELEASES_BUCKET}/")
     assert version["artifact_uri"].endswith(f"/{dep_id}/{version['id']}/dist.tar.zst")
     assert version["artifact_manifest"] == {
-        "files": len(files), "total_bytes": sum(len(d) for d in files.values()), "entrypoint": "index.html",
+        "files": len(files),
+        "total_bytes": sum(len(d) for d in files.values()),
+        "entrypoint": "index.html",
     }
     assert re.fullmatch("[0-9a-f]{64}", version["artifact_sha256"]) and version["artifact_sha256"] == status["artifactSha256"]
     assert [version[k] for k in ("runtime_image", "runtime_command", "runtime_port", "health_check_path")] == [None] * 4
@@ -163,13 +210,17 @@ def test_promote_rollback_history_with_wait(env: Environment, objects: Objects, 
     status = objects.deployment("site")["status"]
     assert status["liveVersion"] == v1 and not status.get("rollout")
     assert [(h["action"], h["version"], h["reason"]) for h in status["history"]] == [
-        ("promote", v1, ""), ("promote", v2, "new hero image"), ("rollback", v1, "v2 broke the form"),
+        ("promote", v1, ""),
+        ("promote", v2, "new hero image"),
+        ("rollback", v1, "v2 broke the form"),
     ]
     assert objects.version(v2)["status"]["state"] == "archived"
 
     history = json.loads(ok(plugin(env, namespace, "history", "site", "-o", "json")))
     assert [(h["action"], h["version"], h["actor"]) for h in history] == [
-        ("rollback", v1, ADMIN), ("promote", v2, ADMIN), ("promote", v1, ADMIN),
+        ("rollback", v1, ADMIN),
+        ("promote", v2, ADMIN),
+        ("promote", v1, ADMIN),
     ]
     assert all(RFC3339.match(h["time"]) for h in history)
     table = ok(plugin(env, namespace, "history", "site")).splitlines()
@@ -219,14 +270,25 @@ def test_forbidden_actions_exit_4_and_say_what_was_refused(
 ) -> None:
     """A CI bot bound to miosa-deployments-read can list but not promote."""
     env.kubectl("-n", namespace, "create", "serviceaccount", "reader")
-    env.kubectl("-n", namespace, "create", "rolebinding", "reader", "--clusterrole=miosa-deployments-read", f"--serviceaccount={namespace}:reader")
+    env.kubectl(
+        "-n",
+        namespace,
+        "create",
+        "rolebinding",
+        "reader",
+        "--clusterrole=miosa-deployments-read",
+        f"--serviceaccount={namespace}:reader",
+    )
     reader = str(service_account_kubeconfig(env, namespace, "reader", tmp_path))
     objects.create_deployment("site")
     v1, _ = publish(env, objects, s3_prefix, "site", "site-v1")
     objects.wait_state(v1, "ready")
 
-    listing = wait_until(lambda: (r := plugin(env, namespace, "versions", "list", "site", "-o", "json", kubeconfig=reader)).returncode == 0 and r,
-                         timeout=30, what="reader binding in effect")
+    listing = wait_until(
+        lambda: (r := plugin(env, namespace, "versions", "list", "site", "-o", "json", kubeconfig=reader)).returncode == 0 and r,
+        timeout=30,
+        what="reader binding in effect",
+    )
     assert [v["name"] for v in json.loads(listing.stdout)] == [v1]
     refused = plugin(env, namespace, "promote", "site", v1, kubeconfig=reader)
     assert refused.returncode == 4, (refused.returncode, refused.stderr)

@@ -48,8 +48,10 @@ def test_status_watch_exits_1_on_a_reverted_rollout_and_retry_brings_it_live(
     assert watched.returncode == 1, (watched.stdout, watched.stderr)
     lines = watched.stdout.splitlines()
     assert any("Progressing" in line and "rolling out promote app-v2 (#2)" in line for line in lines), lines
-    assert "Degraded     RolloutReverted: the rollout of app-v2 failed and was reverted" in lines[-1] or \
-        "Degraded     RolloutReverted: rollout of app-v2 did not become available within 15s" in lines[-1], lines[-1]
+    assert (
+        "Degraded     RolloutReverted: the rollout of app-v2 failed and was reverted" in lines[-1]
+        or "Degraded     RolloutReverted: rollout of app-v2 did not become available within 15s" in lines[-1]
+    ), lines[-1]
     assert "is Degraded: RolloutReverted" in watched.stderr
     assert plugin(env, namespace, "status", "app").returncode == 1  # and it stays so: held
     generation = objects.deployment("app")["metadata"]["generation"]
@@ -62,7 +64,12 @@ def test_status_watch_exits_1_on_a_reverted_rollout_and_retry_brings_it_live(
     assert body["status"]["liveVersion"] == "app-v2" and body["status"]["lastRetryToken"].startswith("app-v2@")
     assert body["metadata"]["generation"] == generation and body["spec"]["promotedVersion"] == "app-v2"
     last = body["status"]["history"][-1]
-    assert (last["version"], last["action"], last["reason"], last["actor"]) == ("app-v2", "promote", "quota removed", "miosa-admin")
+    assert (last["version"], last["action"], last["reason"], last["actor"]) == (
+        "app-v2",
+        "promote",
+        "quota removed",
+        "miosa-admin",
+    )
     assert plugin(env, namespace, "status", "app", "-o", "jsonpath={.status.liveVersion}").stdout == "app-v2"
     again = plugin(env, namespace, "retry", "app-v2")
     assert again.returncode == 1 and "no reverted rollout to retry" in again.stderr
@@ -101,7 +108,9 @@ def test_a_dynamic_versions_build_log_is_its_health_gate(env: Environment, objec
     assert text.splitlines()[-1].split("  ", 1)[1].startswith("passed after")
 
 
-def test_the_light_zipapp_lists_versions_on_a_bare_python(env: Environment, objects: Objects, namespace: str, tmp_path: Path) -> None:
+def test_the_light_zipapp_lists_versions_on_a_bare_python(
+    env: Environment, objects: Objects, namespace: str, tmp_path: Path
+) -> None:
     subprocess.run(["bash", str(REPO / "hack" / "build-plugin.sh"), str(tmp_path)], check=True, capture_output=True, timeout=300)
     objects.create_deployment("app", kind="dynamic")
     objects.create_version("app-v1", dynamic_spec("app"))

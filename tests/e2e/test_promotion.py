@@ -72,8 +72,12 @@ def test_promote_roll_forward_and_roll_back(
     assert init.command[:2] == ["miosa-operator", "fetch"] and first["status"]["artifactSha256"] in init.command
     assert condition(dep, "Ready")["status"] == "True"
     assert dep["status"]["history"][-1] | {"time": None} == {
-        "version": v1, "versionNumber": first["status"]["versionNumber"], "action": "promote", "actor": ADMIN,
-        "time": None, "reason": "",
+        "version": v1,
+        "versionNumber": first["status"]["versionNumber"],
+        "action": "promote",
+        "actor": ADMIN,
+        "time": None,
+        "reason": "",
     }
 
     promote(objects, "site", v2)
@@ -82,23 +86,36 @@ def test_promote_roll_forward_and_roll_back(
     assert objects.version(v2)["status"]["state"] == "ready" and objects.version(v2)["status"]["promotedAt"]
 
     objects.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, "deployments", "site",
-        {"metadata": {"annotations": {"deploy.miosa.io/change-cause": "v2 broke the contact form"}}, "spec": {"promotedVersion": v1}},
+        GROUP,
+        VERSION,
+        namespace,
+        "deployments",
+        "site",
+        {
+            "metadata": {"annotations": {"deploy.miosa.io/change-cause": "v2 broke the contact form"}},
+            "spec": {"promotedVersion": v1},
+        },
     )
     dep = wait_live(objects, "site", v1)
     assert objects.version(v1)["status"]["state"] == "ready"
     assert objects.version(v2)["status"]["state"] == "archived"
     last = dep["status"]["history"][-1]
-    assert (last["action"], last["version"], last["actor"], last["reason"]) == ("rollback", v1, ADMIN, "v2 broke the contact form")
+    assert (last["action"], last["version"], last["actor"], last["reason"]) == (
+        "rollback",
+        v1,
+        ADMIN,
+        "v2 broke the contact form",
+    )
     assert [h["action"] for h in dep["status"]["history"]] == ["promote", "promote", "rollback"]
-    assert workload(api, namespace, "site").spec.template.metadata.annotations["deploy.miosa.io/version-id"] == objects.version(v1)["status"]["id"]
+    assert (
+        workload(api, namespace, "site").spec.template.metadata.annotations["deploy.miosa.io/version-id"]
+        == objects.version(v1)["status"]["id"]
+    )
     services = client.CoreV1Api(api).read_namespaced_service("site", namespace)
     assert services.spec.selector == {"deploy.miosa.io/app": "site"}
 
 
-def test_webhook_refuses_only_what_can_never_succeed(
-    env: Environment, objects: Objects, namespace: str, s3_prefix: str
-) -> None:
+def test_webhook_refuses_only_what_can_never_succeed(env: Environment, objects: Objects, namespace: str, s3_prefix: str) -> None:
     objects.create_deployment("site")
     objects.create_deployment("other")
     (ready,) = static_versions(env, objects, s3_prefix, "site", 1)
@@ -170,9 +187,13 @@ def test_promotion_is_intent_a_missing_version_is_admitted_with_a_warning_and_go
     assert objects.version(v1)["status"]["state"] == "archived"
 
 
-def test_a_building_version_is_admitted_with_a_warning(env: Environment, api: client.ApiClient, objects: Objects, namespace: str) -> None:
+def test_a_building_version_is_admitted_with_a_warning(
+    env: Environment, api: client.ApiClient, objects: Objects, namespace: str
+) -> None:
     # No pod may start here, so the dynamic version's health gate keeps it `building`.
-    client.CoreV1Api(api).create_namespaced_resource_quota(namespace, {"metadata": {"name": "none"}, "spec": {"hard": {"pods": "0"}}})
+    client.CoreV1Api(api).create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "none"}, "spec": {"hard": {"pods": "0"}}}
+    )
     objects.create_deployment("app", kind="dynamic")
     objects.create_version("app-v1", dynamic_spec("app"))
     objects.wait_state("app-v1", "building")
@@ -185,9 +206,7 @@ def test_a_building_version_is_admitted_with_a_warning(env: Environment, api: cl
     assert objects.deployment("app")["spec"]["promotedVersion"] == "app-v1"
 
 
-def test_rollout_that_cannot_become_available_is_reverted(
-    api: client.ApiClient, objects: Objects, namespace: str
-) -> None:
+def test_rollout_that_cannot_become_available_is_reverted(api: client.ApiClient, objects: Objects, namespace: str) -> None:
     objects.create_deployment("app", kind="dynamic", rollout={"progressDeadlineSeconds": 15})
     objects.create_version("app-v1", dynamic_spec("app"))
     objects.create_version("app-v2", dynamic_spec("app", image="registry.example/app:2.0"))
@@ -196,7 +215,9 @@ def test_rollout_that_cannot_become_available_is_reverted(
     promote(objects, "app", "app-v1")
     wait_live(objects, "app", "app-v1")
     # From now on no new pod fits: v2's pods can never start, v1's keep running.
-    client.CoreV1Api(api).create_namespaced_resource_quota(namespace, {"metadata": {"name": "full"}, "spec": {"hard": {"pods": "1"}}})
+    client.CoreV1Api(api).create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "full"}, "spec": {"hard": {"pods": "1"}}}
+    )
     promote(objects, "app", "app-v2")
 
     def reverted() -> dict[str, Any] | None:
@@ -215,8 +236,10 @@ def test_rollout_that_cannot_become_available_is_reverted(
     assert objects.version("app-v2")["status"]["state"] == "ready"  # never promoted, still promotable
     assert objects.version("app-v1")["status"]["state"] == "ready"
     wait_until(
-        lambda: workload(api, namespace, "app").spec.template.metadata.annotations["deploy.miosa.io/version-id"]
-        == objects.version("app-v1")["status"]["id"],
+        lambda: (
+            workload(api, namespace, "app").spec.template.metadata.annotations["deploy.miosa.io/version-id"]
+            == objects.version("app-v1")["status"]["id"]
+        ),
         timeout=30,
         what="workload back on v1",
     )

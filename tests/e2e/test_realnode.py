@@ -54,7 +54,12 @@ def objects(api: client.ApiClient, namespace: str, node: RealNode) -> Objects:
 
 
 def app_runtime(**env: str) -> dict[str, Any]:
-    return {"image": TESTAPP_IMAGE, "port": 8080, "healthCheckPath": "/healthz", "env": [{"name": k, "value": v} for k, v in env.items()]}
+    return {
+        "image": TESTAPP_IMAGE,
+        "port": 8080,
+        "healthCheckPath": "/healthz",
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+    }
 
 
 def static_versions(env: Environment, objects: Objects, prefix: str, deployment: str, count: int) -> list[str]:
@@ -108,8 +113,13 @@ def test_health_gate_is_decided_by_a_real_readiness_probe(
 
 
 def test_static_site_is_fetched_verified_served_and_rolled_back(
-    env: Environment, api: client.ApiClient, operator: OperatorProcess, objects: Objects, namespace: str,
-    node: RealNode, s3_prefix: str,
+    env: Environment,
+    api: client.ApiClient,
+    operator: OperatorProcess,
+    objects: Objects,
+    namespace: str,
+    node: RealNode,
+    s3_prefix: str,
 ) -> None:
     objects.create_deployment("site", replicas=1, rollout={"progressDeadlineSeconds": 45})
     v1, v2, v3 = static_versions(env, objects, s3_prefix, "site", 3)
@@ -180,7 +190,10 @@ FULLNAME = f"{RELEASE}-miosa-operator"
 def helm(env: Environment, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(env.bin_dir / "helm"), "--kubeconfig", env.kubeconfig, *args],
-        capture_output=True, text=True, check=check, timeout=300,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=300,
     )
 
 
@@ -188,7 +201,9 @@ def local_admission_objects(admission: Admission) -> str:
     """The admission objects the suite installed for its own operator (conftest.install_admission)."""
     return subprocess.run(
         [sys.executable, str(REPO / "hack" / "local-admission.py"), "--url", WEBHOOK_URL, "--ca", str(admission.cert)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
 
@@ -225,8 +240,20 @@ def in_cluster_operator(
     }
     try:
         # The user-facing ClusterRoles already exist (the suite applied manifests/): adopt them.
-        helm(env, "install", RELEASE, str(REPO / "charts" / "miosa-operator"), "--namespace", RELEASE_NAMESPACE,
-             "--create-namespace", "--take-ownership", "--wait", "--timeout", "240s", *set_json(values))
+        helm(
+            env,
+            "install",
+            RELEASE,
+            str(REPO / "charts" / "miosa-operator"),
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--create-namespace",
+            "--take-ownership",
+            "--wait",
+            "--timeout",
+            "240s",
+            *set_json(values),
+        )
         yield
     finally:
         logs = env.kubectl("-n", RELEASE_NAMESPACE, "logs", f"deployment/{FULLNAME}", "--tail=80", check=False).stdout
@@ -245,8 +272,13 @@ def set_json(values: dict[str, Any]) -> list[str]:
 
 
 def test_operator_runs_in_cluster_from_its_image_under_the_chart(
-    env: Environment, api: client.ApiClient, in_cluster_operator: None, operator: OperatorProcess, objects: Objects,
-    namespace: str, node: RealNode,
+    env: Environment,
+    api: client.ApiClient,
+    in_cluster_operator: None,
+    operator: OperatorProcess,
+    objects: Objects,
+    namespace: str,
+    node: RealNode,
 ) -> None:
     """The promotion flow through the in-cluster operator: its health gate on the real node,
     its admission webhook (called by the API server on the pod's address), its rollout.
@@ -256,9 +288,9 @@ def test_operator_runs_in_cluster_from_its_image_under_the_chart(
     routing (no kube-proxy: README "The real node"); the static flow runs against the
     suite's operator in test_static_site_is_fetched_verified_served_and_rolled_back."""
     assert operator.proc is not None and operator.proc.poll() is not None, "only the in-cluster operator runs"
-    (pod,) = client.CoreV1Api(api).list_namespaced_pod(
-        RELEASE_NAMESPACE, label_selector="app.kubernetes.io/name=miosa-operator"
-    ).items
+    (pod,) = (
+        client.CoreV1Api(api).list_namespaced_pod(RELEASE_NAMESPACE, label_selector="app.kubernetes.io/name=miosa-operator").items
+    )
     assert pod.spec.node_name == node.name
     assert pod.spec.service_account_name == FULLNAME
     assert pod.spec.containers[0].image == OPERATOR_IMAGE
@@ -272,14 +304,17 @@ def test_operator_runs_in_cluster_from_its_image_under_the_chart(
         assert objects.wait_state(name, "ready", "failed", timeout=120)["status"]["state"] == state, name
 
     # The admission webhook is served from the pod: a failed version can never go live.
-    refused = env.kubectl("-n", namespace, "patch", "mdep", "app", "--type=merge",
-                          "-p", '{"spec":{"promotedVersion":"app-bad"}}', check=False)
+    refused = env.kubectl(
+        "-n", namespace, "patch", "mdep", "app", "--type=merge", "-p", '{"spec":{"promotedVersion":"app-bad"}}', check=False
+    )
     assert refused.returncode != 0 and "app-bad" in refused.stderr and "failed" in refused.stderr, refused.stderr
 
     for version, message in (("app-v1", b"v1\n"), ("app-v2", b"v2\n"), ("app-v1", b"v1\n")):
         promote(objects, "app", version)
         dep = wait_live(objects, "app", version)
-        assert dep["status"]["history"][-1]["actor"] == "miosa-admin"  # recorded at admission, as the in-cluster chart configures it
+        assert (
+            dep["status"]["history"][-1]["actor"] == "miosa-admin"
+        )  # recorded at admission, as the in-cluster chart configures it
         wait_until(lambda m=message: served(api, namespace, "app") == {m}, timeout=60, what=f"{version} served")
     assert [h["action"] for h in dep["status"]["history"]] == ["promote", "promote", "rollback"]
     logs = env.kubectl("-n", RELEASE_NAMESPACE, "logs", pod.metadata.name).stdout
@@ -337,19 +372,27 @@ def test_node_stops_without_leftovers_and_starts_again(
         "metadata": {"name": "app"},
         "spec": {  # the namespace enforces Pod Security "restricted"
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "app", "image": TESTAPP_IMAGE, "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-            }],
+            "containers": [
+                {
+                    "name": "app",
+                    "image": TESTAPP_IMAGE,
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
         },
     }
     client.CoreV1Api(api).create_namespaced_pod(namespace, pod)
     wait_until(
         lambda: (client.CoreV1Api(api).read_namespaced_pod("app", namespace).status.container_statuses or [None])[0],
-        timeout=60, what="the pod's container reported",
+        timeout=60,
+        what="the pod's container reported",
     )
-    wait_until(lambda: client.CoreV1Api(api).read_namespaced_pod("app", namespace).status.container_statuses[0].ready,
-               timeout=60, what="the pod ready")
+    wait_until(
+        lambda: client.CoreV1Api(api).read_namespaced_pod("app", namespace).status.container_statuses[0].ready,
+        timeout=60,
+        what="the pod ready",
+    )
     container_pids = sorted({pid for cg in before["cgroups"] for pid in cgroup_pids(Path(cg))})
     assert container_pids, "the pod's processes run under the environment's cgroup"
 

@@ -59,8 +59,12 @@ def test_collector_honours_live_window_retain_and_tenant_policy(
     assert collected(gc(env, namespace, 31, dry_run=True)) == [v5]
 
     # The tenant's own policy overrides the default.
-    policy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetentionPolicy", "metadata": {"name": "default"},
-              "spec": {"retainDays": 10, "rollbackWindow": 2}}
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RetentionPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"retainDays": 10, "rollbackWindow": 2},
+    }
     objects.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "retentionpolicies", policy)
     dry = gc(env, namespace, 11, dry_run=True)
     assert collected(dry) == [v1, v5]

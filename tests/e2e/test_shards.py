@@ -33,11 +33,14 @@ def grant_leases(api: client.ApiClient, namespace: str) -> None:
     rbac = client.RbacAuthorizationV1Api(api)
     rules = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "create", "update"]}]
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "miosa-operator-leases"}, "rules": rules})
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "miosa-operator-leases"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "miosa-operator-leases"},
-        "subjects": [{"kind": "ServiceAccount", "name": "miosa-operator", "namespace": "miosa-system"}],
-    })
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "miosa-operator-leases"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "miosa-operator-leases"},
+            "subjects": [{"kind": "ServiceAccount", "name": "miosa-operator", "namespace": "miosa-system"}],
+        },
+    )
 
 
 @pytest.fixture
@@ -51,22 +54,30 @@ def shards(
     processes = []
     try:
         for index in range(SHARDS):
-            process = shard_process(env, tmp_path / f"shard-{index}.log", namespace, {
-                "KUBECONFIG": operator.extra_env["KUBECONFIG"],
-                "MIOSA_SHARDS": str(SHARDS),
-                "MIOSA_SHARD_INDEX": str(index),
-                "MIOSA_LEASE_NAMESPACE": namespace,
-                "MIOSA_LEASE_SECONDS": "6",
-                "MIOSA_WEBHOOK": "off",
-                "MIOSA_GC_INTERVAL": "0",
-                "MIOSA_ARTIFACTS_PORT": str(SPARE_PORTS[10 + index]),
-                "MIOSA_METRICS_PORT": str(SPARE_PORTS[20 + index]),
-            })
+            process = shard_process(
+                env,
+                tmp_path / f"shard-{index}.log",
+                namespace,
+                {
+                    "KUBECONFIG": operator.extra_env["KUBECONFIG"],
+                    "MIOSA_SHARDS": str(SHARDS),
+                    "MIOSA_SHARD_INDEX": str(index),
+                    "MIOSA_LEASE_NAMESPACE": namespace,
+                    "MIOSA_LEASE_SECONDS": "6",
+                    "MIOSA_WEBHOOK": "off",
+                    "MIOSA_GC_INTERVAL": "0",
+                    "MIOSA_ARTIFACTS_PORT": str(SPARE_PORTS[10 + index]),
+                    "MIOSA_METRICS_PORT": str(SPARE_PORTS[20 + index]),
+                },
+            )
             process.start()
             processes.append(process)
         for process in processes:
-            wait_until(lambda p=process: "miosa-operator configured" in p.log_path.read_text(errors="replace"),
-                       timeout=90, what=f"{process.log_path.name} to join its shard")
+            wait_until(
+                lambda p=process: "miosa-operator configured" in p.log_path.read_text(errors="replace"),
+                timeout=90,
+                what=f"{process.log_path.name} to join its shard",
+            )
         yield processes
     finally:
         for process in processes:
@@ -129,17 +140,26 @@ def test_two_shards_split_thirty_concurrent_versions_without_handling_one_twice(
 
 def test_a_shard_refuses_to_start_twice(env: Environment, namespace: str, shards: list[OperatorProcess], tmp_path: Path) -> None:
     """A second process for shard 0 waits for the Lease instead of handling shard 0 as well."""
-    twin_env = {**shards[0].extra_env, "MIOSA_ARTIFACTS_PORT": str(SPARE_PORTS[10 + SHARDS]),
-                "MIOSA_METRICS_PORT": str(SPARE_PORTS[20 + SHARDS])}
+    twin_env = {
+        **shards[0].extra_env,
+        "MIOSA_ARTIFACTS_PORT": str(SPARE_PORTS[10 + SHARDS]),
+        "MIOSA_METRICS_PORT": str(SPARE_PORTS[20 + SHARDS]),
+    }
     twin = shard_process(env, tmp_path / "twin.log", namespace, twin_env)
     twin.start()
     try:
-        wait_until(lambda: "waiting for Lease" in twin.log_path.read_text(errors="replace"), timeout=60,
-                   what=f"the second shard 0 to wait:\n{twin.tail()}")
+        wait_until(
+            lambda: "waiting for Lease" in twin.log_path.read_text(errors="replace"),
+            timeout=60,
+            what=f"the second shard 0 to wait:\n{twin.tail()}",
+        )
         assert "miosa-operator configured" not in twin.log_path.read_text(errors="replace")
         # Its predecessor stops: the Lease is released and the twin takes over.
         shards[0].stop()
-        wait_until(lambda: "miosa-operator configured" in twin.log_path.read_text(errors="replace"), timeout=60,
-                   what="the twin to take shard 0 over")
+        wait_until(
+            lambda: "miosa-operator configured" in twin.log_path.read_text(errors="replace"),
+            timeout=60,
+            what="the twin to take shard 0 over",
+        )
     finally:
         twin.stop()

@@ -53,6 +53,7 @@ def publish(env: Environment, tenant: Tenant, name: str, bundle: bytes, suffix: 
     objects.custom.patch_namespaced_custom_object(
         "deploy.miosa.io", "v1alpha1", tenant.namespace, "deployments", name, {"spec": {"promotedVersion": f"{name}-v1"}}
     )
+
     def live() -> dict[str, Any] | None:
         deployment = objects.deployment(name)
         status = deployment.get("status") or {}

@@ -202,15 +202,24 @@ def test_an_image_that_cannot_be_pulled_fails_the_version(tenants_: Any) -> None
 @pytest.mark.parametrize(
     ("variable", "message"),
     [
-        ({"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}, "set exactly one of value or valueFrom"),
+        (
+            {"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            "set exactly one of value or valueFrom",
+        ),
         ({"name": "A"}, "set exactly one of value or valueFrom"),
         ({"name": "A", "valueFrom": {}}, "set exactly one of secretKeyRef or configMapKeyRef"),
-        ({"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, "set exactly one of secretKeyRef or configMapKeyRef"),
+        (
+            {"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            "set exactly one of secretKeyRef or configMapKeyRef",
+        ),
         (
             {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}},
             "set exactly one of secretKeyRef or configMapKeyRef",
         ),
-        ({"name": "A", "valueFrom": {"secretKeyRef": {"name": "../other", "key": "k"}}}, "spec.runtime.env[0].valueFrom.secretKeyRef.name"),
+        (
+            {"name": "A", "valueFrom": {"secretKeyRef": {"name": "../other", "key": "k"}}},
+            "spec.runtime.env[0].valueFrom.secretKeyRef.name",
+        ),
     ],
 )
 def test_env_references_are_validated_by_the_api_server(tenants_: Any, variable: dict[str, Any], message: str) -> None:
@@ -244,7 +253,11 @@ def foreign_workload(name: str, **metadata: Any) -> dict[str, Any]:
     labels = {"app": f"theirs-{name}"}
     return {
         "metadata": {"name": name, **metadata},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": restricted_pod("attacker.example/always-ready:1", labels)},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": restricted_pod("attacker.example/always-ready:1", labels),
+        },
     }
 
 
@@ -295,7 +308,13 @@ def test_objects_forging_the_operators_owner_reference_are_replaced_not_adopted(
     objs = objects(editor)
     dep = objs.create_deployment("api", kind="dynamic")
     dep = wait_until(lambda: (objs.deployment("api").get("status") or {}).get("id") and objs.deployment("api"), what="an id")
-    forged_owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Deployment", "name": "api", "uid": dep["metadata"]["uid"], "controller": True}
+    forged_owner = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Deployment",
+        "name": "api",
+        "uid": dep["metadata"]["uid"],
+        "controller": True,
+    }
     forged = apps.create_namespaced_deployment(
         editor.namespace,
         foreign_workload("api", ownerReferences=[forged_owner], labels={"deploy.miosa.io/deployment-id": dep["status"]["id"]}),
@@ -311,12 +330,16 @@ def test_objects_forging_the_operators_owner_reference_are_replaced_not_adopted(
     assert owned["Deployment"] == live.metadata.uid
     # An edit of the live workload's image is put back at the next reconcile.
     apps.patch_namespaced_deployment(
-        "api", editor.namespace, {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "attacker.example/x:1"}]}}}}
+        "api",
+        editor.namespace,
+        {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "attacker.example/x:1"}]}}}},
     )
     patch_deployment(objs, "api", {"replicas": 2})  # any change makes the operator look again
     wait_until(
-        lambda: apps.read_namespaced_deployment("api", editor.namespace).spec.template.spec.containers[0].image
-        == "registry.example/app:1.0",
+        lambda: (
+            apps.read_namespaced_deployment("api", editor.namespace).spec.template.spec.containers[0].image
+            == "registry.example/app:1.0"
+        ),
         timeout=60,
         what="the image put back",
     )
@@ -385,9 +408,16 @@ def test_a_version_promoted_during_a_sweep_keeps_its_release(env: Environment, a
     admin.patch_version("site-v1", {"metadata": {"annotations": {"deploy.miosa.io/retain": "true"}}})
     custom = client.CustomObjectsApi(api)
     custom.create_namespaced_custom_object(
-        GROUP, VERSION, tenant.namespace, "retentionpolicies",
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetentionPolicy", "metadata": {"name": "default"},
-         "spec": {"retainDays": 0, "rollbackWindow": 0}},
+        GROUP,
+        VERSION,
+        tenant.namespace,
+        "retentionpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "RetentionPolicy",
+            "metadata": {"name": "default"},
+            "spec": {"retainDays": 0, "rollbackWindow": 0},
+        },
     )
 
     def policy() -> dict[str, Any]:
@@ -409,7 +439,11 @@ def test_a_version_promoted_during_a_sweep_keeps_its_release(env: Environment, a
             patch_deployment(objs, "site", {"promotedVersion": "site-v2"})
             # Marked for the rollout, or already live (kwok pods are ready at once; the mark then
             # is gone again): either way the version changed after the collector listed it.
-            wait_until(lambda: {"promotion", "promotedAt"} & set(objs.version("site-v2").get("status") or {}), timeout=30, what="v2 marked")
+            wait_until(
+                lambda: {"promotion", "promotedAt"} & set(objs.version("site-v2").get("status") or {}),
+                timeout=30,
+                what="v2 marked",
+            )
         return answer
 
     kube.get = promote_after_the_check  # type: ignore[method-assign]

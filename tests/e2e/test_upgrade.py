@@ -97,8 +97,9 @@ def snapshot(env: Environment, api: client.ApiClient, namespace: str) -> dict[st
     return {
         "versions": {v["metadata"]["name"]: (v["metadata"]["uid"], v["spec"], v["status"]) for v in versions},
         "deployments": {d["metadata"]["name"]: (d["metadata"]["uid"], d["spec"], d["status"]) for d in deployments},
-        "workloads": {w.metadata.name: (w.metadata.uid, w.metadata.generation, w.spec.template.metadata.annotations)
-                      for w in workloads},  # fmt: skip
+        "workloads": {
+            w.metadata.name: (w.metadata.uid, w.metadata.generation, w.spec.template.metadata.annotations) for w in workloads
+        },
         "releases": {o["Key"]: o["ETag"] for o in releases},
     }
 

@@ -47,7 +47,10 @@ def test_static_version_becomes_ready_with_verified_release(
     objects.create_version(
         "site-v1",
         static_spec(
-            "site", uri, sha256(bundle), attribution={"externalWorkspaceId": "dental-office-123", "externalUserId": "dr.smith@clinic.example"}
+            "site",
+            uri,
+            sha256(bundle),
+            attribution={"externalWorkspaceId": "dental-office-123", "externalUserId": "dr.smith@clinic.example"},
         ),
     )
     version = objects.wait_state("site-v1", "ready", "failed")
@@ -70,14 +73,14 @@ def test_static_version_becomes_ready_with_verified_release(
     assert labels["deploy.miosa.io/deployment"] == "site"
     assert labels["deploy.miosa.io/external-workspace-id"] == "dental-office-123"
     assert labels["deploy.miosa.io/external-user-id"].startswith("h-")
-    assert [v["metadata"]["name"] for v in objects.versions("deploy.miosa.io/external-workspace-id=dental-office-123")] == ["site-v1"]
+    assert [v["metadata"]["name"] for v in objects.versions("deploy.miosa.io/external-workspace-id=dental-office-123")] == [
+        "site-v1"
+    ]
     # kubectl wait works on the Ready condition.
     env.kubectl("-n", namespace, "wait", "--for=condition=Ready", "dver/site-v1", "--timeout=10s")
 
 
-def test_dynamic_version_passes_health_gate_and_cleans_up(
-    api: client.ApiClient, objects: Objects, namespace: str
-) -> None:
+def test_dynamic_version_passes_health_gate_and_cleans_up(api: client.ApiClient, objects: Objects, namespace: str) -> None:
     objects.create_deployment("api", kind="dynamic")
     objects.create_version("api-v1", dynamic_spec("api", env=[{"name": "MODE", "value": "prod"}]))
     version = objects.wait_state("api-v1", "ready", "failed", timeout=120)
@@ -129,9 +132,12 @@ def test_spec_is_immutable(env: Environment, objects: Objects, s3_prefix: str) -
 
 
 @pytest.mark.parametrize(
-    "spec,message",
+    ("spec", "message"),
     [
-        (dynamic_spec("d") | {"kind": "static", "artifact": {"uri": "s3://miosa-uploads/x.tar", "sha256": "a" * 64}}, "spec.runtime is forbidden when spec.kind is static"),
+        (
+            dynamic_spec("d") | {"kind": "static", "artifact": {"uri": "s3://miosa-uploads/x.tar", "sha256": "a" * 64}},
+            "spec.runtime is forbidden when spec.kind is static",
+        ),
         ({"deploymentRef": {"name": "d"}, "kind": "dynamic"}, "spec.runtime is required when spec.kind is dynamic"),
         ({"deploymentRef": {"name": "d"}, "kind": "static"}, "spec.artifact is required when spec.kind is static"),
         (static_spec("d", "s3://miosa-uploads/x.tar", "ABC"), "spec.artifact.sha256"),
@@ -211,7 +217,7 @@ def test_operator_killed_during_ingestion_recovers(
 
 
 @pytest.mark.parametrize(
-    "name,files,reason",
+    ("name", "files", "reason"),
     [
         ("traversal", {"index.html": b"x", "../../escape.txt": b"owned"}, "UnsafePath"),
         ("noentry", {"about.html": b"x"}, "MissingEntrypoint"),

@@ -12,8 +12,9 @@ against the real one:
   touches nothing but ``status``;
 * a ``resource_version`` precondition (or ``metadata.resourceVersion`` inside a patch) that
   does not match raises ``Conflict`` (409);
-* the status rules the CRD enforces with CEL (first state ``created``, the state edges of
-  ``domain.states``, ``id`` and ``versionNumber`` assigned once, ``state`` never removed) and
+* the status rules the CRD enforces with CEL (the state moves evaluated from the generated
+  CRD's own rule, ``crd_rules.TRANSITIONS``; ``id`` and ``versionNumber`` assigned once,
+  ``state`` never removed) and
   the status schema (patterns, bounds, e.g. at most 1000 ``pendingNumbers``) raise
   ``ApiError(status=422)``; so does a change of a DeploymentVersion's immutable spec;
 * ``apps/v1`` workloads can be created (``Conflict`` if the name exists), read, patched and
@@ -32,6 +33,7 @@ resourceVersion is really stale).
 
 from __future__ import annotations
 
+import builtins
 import copy
 import threading
 import uuid
@@ -40,12 +42,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from miosa_operator.api import meta
-from miosa_operator.api.models import DeploymentStatus, DeploymentVersionStatus, RetentionPolicyStatus, VersionState
-from miosa_operator.domain.states import can_transition
-from miosa_operator.kube.client import ApiError, Conflict, NotFound
+from miosa_operator.api.models import DeploymentStatus, DeploymentVersionStatus, RetentionPolicyStatus
+from miosa_operator.kube.client import ApiError, Conflict, KubeApi, NotFound
+
+from .crd_rules import STATES, TRANSITIONS
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]
@@ -282,7 +285,7 @@ class FakeKube:
 
     def list(
         self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
-    ) -> list[Obj]:
+    ) -> builtins.list[Obj]:
         with self._call("list", plural=plural, namespace=namespace, label_selector=label_selector):
             match = _selector(label_selector)
             fields = _field_selector(field_selector)
@@ -293,9 +296,7 @@ class FakeKube:
             ]
 
     def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj:
-        with self._call(
-            "patch", plural=plural, namespace=namespace, name=name, patch=patch, resource_version=resource_version
-        ):
+        with self._call("patch", plural=plural, namespace=namespace, name=name, patch=patch, resource_version=resource_version):
             obj = self._must(plural, namespace, name)
             self._precondition(obj, resource_version or (patch.get("metadata") or {}).get("resourceVersion"))
             body = {k: v for k, v in patch.items() if k != "status"}  # status needs the subresource
@@ -313,9 +314,7 @@ class FakeKube:
                 new["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
             return self._store(plural, namespace, name, new)
 
-    def patch_status(
-        self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None
-    ) -> Obj:
+    def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj:
         with self._call(
             "patch_status", plural=plural, namespace=namespace, name=name, status=status, resource_version=resource_version
         ):
@@ -400,11 +399,14 @@ class FakeKube:
             if obj is None:
                 return False
             if uid is not None and obj["metadata"].get("uid") != uid:
-                raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {obj['metadata'].get('uid')}", status=409)
+                raise Conflict(
+                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: {obj['metadata'].get('uid')}",
+                    status=409,
+                )
             del self.objects[(KINDS[kind], namespace, name)]
             return True
 
-    def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
+    def list_pods(self, namespace: str, label_selector: str) -> builtins.list[Obj]:
         with self._call("list_pods", namespace=namespace, label_selector=label_selector):
             match = _selector(label_selector)
             return [
@@ -413,14 +415,15 @@ class FakeKube:
                 if p == PODS and ns == namespace and match(obj)
             ]
 
-    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> list[Obj]:
+    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> builtins.list[Obj]:
         """Events added with ``add_event``, filtered by ``involvedObject.name=…``."""
         with self._call("list_events", namespace=namespace, field_selector=field_selector):
             wanted = dict(term.split("=", 1) for term in field_selector.split(",") if term)
             return [
                 copy.deepcopy(obj)
                 for (p, ns, _), obj in sorted(self.objects.items())
-                if p == EVENTS and ns == namespace
+                if p == EVENTS
+                and ns == namespace
                 and all((obj.get("involvedObject") or {}).get(k.removeprefix("involvedObject.")) == v for k, v in wanted.items())
             ][:limit]
 
@@ -517,11 +520,12 @@ def _check_version_spec(spec: Obj) -> None:
 
 
 def _validate_status(plural: str, old: Obj, new: Obj) -> None:
-    model = {
+    models: dict[str, type[BaseModel]] = {
         meta.VERSION_PLURAL: DeploymentVersionStatus,
         meta.DEPLOYMENT_PLURAL: DeploymentStatus,
         meta.RETENTION_PLURAL: RetentionPolicyStatus,
-    }.get(plural)
+    }
+    model = models.get(plural)
     if model is not None:
         try:
             model.model_validate(new)
@@ -538,10 +542,9 @@ def _validate_status(plural: str, old: Obj, new: Obj) -> None:
         raise _invalid("status.collectionClaimedAt cannot be removed: a claimed version is collected")
     if "collectionClaimedAt" in new and "promotion" in new and new.get("promotion") != old.get("promotion"):
         raise _invalid("status.promotion cannot be set on a version claimed for collection")
-    if "state" in new:
-        before = VersionState(old["state"]) if "state" in old else None
-        after = VersionState(new["state"])
-        if not can_transition(before, after):
+    if "state" in new and new["state"] in STATES:  # (anything else: the schema's enum refused it above)
+        before, after = old.get("state"), new["state"]
+        if not TRANSITIONS[(before, after)]:
             raise _invalid(
                 f"status.state cannot move to {after} from its current state "
                 "(allowed: first created, then created->building, building->ready|failed, "
@@ -579,8 +582,14 @@ def _field_selector(selector: str) -> Any:
     wanted = [term.split("=", 1) for term in selector.split(",") if term]
 
     def value(obj: Obj, path: str) -> Any:
+        found: Any = obj
         for part in path.split("."):
-            obj = obj.get(part) if isinstance(obj, dict) else None
-        return obj
+            found = found.get(part) if isinstance(found, dict) else None
+        return found
 
     return lambda obj: all(str(value(obj, path) or "") == expected for path, expected in wanted)
+
+
+def _satisfies_kube_api(fake: FakeKube) -> KubeApi:
+    """mypy (``make lint``) checks here that the fake offers every call the controllers make."""
+    return fake

@@ -136,6 +136,17 @@ VERSION_CASES = [
         message="Building",
     ),
     Case(
+        "version-artifact-pending",
+        version(
+            "site-v1", "created", Health.reconciling(Reason.ARTIFACT_PENDING, "s3://uploads/acme/site-v1.tar.gz not found yet")
+        ),
+        "Progressing",
+        "InProgress",
+        "InProgress",
+        message="ArtifactPending",
+        note="The bundle is not uploaded yet (a CI upload may trail the commit): waiting is progress.",
+    ),
+    Case(
         "version-store-unavailable",
         version("site-v1", "building", Health.reconciling(Reason.STORE_UNAVAILABLE, "store timed out; retrying")),
         "Progressing",
@@ -174,9 +185,7 @@ VERSION_CASES = [
     ),
     Case(
         "version-archived",
-        version(
-            "site-v1", "archived", Health(True, Reason.READY, "promoted out of; bootable for rollback"), versionNumber=1
-        ),
+        version("site-v1", "archived", Health(True, Reason.READY, "promoted out of; bootable for rollback"), versionNumber=1),
         "Healthy",
         "Current",
         "Current",

@@ -19,9 +19,8 @@ def kstatus(obj: dict[str, Any]) -> str:
     status = obj.get("status") or {}
     if metadata.get("deletionTimestamp"):
         return "Terminating"
-    if "generation" in metadata and "observedGeneration" in status:
-        if status["observedGeneration"] != metadata["generation"]:
-            return "InProgress"
+    if "generation" in metadata and "observedGeneration" in status and status["observedGeneration"] != metadata["generation"]:
+        return "InProgress"
     conditions = status.get("conditions") or []
     for condition in conditions:
         if condition.get("status") == "True" and condition.get("type") == "Reconciling":
@@ -54,15 +53,39 @@ def _conditions(*pairs: tuple[str, str]) -> dict[str, Any]:
 RULES: list[tuple[str, dict[str, Any], str]] = [
     ("no status at all is Current", _obj(), "Current"),
     ("no conditions is Current", _obj(status={"observedGeneration": 1}), "Current"),
-    ("being deleted is Terminating", _obj(status=_conditions(("Ready", "True")), deletionTimestamp="2026-01-01T00:00:00Z"), "Terminating"),
-    ("an unobserved generation is InProgress", _obj(2, {"observedGeneration": 1, **_conditions(("Ready", "True"))}), "InProgress"),
+    (
+        "being deleted is Terminating",
+        _obj(status=_conditions(("Ready", "True")), deletionTimestamp="2026-01-01T00:00:00Z"),
+        "Terminating",
+    ),
+    (
+        "an unobserved generation is InProgress",
+        _obj(2, {"observedGeneration": 1, **_conditions(("Ready", "True"))}),
+        "InProgress",
+    ),
     ("no observedGeneration: no generation check", _obj(2, _conditions(("Ready", "True"))), "Current"),
-    ("no metadata.generation: no generation check", _obj(None, {"observedGeneration": 5, **_conditions(("Ready", "True"))}), "Current"),
+    (
+        "no metadata.generation: no generation check",
+        _obj(None, {"observedGeneration": 5, **_conditions(("Ready", "True"))}),
+        "Current",
+    ),
     ("Reconciling=True is InProgress", _obj(status=_conditions(("Ready", "True"), ("Reconciling", "True"))), "InProgress"),
     ("Stalled=True is Failed", _obj(status=_conditions(("Ready", "True"), ("Stalled", "True"))), "Failed"),
-    ("Reconciling and Stalled False: Ready decides", _obj(status=_conditions(("Reconciling", "False"), ("Stalled", "False"), ("Ready", "True"))), "Current"),
-    ("both True: the first in the list wins (Stalled)", _obj(status=_conditions(("Stalled", "True"), ("Reconciling", "True"))), "Failed"),
-    ("both True: the first in the list wins (Reconciling)", _obj(status=_conditions(("Reconciling", "True"), ("Stalled", "True"))), "InProgress"),
+    (
+        "Reconciling and Stalled False: Ready decides",
+        _obj(status=_conditions(("Reconciling", "False"), ("Stalled", "False"), ("Ready", "True"))),
+        "Current",
+    ),
+    (
+        "both True: the first in the list wins (Stalled)",
+        _obj(status=_conditions(("Stalled", "True"), ("Reconciling", "True"))),
+        "Failed",
+    ),
+    (
+        "both True: the first in the list wins (Reconciling)",
+        _obj(status=_conditions(("Reconciling", "True"), ("Stalled", "True"))),
+        "InProgress",
+    ),
     ("Ready=False is InProgress, never Failed", _obj(status=_conditions(("Ready", "False"))), "InProgress"),
     ("Ready=Unknown is InProgress", _obj(status=_conditions(("Ready", "Unknown"))), "InProgress"),
     ("Ready=True is Current", _obj(status=_conditions(("Ready", "True"))), "Current"),

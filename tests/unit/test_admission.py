@@ -41,7 +41,9 @@ S = VersionState
 NS = "tenant-a"
 
 
-def view(state: S | None, deployment: str = "site", kind: VersionKind = VersionKind.STATIC, collected: bool = False) -> VersionView:
+def view(
+    state: S | None, deployment: str = "site", kind: VersionKind = VersionKind.STATIC, collected: bool = False
+) -> VersionView:
     return VersionView(name="v", deployment=deployment, kind=kind, state=state, number=1, collected=collected)
 
 
@@ -117,7 +119,11 @@ def version_body(name: str, state: str, deployment: str = "site", namespace: str
         "apiVersion": meta.API_VERSION,
         "kind": meta.VERSION_KIND,
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"deploymentRef": {"name": deployment}, "kind": "static", "artifact": {"uri": "s3://u/x.tar", "sha256": "0" * 64}},
+        "spec": {
+            "deploymentRef": {"name": deployment},
+            "kind": "static",
+            "artifact": {"uri": "s3://u/x.tar", "sha256": "0" * 64},
+        },
         "status": {"state": state, "versionNumber": 1},
     }
 
@@ -201,7 +207,10 @@ class WebhookConfigurations:
 def test_the_operator_touches_only_the_ca_bundle_and_only_when_it_differs() -> None:
     ca = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     encoded = base64.b64encode(ca).decode()
-    config = {"metadata": {"resourceVersion": "7"}, "webhooks": [{"clientConfig": {"service": {}}}, {"clientConfig": {"caBundle": encoded}}]}
+    config = {
+        "metadata": {"resourceVersion": "7"},
+        "webhooks": [{"clientConfig": {"service": {}}}, {"clientConfig": {"caBundle": encoded}}],
+    }
     kube = WebhookConfigurations(config)
     assert ensure_ca_bundle(kube, "miosa-operator", ca) is True  # type: ignore[arg-type]
     assert kube.patches == [[{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": encoded}]]
@@ -214,7 +223,10 @@ def test_the_operator_touches_only_the_ca_bundle_and_only_when_it_differs() -> N
 
 
 def test_peer_names_are_the_common_name_and_dns_names() -> None:
-    peer = {"subject": ((("commonName", "kube-apiserver-admission"),),), "subjectAltName": (("DNS", "apiserver"), ("IP Address", "10.0.0.1"))}
+    peer = {
+        "subject": ((("commonName", "kube-apiserver-admission"),),),
+        "subjectAltName": (("DNS", "apiserver"), ("IP Address", "10.0.0.1")),
+    }
     assert peer_names(peer) == {"kube-apiserver-admission", "apiserver"}
     assert peer_names(None) == set()
 
@@ -267,10 +279,14 @@ class ClientPKI:
 
     def client(self, common_name: str) -> tuple[str, str]:
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = self._build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), self.cert.subject, key.public_key(), ca=False)
+        cert = self._build(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), self.cert.subject, key.public_key(), ca=False
+        )
         certfile, keyfile = self.directory / f"{common_name}.crt", self.directory / f"{common_name}.key"
         certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        keyfile.write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
         return str(certfile), str(keyfile)
 
 
@@ -292,7 +308,11 @@ def served(tmp_path: Path) -> Iterator[tuple[int, str, ClientPKI, list[dict[str,
 
     async def dispatch(review: dict[str, Any], **_: Any) -> dict[str, Any]:
         dispatched.append(review)
-        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": review["request"]["uid"], "allowed": True}}
+        return {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {"uid": review["request"]["uid"], "allowed": True},
+        }
 
     server = AdmissionServer(
         addr="127.0.0.1", port=port, certfile=certfile, pkeyfile=keyfile, verify_mode=ssl.CERT_REQUIRED,
@@ -328,7 +348,7 @@ def post(port: int, server_ca: str, payload: dict[str, Any], client: tuple[str, 
 
 
 def test_a_client_without_the_api_servers_certificate_is_refused_during_the_handshake(served: Any, tmp_path: Path) -> None:
-    port, server_ca, pki, dispatched = served
+    port, server_ca, _pki, dispatched = served
     with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
         post(port, server_ca, review(NS, NS), client=None)
     (tmp_path / "stranger").mkdir()

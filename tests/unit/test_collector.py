@@ -8,6 +8,8 @@ sweep that died after claiming is finished by the next.  Plus the RetentionPolic
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,10 @@ import pytest
 
 from miosa_operator.api import meta
 from miosa_operator.api.models import VersionKind
-from miosa_operator.controllers.retention import Collector
+from miosa_operator.controllers.retention import Collector, PeriodicCollector, SweepReport
 from miosa_operator.domain.promotion import VersionView, check_promotable
 from miosa_operator.domain.retention import Policy
-from miosa_operator.kube.client import ApiError
+from miosa_operator.kube.client import ApiError, TransientApiError
 from miosa_operator.store import FileStore, StoreRouter
 
 from .fakes import FakeClock, FakeKube, RecordingEvents, iso
@@ -40,7 +42,12 @@ class Env:
         self.collector = Collector(self.kube, self.store, Policy(retain_days=30, rollback_window=1), self.events, self.clock)
         self.deployment = self.kube.create(
             DEPLOYMENTS,
-            {"apiVersion": meta.API_VERSION, "kind": "Deployment", "metadata": {"name": "site", "namespace": NS}, "spec": {"kind": "static"}},
+            {
+                "apiVersion": meta.API_VERSION,
+                "kind": "Deployment",
+                "metadata": {"name": "site", "namespace": NS},
+                "spec": {"kind": "static"},
+            },
         )
 
     def version(self, name: str, *, archived_days_ago: int = 40) -> Path:
@@ -53,12 +60,20 @@ class Env:
                 "apiVersion": meta.API_VERSION,
                 "kind": "DeploymentVersion",
                 "metadata": {"name": name, "namespace": NS},
-                "spec": {"deploymentRef": {"name": "site"}, "kind": "static", "artifact": {"uri": "file:///up/x.tar", "sha256": "a" * 64}},
+                "spec": {
+                    "deploymentRef": {"name": "site"},
+                    "kind": "static",
+                    "artifact": {"uri": "file:///up/x.tar", "sha256": "a" * 64},
+                },
             },
         )
         then = iso(self.clock() - timedelta(days=archived_days_ago))
-        for status in ({"state": "created"}, {"state": "building"}, {"state": "ready", "readyAt": then, "artifactUri": f"file://{release}"},
-                       {"state": "archived", "archivedAt": then}):
+        for status in (
+            {"state": "created"},
+            {"state": "building"},
+            {"state": "ready", "readyAt": then, "artifactUri": f"file://{release}"},
+            {"state": "archived", "archivedAt": then},
+        ):
             self.kube.patch_status(VERSIONS, NS, name, status)
         return release
 
@@ -89,7 +104,12 @@ def test_a_version_marked_for_rollout_after_the_listing_is_left_alone(env: Env) 
     release = env.version("site-v1")
 
     def promoted_meanwhile(**_: Any) -> None:  # a Deployment marks it between listing and claim
-        env.kube.patch_status(VERSIONS, NS, "site-v1", {"promotion": {"deploymentUid": env.deployment["metadata"]["uid"], "since": iso(env.clock())}})
+        env.kube.patch_status(
+            VERSIONS,
+            NS,
+            "site-v1",
+            {"promotion": {"deploymentUid": env.deployment["metadata"]["uid"], "since": iso(env.clock())}},
+        )
 
     env.kube.inject("list", promoted_meanwhile, when=lambda plural, **_: plural == DEPLOYMENTS)
     report = env.collector.sweep()
@@ -99,7 +119,9 @@ def test_a_version_marked_for_rollout_after_the_listing_is_left_alone(env: Env) 
 
 def test_a_version_marked_before_the_listing_is_kept_as_being_promoted(env: Env) -> None:
     release = env.version("site-v1")
-    env.kube.patch_status(VERSIONS, NS, "site-v1", {"promotion": {"deploymentUid": env.deployment["metadata"]["uid"], "since": iso(env.clock())}})
+    env.kube.patch_status(
+        VERSIONS, NS, "site-v1", {"promotion": {"deploymentUid": env.deployment["metadata"]["uid"], "since": iso(env.clock())}}
+    )
     report = env.collector.sweep()
     assert report.plan.kept_because() == {"being promoted": 1} and release.exists()
     # A mark whose Deployment is gone is stale: the version is collectable again.
@@ -139,7 +161,15 @@ def test_a_sweep_that_died_after_claiming_is_finished_by_the_next(env: Env) -> N
 
     real_delete = env.store.delete
     env.store.delete = fail  # type: ignore[method-assign]
-    env.kube.create(meta.RETENTION_PLURAL, {"apiVersion": meta.API_VERSION, "kind": "RetentionPolicy", "metadata": {"name": "default", "namespace": NS}, "spec": {"retainDays": 30, "rollbackWindow": 1}})
+    env.kube.create(
+        meta.RETENTION_PLURAL,
+        {
+            "apiVersion": meta.API_VERSION,
+            "kind": "RetentionPolicy",
+            "metadata": {"name": "default", "namespace": NS},
+            "spec": {"retainDays": 30, "rollbackWindow": 1},
+        },
+    )
     report = env.collector.sweep()
     assert [d.name for d in report.failed] == ["site-v1"] and release.exists()
     assert env.get("site-v1")["status"]["collectionClaimedAt"]
@@ -157,7 +187,12 @@ def test_a_sweep_that_died_after_claiming_is_finished_by_the_next(env: Env) -> N
 def test_retention_policy_status_is_written_by_each_sweep_and_on_change(env: Env) -> None:
     env.kube.create(
         meta.RETENTION_PLURAL,
-        {"apiVersion": meta.API_VERSION, "kind": "RetentionPolicy", "metadata": {"name": "default", "namespace": NS}, "spec": {"retainDays": 30}},
+        {
+            "apiVersion": meta.API_VERSION,
+            "kind": "RetentionPolicy",
+            "metadata": {"name": "default", "namespace": NS},
+            "spec": {"retainDays": 30},
+        },
     )
     policy = env.kube.peek(meta.RETENTION_PLURAL, NS, "default")
     assert policy is not None
@@ -180,3 +215,82 @@ def test_retention_policy_status_is_written_by_each_sweep_and_on_change(env: Env
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Swept") and kstatus(policy) == "Current"
     assert env.collector.sweep(dry_run=True).dry_run  # a dry run writes nothing
     assert env.kube.peek(meta.RETENTION_PLURAL, NS, "default")["status"]["lastSweepAt"] == iso(env.clock())  # type: ignore[index]
+
+
+# =========================================================================== the periodic collector
+
+
+class CountingSweeps:
+    """A collector whose sweeps are counted; the first ``failures`` of them raise."""
+
+    def __init__(self, inner: Collector, failures: int = 0) -> None:
+        self.inner, self.failures = inner, failures
+        self.runs = threading.Semaphore(0)
+        self.calls = 0
+
+    def sweep(self) -> SweepReport:
+        self.calls += 1
+        try:
+            if self.calls <= self.failures:
+                raise TransientApiError("503 Service Unavailable", 503)
+            return self.inner.sweep()
+        finally:
+            self.runs.release()
+
+
+def test_the_periodic_collector_sweeps_again_after_a_failed_sweep(env: Env) -> None:
+    release = env.version("site-v1")
+    sweeps = CountingSweeps(env.collector, failures=1)
+    periodic = PeriodicCollector(sweeps, interval=0.01, first_delay=0.01)
+    periodic.start()
+    try:
+        for _ in range(2):
+            assert sweeps.runs.acquire(timeout=10)
+    finally:
+        periodic.stop()
+    assert sweeps.calls >= 2 and not release.exists()
+    assert env.get("site-v1")["status"]["artifactsCollectedAt"]
+
+
+def test_a_stopped_periodic_collector_sweeps_no_more(env: Env) -> None:
+    sweeps = CountingSweeps(env.collector)
+    periodic = PeriodicCollector(sweeps, interval=0.01, first_delay=0.01)
+    periodic.start()
+    assert sweeps.runs.acquire(timeout=10)
+    periodic.stop()
+    periodic._thread.join(timeout=10)
+    assert not periodic._thread.is_alive()
+    calls = sweeps.calls
+    time.sleep(0.05)
+    assert sweeps.calls == calls
+
+
+def test_a_version_deleted_before_its_claim_is_skipped(env: Env) -> None:
+    release = env.version("site-v1")
+    env.kube.inject(
+        "patch_status",
+        lambda **_: env.kube.remove(VERSIONS, NS, "site-v1"),
+        when=lambda plural, status=None, **_: plural == VERSIONS and "collectionClaimedAt" in (status or {}),
+    )
+    report = env.collector.sweep()
+    assert report.collected == [] and release.exists()
+
+
+def test_a_refused_claim_of_another_kind_is_the_operators_fault_and_reported(env: Env) -> None:
+    env.version("site-v1")
+    env.kube.inject("patch_status", ApiError("403 Forbidden", 403), when=lambda plural, **_: plural == VERSIONS)
+    report = env.collector.sweep()
+    assert report.collected == [] and len(report.failed) == 1
+    assert env.get("site-v1")["status"]["state"] == "archived" and "collectionClaimedAt" not in env.get("site-v1")["status"]
+
+
+def test_a_version_deleted_while_its_artifacts_are_collected_is_not_reported_collected(env: Env) -> None:
+    release = env.version("site-v1")
+    env.kube.inject(
+        "patch_status",
+        lambda **_: env.kube.remove(VERSIONS, NS, "site-v1"),
+        when=lambda plural, status=None, **_: plural == VERSIONS and "artifactsCollectedAt" in (status or {}),
+    )
+    report = env.collector.sweep()
+    assert report.collected == [] and not release.exists()
+    assert not env.events.of("ArtifactsCollected")

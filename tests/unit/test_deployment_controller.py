@@ -20,7 +20,7 @@ from miosa_operator.controllers.common import Retry
 from miosa_operator.controllers.deployments import DeploymentController
 from miosa_operator.controllers.versions import VersionController
 from miosa_operator.domain.ids import new_version_id
-from miosa_operator.render import runtime
+from miosa_operator.render import live
 from miosa_operator.settings import Settings
 from miosa_operator.store import FileStore, StoreRouter
 
@@ -30,7 +30,7 @@ from .kstatus import kstatus
 Obj = dict[str, Any]
 NS = "tenant-a"
 VERSIONS, DEPLOYMENTS = meta.VERSION_PLURAL, meta.DEPLOYMENT_PLURAL
-SERVER = runtime.StaticServer("miosa/operator:1", "http://miosa-operator-artifacts.miosa-system.svc:8081")
+SERVER = live.StaticServer("miosa/operator:1", "http://miosa-operator-artifacts.miosa-system.svc:8081")
 
 
 class Env:
@@ -45,14 +45,20 @@ class Env:
         body = {"apiVersion": meta.API_VERSION, "kind": "Deployment", "metadata": {"name": name, "namespace": NS}}
         return self.kube.create(DEPLOYMENTS, {**body, "spec": {"kind": kind, **spec}})
 
-    def version(self, name: str, number: int, dep: str = "app", image: str = "registry.example/app:1", state: str = "ready") -> Obj:
+    def version(
+        self, name: str, number: int, dep: str = "app", image: str = "registry.example/app:1", state: str = "ready"
+    ) -> Obj:
         self.kube.create(
             VERSIONS,
             {
                 "apiVersion": meta.API_VERSION,
                 "kind": "DeploymentVersion",
                 "metadata": {"name": name, "namespace": NS, "labels": {meta.LABEL_DEPLOYMENT: dep}},
-                "spec": {"deploymentRef": {"name": dep}, "kind": "dynamic", "runtime": {"image": image, "port": 8080, "healthCheckPath": "/healthz"}},
+                "spec": {
+                    "deploymentRef": {"name": dep},
+                    "kind": "dynamic",
+                    "runtime": {"image": image, "port": 8080, "healthCheckPath": "/healthz"},
+                },
             },
         )
         dep_id = ((self.kube.peek(DEPLOYMENTS, NS, dep) or {}).get("status") or {}).get("id")
@@ -122,7 +128,10 @@ def test_a_rollout_completes_and_records_everything_in_order(env: Env) -> None:
     mark = env.get("app-v1")["status"]["promotion"]
     assert mark["deploymentUid"] == dep["metadata"]["uid"]  # marked before the rollout started
     owned = {o["kind"]: o["uid"] for o in dep["status"]["ownedObjects"]}
-    assert owned == {"Service": env.kube.peek(SERVICES, NS, "app")["metadata"]["uid"], "Deployment": env.workload()["metadata"]["uid"]}  # type: ignore[index]
+    assert owned == {
+        "Service": env.kube.peek(SERVICES, NS, "app")["metadata"]["uid"],
+        "Deployment": env.workload()["metadata"]["uid"],
+    }  # type: ignore[index]
     assert env.workload()["metadata"]["labels"]["deploy.miosa.io/deployment-id"] == dep["status"]["id"]
 
     env.kube.mark_available(NS, "app")
@@ -209,7 +218,10 @@ def test_a_budget_is_created_updated_and_removed_with_the_spec(env: Env) -> None
     env.version("app-v1", 1)
     env.live("app-v1")
     budget = env.kube.peek(BUDGETS, NS, "app")
-    assert budget is not None and budget["spec"] == {"selector": {"matchLabels": {"deploy.miosa.io/app": "app"}}, "minAvailable": 2}
+    assert budget is not None and budget["spec"] == {
+        "selector": {"matchLabels": {"deploy.miosa.io/app": "app"}},
+        "minAvailable": 2,
+    }
     env.kube.patch(DEPLOYMENTS, NS, "app", {"spec": {"podDisruptionBudget": {"maxUnavailable": "50%", "minAvailable": None}}})
     assert env.step() is None  # the pods do not change
     assert env.kube.peek(BUDGETS, NS, "app")["spec"]["maxUnavailable"] == "50%"  # type: ignore[index]
@@ -224,7 +236,13 @@ def test_tolerations_pull_secrets_and_resources_reach_the_live_pods(env: Env) ->
         DEPLOYMENTS,
         NS,
         "app",
-        {"spec": {"tolerations": [{"operator": "Exists"}], "imagePullSecrets": [{"name": "reg"}], "resources": {"limits": {"memory": "2Gi"}}}},
+        {
+            "spec": {
+                "tolerations": [{"operator": "Exists"}],
+                "imagePullSecrets": [{"name": "reg"}],
+                "resources": {"limits": {"memory": "2Gi"}},
+            }
+        },
     )
     env.version("app-v1", 1)
     env.live("app-v1")
@@ -243,7 +261,10 @@ def foreign(kind: str, **metadata: Any) -> Obj:
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": {"app": "theirs"}},
-                "template": {"metadata": {"labels": {"app": "theirs"}}, "spec": {"containers": [{"name": "x", "image": "evil:1"}]}},
+                "template": {
+                    "metadata": {"labels": {"app": "theirs"}},
+                    "spec": {"containers": [{"name": "x", "image": "evil:1"}]},
+                },
             }
         },
     }
@@ -262,7 +283,11 @@ def test_a_same_named_foreign_object_is_a_name_conflict_never_adopted(env: Env, 
     assert f"{kind} 'app' exists and was not created by miosa-operator" in condition(dep, "Ready")["message"]
     assert [(e.type, e.reason) for e in env.events.events if e.reason == "NameConflict"] == [("Warning", "NameConflict")]
     untouched = env.kube.get_object(kind, NS, "app")
-    assert untouched is not None and untouched["spec"] == theirs["spec"] and untouched["metadata"]["uid"] == theirs["metadata"]["uid"]
+    assert (
+        untouched is not None
+        and untouched["spec"] == theirs["spec"]
+        and untouched["metadata"]["uid"] == theirs["metadata"]["uid"]
+    )
     assert not [c for c in env.kube.calls if c.method in ("replace_object", "delete_object") and c.args["kind"] == kind]
 
     env.kube.delete_object(kind, NS, "app")  # the tenant renames theirs
@@ -274,7 +299,13 @@ def test_a_same_named_foreign_object_is_a_name_conflict_never_adopted(env: Env, 
 
 def test_objects_forging_our_owner_reference_are_deleted_and_recreated(env: Env) -> None:
     dep = env.dep()
-    owner = {"apiVersion": meta.API_VERSION, "kind": "Deployment", "name": "app", "uid": dep["metadata"]["uid"], "controller": True}
+    owner = {
+        "apiVersion": meta.API_VERSION,
+        "kind": "Deployment",
+        "name": "app",
+        "uid": dep["metadata"]["uid"],
+        "controller": True,
+    }
     labels = {"deploy.miosa.io/deployment-id": dep["status"]["id"]}
     forged = env.kube.create_object("Deployment", NS, foreign("Deployment", ownerReferences=[owner], labels=labels))
     env.version("app-v1", 1)
@@ -403,7 +434,13 @@ def test_a_version_claimed_by_retention_is_never_rolled_out(env: Env) -> None:
         return plural == VERSIONS and name == "app-v2" and "promotion" in (status or {})
 
     def claim(**_: Any) -> None:
-        env.kube.patch_status(VERSIONS, NS, "app-v2", {"collectionClaimedAt": iso(env.clock())}, resource_version=listed["metadata"]["resourceVersion"])
+        env.kube.patch_status(
+            VERSIONS,
+            NS,
+            "app-v2",
+            {"collectionClaimedAt": iso(env.clock())},
+            resource_version=listed["metadata"]["resourceVersion"],
+        )
 
     env.kube.inject("patch_status", claim, when=collector_claims_first)
     wait = env.step()
@@ -424,7 +461,13 @@ def test_a_marked_version_cannot_be_claimed(env: Env) -> None:
     from miosa_operator.kube.client import Conflict
 
     with pytest.raises(Conflict):  # the collector's claim with the resourceVersion it listed
-        env.kube.patch_status(VERSIONS, NS, "app-v1", {"collectionClaimedAt": iso(env.clock())}, resource_version=listed["metadata"]["resourceVersion"])
+        env.kube.patch_status(
+            VERSIONS,
+            NS,
+            "app-v1",
+            {"collectionClaimedAt": iso(env.clock())},
+            resource_version=listed["metadata"]["resourceVersion"],
+        )
     env.clock.advance(timedelta(days=400))
     assert env.get("app-v1")["status"]["promotion"]
 
@@ -442,3 +485,162 @@ def test_a_reconcile_that_outlives_its_deployment_never_writes_onto_a_namesake(e
     assert "liveVersion" not in (fresh.get("status") or {}) and "conditions" not in (fresh.get("status") or {})
     assert env.step() is None
     assert condition(env.dep(), "Ready")["reason"] == "NothingPromoted"
+
+
+# =========================================================================== failed rollouts stay failed
+
+
+def test_a_failed_rollout_with_nothing_to_revert_to_stays_failed_until_spec_changes(env: Env) -> None:
+    env.kube.patch(DEPLOYMENTS, NS, "app", {"spec": {"rollout": {"progressDeadlineSeconds": 30}}})
+    env.version("app-v1", 1)
+    env.promote("app-v1")
+    assert isinstance(env.step(), Retry)
+    env.clock.advance(31)
+    assert env.step() is None
+    dep = env.dep()
+    assert dep["status"]["revertedVersions"] == ["app-v1"] and "rollout" not in dep["status"]
+    assert condition(dep, "Ready")["reason"] == "ProgressDeadlineExceeded" and kstatus(dep) == "Failed"
+    assert condition(dep, "RolloutFailed")["status"] == "True"
+    assert ("Warning", "RolloutFailed") in [(e.type, e.reason) for e in env.events.events]
+    # Reconciled again (a restart, a resync): held, not retried, and it says why.
+    assert env.step() is None
+    assert "rollout" not in env.dep()["status"] and "nothing to revert to" in condition(env.dep(), "Ready")["message"]
+    writes = len(env.kube.writes)
+    assert env.step() is None
+    assert env.kube.writes[writes:] == []  # held: no rollout, not even a status write
+    # A new generation (any spec change) tries again.
+    env.kube.patch(DEPLOYMENTS, NS, "app", {"spec": {"replicas": 2}})
+    assert isinstance(env.step(), Retry)
+    assert env.dep()["status"]["rollout"]["version"] == "app-v1"
+
+
+def test_without_auto_revert_a_missed_deadline_leaves_the_previous_version_serving(env: Env) -> None:
+    env.kube.patch(DEPLOYMENTS, NS, "app", {"spec": {"rollout": {"progressDeadlineSeconds": 30, "autoRevert": False}}})
+    env.version("app-v1", 1)
+    env.version("app-v2", 2, image="registry.example/app:2")
+    env.live("app-v1")
+    env.promote("app-v2")
+    assert isinstance(env.step(), Retry)
+    env.clock.advance(31)
+    assert env.step() is None
+    dep = env.dep()
+    assert dep["status"]["liveVersion"] == "app-v1" and dep["status"]["revertedVersions"] == ["app-v2"]
+    assert "autoRevert is off" in condition(dep, "RolloutFailed")["message"]
+    assert condition(dep, "Ready")["reason"] == "ProgressDeadlineExceeded"
+    assert all(entry["action"] != "revert" for entry in dep["status"]["history"])
+
+
+def test_a_retry_annotation_releases_a_reverted_version_once(env: Env) -> None:
+    env.kube.patch(DEPLOYMENTS, NS, "app", {"spec": {"rollout": {"progressDeadlineSeconds": 30}}})
+    env.version("app-v1", 1)
+    env.version("app-v2", 2, image="registry.example/app:2")
+    env.live("app-v1")
+    env.promote("app-v2")
+    assert isinstance(env.step(), Retry)
+    env.clock.advance(31)
+    assert env.step() is None and env.dep()["status"]["revertedVersions"] == ["app-v2"]
+    env.kube.patch(DEPLOYMENTS, NS, "app", {"metadata": {"annotations": {meta.ANNOTATION_RETRY: "app-v2@1"}}})
+    assert isinstance(env.step(), Retry)  # rolling out app-v2 again
+    dep = env.dep()
+    assert dep["status"]["revertedVersions"] == [] and dep["status"]["lastRetryToken"] == "app-v2@1"
+    assert dep["status"]["rollout"]["version"] == "app-v2"
+    env.kube.mark_available(NS, "app")
+    assert env.step() is None and env.dep()["status"]["liveVersion"] == "app-v2"
+    assert env.step() is None and env.dep()["status"]["lastRetryToken"] == "app-v2@1"  # the same token acts once
+
+
+# =========================================================================== steady state
+
+
+def test_a_live_workload_that_loses_replicas_is_reported_scaling(env: Env) -> None:
+    env.version("app-v1", 1)
+    env.live("app-v1")
+    env.kube.objects[(WORKLOADS, NS, "app")]["status"]["availableReplicas"] = 0
+    wait = env.step()
+    assert isinstance(wait, Retry) and wait.planned
+    assert condition(env.dep(), "Ready")["reason"] == "Scaling" and kstatus(env.dep()) == "InProgress"
+    env.kube.mark_available(NS, "app")
+    assert env.step() is None and condition(env.dep(), "Ready")["reason"] == "Live"
+
+
+def test_number_claims_of_deleted_versions_are_pruned(env: Env) -> None:
+    kept = env.version("app-v1", 1)["metadata"]["uid"]
+    env.kube.patch_status(DEPLOYMENTS, NS, "app", {"pendingNumbers": {kept: 1, "uid-of-a-deleted-version": 2}})
+    assert env.step() is None
+    assert env.dep()["status"]["pendingNumbers"] == {kept: 1}
+    writes = len(env.kube.writes)
+    assert env.step() is None
+    assert not [c for c in env.kube.writes[writes:] if "pendingNumbers" in (c.args.get("status") or {})]
+
+
+# =========================================================================== Auto, woken by the version controller
+
+
+def test_auto_goes_live_with_each_new_ready_version_woken_by_the_version_controller() -> None:
+    env = Env()
+    versions = VersionController(env.kube, StoreRouter(FileStore()), env.config, env.events, env.clock)
+    env.deployment(promotionPolicy="Auto")
+    assert env.step() is None
+
+    def publish(name: str, image: str) -> None:
+        env.kube.create(
+            VERSIONS,
+            {
+                "apiVersion": meta.API_VERSION,
+                "kind": "DeploymentVersion",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"deploymentRef": {"name": "app"}, "kind": "dynamic", "runtime": {"image": image, "port": 8080}},
+            },
+        )
+        for _ in range(10):
+            try:
+                versions.reconcile(env.get(name))
+            except Retry:
+                if env.kube.peek(WORKLOADS, NS, f"{name}-verify"):
+                    env.kube.mark_available(NS, f"{name}-verify")
+                continue
+            break
+        assert env.get(name)["status"]["state"] == "ready"
+
+    publish("app-v1", "registry.example/app:1")
+    assert env.dep()["metadata"]["annotations"][meta.ANNOTATION_VERSION_SETTLED] == "app-v1:ready"
+    assert isinstance(env.step(), Retry)
+    env.kube.mark_available(NS, "app")
+    assert env.step() is None and env.dep()["status"]["liveVersion"] == "app-v1"
+    publish("app-v2", "registry.example/app:2")
+    assert env.dep()["metadata"]["annotations"][meta.ANNOTATION_VERSION_SETTLED] == "app-v2:ready"
+    assert isinstance(env.step(), Retry)
+    env.kube.mark_available(NS, "app")
+    assert env.step() is None
+    dep = env.dep()
+    assert dep["status"]["liveVersion"] == "app-v2" and dep["status"]["history"][-1]["action"] == "auto"
+    assert env.get("app-v1")["status"]["state"] == "archived"
+
+
+def test_a_manual_deployment_is_woken_only_by_the_version_it_names() -> None:
+    env = Env()
+    versions = VersionController(env.kube, StoreRouter(FileStore()), env.config, env.events, env.clock)
+    env.deployment()
+    assert env.step() is None
+    for name in ("app-v1", "app-v2"):
+        env.kube.create(
+            VERSIONS,
+            {
+                "apiVersion": meta.API_VERSION,
+                "kind": "DeploymentVersion",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"deploymentRef": {"name": "app"}, "kind": "dynamic", "runtime": {"image": "img:1", "port": 8080}},
+            },
+        )
+    env.promote("app-v2")
+    for name in ("app-v1", "app-v2"):
+        for _ in range(10):
+            try:
+                versions.reconcile(env.get(name))
+            except Retry:
+                if env.kube.peek(WORKLOADS, NS, f"{name}-verify"):
+                    env.kube.mark_available(NS, f"{name}-verify")
+                continue
+            break
+        settled = (env.dep()["metadata"].get("annotations") or {}).get(meta.ANNOTATION_VERSION_SETTLED)
+        assert settled == (None if name == "app-v1" else "app-v2:ready"), name

@@ -134,9 +134,7 @@ def test_fetch_ignores_the_umask(tmp_path: Path, release: tuple[str, str, bytes]
     assert stat.S_IMODE((tmp_path / "site" / "index.html").stat().st_mode) == 0o644
 
 
-def test_fetch_into_an_empty_directory_and_over_an_earlier_fetch(
-    tmp_path: Path, release: tuple[str, str, bytes]
-) -> None:
+def test_fetch_into_an_empty_directory_and_over_an_earlier_fetch(tmp_path: Path, release: tuple[str, str, bytes]) -> None:
     uri, sha, _ = release
     dest = tmp_path / "site"
     dest.mkdir()
@@ -176,9 +174,7 @@ def test_tampered_release_leaves_an_empty_dest_empty(tmp_path: Path, release: tu
     assert list(dest.iterdir()) == []
 
 
-def test_intact_release_with_the_wrong_expected_hash_is_refused(
-    tmp_path: Path, release: tuple[str, str, bytes]
-) -> None:
+def test_intact_release_with_the_wrong_expected_hash_is_refused(tmp_path: Path, release: tuple[str, str, bytes]) -> None:
     uri, _, _ = release
     with pytest.raises(FetchRefused) as refused:
         fetch_release(FileStore(), uri, "0" * 64, tmp_path / "site", LIMITS)
@@ -189,7 +185,7 @@ def test_intact_release_with_the_wrong_expected_hash_is_refused(
 def test_truncated_release_is_a_checksum_mismatch(tmp_path: Path, release: tuple[str, str, bytes]) -> None:
     _, sha, data = release
     uri = store_object(tmp_path, data[: len(data) // 2], "cut.tar.zst")
-    with pytest.raises(FetchRefused, match="^ChecksumMismatch: .*also fails to unpack"):
+    with pytest.raises(FetchRefused, match=r"^ChecksumMismatch: .*also fails to unpack"):
         fetch_release(FileStore(), uri, sha, tmp_path / "site", LIMITS)
 
 
@@ -318,7 +314,9 @@ def test_the_most_compressible_bundle_ingestion_accepts_is_fetched(tmp_path: Pat
     the way in, a tiny release on the way out.  The ratio cap is for uploads, not releases."""
     limits = IngestLimits(max_file_bytes=16 << 20, max_total_bytes=(16 << 20) + 1024)
     zeros = bytes(limits.max_file_bytes)
-    bundle = tar_of([member("index.html", b"<h1>z</h1>"), member("zeros.bin", zeros)], {"index.html": b"<h1>z</h1>", "zeros.bin": zeros})
+    bundle = tar_of(
+        [member("index.html", b"<h1>z</h1>"), member("zeros.bin", zeros)], {"index.html": b"<h1>z</h1>", "zeros.bin": zeros}
+    )
     out = io.BytesIO()
     ingested = ingest_bundle(io.BytesIO(bundle), out, expected_sha256=hashlib.sha256(bundle).hexdigest(), limits=limits)
     release = out.getvalue()
@@ -331,7 +329,9 @@ def test_the_most_compressible_bundle_ingestion_accepts_is_fetched(tmp_path: Pat
 
 def test_release_size_caps_still_apply_without_the_ratio_cap(tmp_path: Path) -> None:
     zeros = bytes(4 << 20)
-    data, sha = hostile_release([member("index.html", b"x"), member("zeros.bin", zeros)], {"index.html": b"x", "zeros.bin": zeros})
+    data, sha = hostile_release(
+        [member("index.html", b"x"), member("zeros.bin", zeros)], {"index.html": b"x", "zeros.bin": zeros}
+    )
     with pytest.raises(FetchRefused) as refused:
         fetch_release(FileStore(), store_object(tmp_path, data), sha, tmp_path / "site", IngestLimits(max_file_bytes=1 << 20))
     assert refused.value.reason == "FileTooLarge"

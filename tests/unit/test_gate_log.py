@@ -11,7 +11,7 @@ from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
 from miosa_operator.store import TransientStoreError
 
-from .test_version_controller import NS, TIMESTAMPED, Env, ready_condition
+from .conftest import NS, TIMESTAMPED, Env, ready_condition
 
 
 @pytest.fixture(name="env")
@@ -90,7 +90,10 @@ def test_a_failed_gate_says_why_in_its_build_log(env: Env) -> None:
     version = env.get("api-v1")
     text = env.path(version["status"]["buildLogUri"]).read_text()
     assert "pod api-v1-verify-abc12 Ready=False: Readiness probe failed: HTTP 503" in text
-    assert f"FAILED HealthCheckFailed after {env.config.health_gate_timeout + 3:.1f}s: {ready_condition(version)['message'][:60]}" in text
+    assert (
+        f"FAILED HealthCheckFailed after {env.config.health_gate_timeout + 3:.1f}s: {ready_condition(version)['message'][:60]}"
+        in text
+    )
     assert failed() == before + 1
 
 

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from miosa_operator.api import meta
+from miosa_operator.api.meta import ANNOTATION_NUDGED_AT
 from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
-from miosa_operator.controllers.health_gate import ANNOTATION_NUDGED_AT
 from miosa_operator.kube.client import TransientApiError
 
+from .conftest import NS, Env, SimulatedCrash, ready_condition, state
 from .fakes import WORKLOADS, iso
 from .kstatus import kstatus
-from .test_version_controller import NS, Env, SimulatedCrash, ready_condition, state
 
 Obj = dict[str, Any]
 VERIFY = "api-v1-verify"
@@ -65,7 +65,9 @@ def add_pod(
         conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable})
     elif scheduled_at is not None:
         conditions.append({"type": "PodScheduled", "status": "True", "lastTransitionTime": iso(scheduled_at)})
-        conditions.append({"type": "Ready", "status": "True" if ready else "False", "message": "containers with unready status: [app]"})
+        conditions.append(
+            {"type": "Ready", "status": "True" if ready else "False", "message": "containers with unready status: [app]"}
+        )
     container_status: Obj = {"name": "app", "image": "registry.example/api:1.2.3", "restartCount": restarts, "ready": ready}
     if running_since is not None:
         container_status["state"] = {"running": {"startedAt": iso(running_since)}}
@@ -162,8 +164,10 @@ def test_the_verification_pod_gets_the_deployments_pod_settings_and_secret_refer
             }
         },
     )
-    env_vars = [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
-                {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "mode", "optional": True}}}]
+    env_vars = [
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "mode", "optional": True}}},
+    ]
     pod = start(env, env_vars)["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "apps"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "apps", "effect": "NoSchedule"}]
@@ -391,8 +395,13 @@ def test_a_workload_forging_our_owner_reference_is_replaced_not_adopted(env: Env
         current = env.get("api-v1")
         if env.kube.peek(WORKLOADS, NS, VERIFY) is None and current["status"].get("id"):
             forged_labels["deploy.miosa.io/version-id"] = current["status"]["id"]
-            owner = {"apiVersion": meta.API_VERSION, "kind": "DeploymentVersion", "name": "api-v1",
-                     "uid": version["metadata"]["uid"], "controller": True}
+            owner = {
+                "apiVersion": meta.API_VERSION,
+                "kind": "DeploymentVersion",
+                "name": "api-v1",
+                "uid": version["metadata"]["uid"],
+                "controller": True,
+            }
             env.kube.create_object("Deployment", NS, foreign_workload(labels=forged_labels, ownerReferences=[owner]))
             env.kube.mark_available(NS, VERIFY)
 

@@ -104,7 +104,11 @@ def deployment(policy: str = "Manual", kind: str = "static", **status: Any) -> O
 
 
 def version(name: str = "site-v2", state: str | None = "ready", kind: str = "static", **status: Any) -> Obj:
-    return {"metadata": {"name": name}, "spec": {"kind": kind, "deploymentRef": {"name": "site"}}, "status": {"state": state, **status}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"kind": kind, "deploymentRef": {"name": "site"}},
+        "status": {"state": state, **status},
+    }
 
 
 def refusal(dep: Obj, ver: Obj, rollback: bool = False) -> tuple[int, Code]:
@@ -220,19 +224,19 @@ def test_a_stalled_body_is_dropped() -> None:
 def test_upload_slots_cap_overall_and_per_tenant() -> None:
     slots = uploads.UploadSlots(total=2, per_tenant=1)
     with slots.take("a"):
-        with pytest.raises(ApiError):
-            with slots.take("a"):
-                pass
-        with slots.take("b"):
-            with pytest.raises(ApiError):
-                with slots.take("c"):
-                    pass
+        with pytest.raises(ApiError), slots.take("a"):
+            pass
+        with slots.take("b"), pytest.raises(ApiError), slots.take("c"):
+            pass
     with slots.take("a"):
         pass
 
 
 def test_upload_uri_is_under_the_tenants_prefix() -> None:
-    assert uploads.upload_uri("s3://miosa-uploads", "acme", DEP_A, "ab" * 32, "tar.zst") == f"s3://miosa-uploads/acme/{DEP_A}/{'ab' * 32}.tar.zst"
+    assert (
+        uploads.upload_uri("s3://miosa-uploads", "acme", DEP_A, "ab" * 32, "tar.zst")
+        == f"s3://miosa-uploads/acme/{DEP_A}/{'ab' * 32}.tar.zst"
+    )
 
 
 # ---------------------------------------------------------------------------- the app over a fake API server
@@ -337,7 +341,11 @@ def make_version(ns: str, n: int, workspace: str, state: str = "ready", dep: str
             "name": f"{dep}-v{n}",
             "namespace": ns,
             "creationTimestamp": "2026-05-14T18:00:00Z",
-            "labels": {meta.LABEL_DEPLOYMENT: dep, meta.LABEL_WORKSPACE: label_value(workspace), meta.LABEL_VERSION_NUMBER: str(n)},
+            "labels": {
+                meta.LABEL_DEPLOYMENT: dep,
+                meta.LABEL_WORKSPACE: label_value(workspace),
+                meta.LABEL_VERSION_NUMBER: str(n),
+            },
         },
         "spec": {"deploymentRef": {"name": dep}, "kind": "static", "attribution": {"externalWorkspaceId": workspace}},
         "status": {"id": ver_id(n, ns), "versionNumber": n, "state": state, "deploymentId": DEP_A if ns == "a" else DEP_B},
@@ -353,17 +361,27 @@ def world() -> FakeKube:
             {
                 "metadata": {"name": "site", "namespace": ns, "resourceVersion": "1"},
                 "spec": {"kind": "static", "promotedVersion": "site-v1"},
-                "status": {"id": dep_id, "lastVersionNumber": 30, "liveVersion": "site-v1", "history": [{"version": "site-v1", "action": "promote"}]},
+                "status": {
+                    "id": dep_id,
+                    "lastVersionNumber": 30,
+                    "liveVersion": "site-v1",
+                    "history": [{"version": "site-v1", "action": "promote"}],
+                },
             },
         )
         for n in range(1, 31):
-            kube.add("deploymentversions", make_version(ns, n, "team@acme.io" if n % 3 == 0 else "other", "failed" if n == 29 else "ready"))
+            kube.add(
+                "deploymentversions",
+                make_version(ns, n, "team@acme.io" if n % 3 == 0 else "other", "failed" if n == 29 else "ready"),
+            )
     return kube
 
 
 @pytest.fixture
 def http(world: FakeKube, tmp_path: Any) -> TestClient:
-    settings = Settings.defaults(api_max_json_bytes=1024, api_max_bundle_bytes=10_000, api_spool_dir=str(tmp_path), api_page_size=10)
+    settings = Settings.defaults(
+        api_max_json_bytes=1024, api_max_bundle_bytes=10_000, api_spool_dir=str(tmp_path), api_page_size=10
+    )
     return TestClient(asgi(create_app(settings, world, store=None)))
 
 
@@ -429,7 +447,14 @@ def test_odd_ids_are_404(http: TestClient, path: str) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": 0}, {"limit": 101}, {"limit": "ten"}, {"state": "gone"}, {"cursor": "bogus"}, {"external_workspace_id": "x" * 300}],
+    [
+        {"limit": 0},
+        {"limit": 101},
+        {"limit": "ten"},
+        {"state": "gone"},
+        {"cursor": "bogus"},
+        {"external_workspace_id": "x" * 300},
+    ],
 )
 def test_bad_parameters_are_400(http: TestClient, params: dict[str, Any]) -> None:
     response = http.get(f"/api/v1/deployments/{DEP_A}/versions", params=params, headers=auth("tok-a-read"))
@@ -478,7 +503,9 @@ def test_publish_is_refused_before_reading_for_oversized_or_unknown_bodies(http:
     assert big.status_code == 413
     odd = http.post(url, content=b"x", headers={**auth("tok-a-write"), "Content-Type": "text/html"})
     assert odd.status_code == 415 and odd.json()["code"] == "unsupported_media_type"
-    read_only = http.post(url, content=tar_gz({"index.html": b"x"}), headers={**auth("tok-a-read"), "Content-Type": "application/gzip"})
+    read_only = http.post(
+        url, content=tar_gz({"index.html": b"x"}), headers={**auth("tok-a-read"), "Content-Type": "application/gzip"}
+    )
     assert read_only.status_code == 403
 
 
@@ -504,7 +531,12 @@ def test_deployment_view_says_what_the_caller_may_do(http: TestClient) -> None:
 def test_openapi_and_health(http: TestClient) -> None:
     doc = http.get("/openapi.json").json()
     assert "/api/v1/deployments/{deployment_id}/versions" in doc["paths"]
-    assert set(doc["components"]["schemas"]["SeedVersion"]["properties"]) >= {"id", "deployment_id", "version_number", "artifact_manifest"}
+    assert set(doc["components"]["schemas"]["SeedVersion"]["properties"]) >= {
+        "id",
+        "deployment_id",
+        "version_number",
+        "artifact_manifest",
+    }
     assert "HTTPValidationError" not in json.dumps(doc)
     assert http.get("/healthz").json() == {"status": "ok"}
     page = http.get("/ui/")

@@ -10,7 +10,7 @@ import random
 import re
 import tarfile
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import zstandard
@@ -459,7 +459,7 @@ def test_output_errors_propagate_unchanged() -> None:
 def test_parse_size() -> None:
     assert parse_size("512Mi") == 512 << 20
     assert parse_size(" 10 ") == 10
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a byte size"):
         parse_size("1.5Gi")
 
 
@@ -469,7 +469,7 @@ def test_parse_size() -> None:
 def test_build_log_format_with_fixed_clock() -> None:
     moments = iter(
         [
-            datetime(2026, 5, 14, 18, 19, 48, 123456, tzinfo=timezone.utc),
+            datetime(2026, 5, 14, 18, 19, 48, 123456, tzinfo=UTC),
             datetime(2026, 5, 14, 20, 19, 49, 5000, tzinfo=timezone(timedelta(hours=2))),
             datetime(2026, 5, 14, 18, 19, 50),  # naive: taken as UTC
         ]
@@ -488,7 +488,7 @@ def test_build_log_format_with_fixed_clock() -> None:
 
 
 def test_build_log_collects_ingestion_progress() -> None:
-    log = BuildLog(clock=lambda: datetime(2026, 1, 1, tzinfo=timezone.utc))
+    log = BuildLog(clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
     ingest(make_tar(SITE), log=log.line)
     text = log.render().decode()
     assert text.endswith("\n")

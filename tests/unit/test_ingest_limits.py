@@ -95,7 +95,9 @@ def test_path_depth_is_capped_and_configurable() -> None:
     assert run(at_cap) == "accepted"
     assert run(over) == "UnsafePath"
     assert run(over, IngestLimits(max_path_depth=33)) == "accepted"
-    assert run(hostile.tar_of({"a/b/index.html": b"x"}), IngestLimits(max_path_depth=2), entrypoint="a/b/index.html") == "UnsafePath"
+    assert (
+        run(hostile.tar_of({"a/b/index.html": b"x"}), IngestLimits(max_path_depth=2), entrypoint="a/b/index.html") == "UnsafePath"
+    )
 
 
 def test_duplicates_and_file_as_directory_are_still_found_without_keeping_paths() -> None:
@@ -154,8 +156,19 @@ def test_single_segment_frames_are_judged_by_their_content_size() -> None:
         (b"10 path=xyz", "CorruptBundle"),  # the record does not end in a newline
         (hostile.pax_record(b"path", b"a" * 1025), "UnsafePath"),
     ],
-    ids=["sparse major", "sparse name", "sparse realsize", "sparse map", "negative size", "garbled size",
-         "garbled mtime", "bad length", "huge length", "no newline", "long path"],
+    ids=[
+        "sparse major",
+        "sparse name",
+        "sparse realsize",
+        "sparse map",
+        "negative size",
+        "garbled size",
+        "garbled mtime",
+        "bad length",
+        "huge length",
+        "no newline",
+        "long path",
+    ],
 )
 def test_pax_records_are_checked_before_tarfile_parses_them(records: bytes, reason: str) -> None:
     bundle = hostile.member(b"index.html", b"x") + hostile.pax_header(records) + hostile.member(b"a.html", b"x") + hostile.end()
@@ -237,7 +250,7 @@ def test_cve_2024_6232_our_reader_is_immune_whatever_the_interpreter() -> None:
 
 @pytest.mark.parametrize("bundle", [hostile.negative_size(), hostile.negative_pax_size()], ids=["base-256", "pax"])
 def test_cve_2025_8194_negative_sizes_are_refused_whatever_the_interpreter(bundle: bytes) -> None:
-    verdict, usage = isolated(bundle, Budget(memory_bytes=128 * MiB, cpu_seconds=5, wall_seconds=120))
+    verdict, _usage = isolated(bundle, Budget(memory_bytes=128 * MiB, cpu_seconds=5, wall_seconds=120))
     assert verdict == "CorruptBundle"
 
 

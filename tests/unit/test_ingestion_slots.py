@@ -13,7 +13,9 @@ class Clock:
         return self.now
 
 
-def slots(total: int = 4, per_tenant: int = 2, tenant_bytes: int = 1000, tenant_pending: int = 50) -> tuple[IngestionSlots, Clock]:
+def slots(
+    total: int = 4, per_tenant: int = 2, tenant_bytes: int = 1000, tenant_pending: int = 50
+) -> tuple[IngestionSlots, Clock]:
     clock = Clock()
     return IngestionSlots(total, per_tenant, tenant_bytes, tenant_pending, clock=clock, absent_after=10, forget_after=60), clock
 

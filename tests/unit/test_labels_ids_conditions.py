@@ -80,8 +80,12 @@ def test_health_sets_the_kstatus_trio_together() -> None:
     for health, (ready, reconciling, stalled, computed) in cases.items():
         conditions = health_conditions(earlier, health, generation=1, now=t0 + timedelta(1))
         by_type = {c.type: c for c in conditions}
-        assert [c.type for c in conditions][0] == "Ready"
-        assert (by_type["Ready"].status, by_type["Reconciling"].status, by_type["Stalled"].status) == (ready, reconciling, stalled)
+        assert conditions[0].type == "Ready"
+        assert (by_type["Ready"].status, by_type["Reconciling"].status, by_type["Stalled"].status) == (
+            ready,
+            reconciling,
+            stalled,
+        )
         assert {c.reason for c in conditions} == {health.reason} and {c.message for c in conditions} == {health.message}
         body = {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [c.wire() for c in conditions]}}
         assert kstatus(body) == computed, health

@@ -24,7 +24,7 @@ from miosa_operator.controllers.static_build import Built, Rejected
 from miosa_operator.observability import context, instrument, logs, metrics
 from miosa_operator.observability.census import VersionCensus
 from miosa_operator.observability.journal import Journal, JournaledKube
-from miosa_operator.render.runtime import StaticServer
+from miosa_operator.render.live import StaticServer
 from miosa_operator.settings import Settings
 from miosa_operator.sharding import Shard
 from miosa_operator.store import FileStore
@@ -151,7 +151,11 @@ class Cluster:
         self.events = RecordingEvents()
         journaled = JournaledKube(self.kube, Journal(self.census))
         self.controller = DeploymentController(
-            journaled, Settings.defaults(), self.events, StaticServer("static:1", "http://127.0.0.1:8081"), clock=self.clock  # type: ignore[arg-type]
+            journaled,
+            Settings.defaults(),
+            self.events,
+            StaticServer("static:1", "http://127.0.0.1:8081"),
+            clock=self.clock,  # type: ignore[arg-type]
         )
 
     def version(self, name: str, number: int, dep: str = "site") -> None:
@@ -376,7 +380,9 @@ def test_admission_decisions() -> None:
             raise kopf.AdmissionError("cannot check", code=503)
 
     counted = instrument.admission_decisions("test", validate)
-    moved = Moved(*(("miosa_webhook_decisions_total", {"webhook": "test", "decision": d}) for d in ("allowed", "denied", "unavailable")))
+    moved = Moved(
+        *(("miosa_webhook_decisions_total", {"webhook": "test", "decision": d}) for d in ("allowed", "denied", "unavailable"))
+    )
     for answer in ("allow", "deny", "down", "deny"):
         try:
             counted(answer=answer)
@@ -414,7 +420,9 @@ def test_lines_inside_a_handler_call_carry_the_object(json_lines: tuple[logging.
                   "status": {"id": "dep_X", "liveVersion": "site-v3"}}  # fmt: skip
     with context.reconciling(deployment):
         logger.info("about the deployment")
-    with context.reconciling({"kind": "DeploymentVersion", "metadata": {"namespace": NS, "name": "site-v9"}, "status": {"id": "ver_NINE"}}):
+    with context.reconciling(
+        {"kind": "DeploymentVersion", "metadata": {"namespace": NS, "name": "site-v9"}, "status": {"id": "ver_NINE"}}
+    ):
         logger.info("about a version")
     logger.info("about nothing")
     about_deployment, about_version, about_nothing = lines(stream)
@@ -440,7 +448,9 @@ def test_secrets_never_reach_a_line(json_lines: tuple[logging.Logger, io.StringI
 
 def test_census_ignores_an_older_event_than_it_has() -> None:
     census = VersionCensus()
-    newer = version_body("a", "ready", vid="ver_A") | {"metadata": {"namespace": NS, "name": "a", "uid": "u", "resourceVersion": "12"}}
+    newer = version_body("a", "ready", vid="ver_A") | {
+        "metadata": {"namespace": NS, "name": "a", "uid": "u", "resourceVersion": "12"}
+    }
     older = version_body("a", "building") | {"metadata": {"namespace": NS, "name": "a", "uid": "u", "resourceVersion": "11"}}
     census.observe("MODIFIED", newer)
     census.observe("MODIFIED", older)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from miosa_operator.controllers.offboarding import TenantOffboarding
+from miosa_operator.controllers.offboarding import PeriodicOffboarding, TenantOffboarding
 from miosa_operator.kube.client import Kube, TransientApiError
 from miosa_operator.kube.timeouts import Timeouts
 from miosa_operator.settings import Settings
@@ -53,7 +53,7 @@ def keys(store: FileStore, base: str) -> list[str]:
 
 def test_the_sweep_removes_only_tenants_whose_namespace_is_gone(releases: tuple[FileStore, str]) -> None:
     store, base = releases
-    offboarding = TenantOffboarding(Namespaces("alive", "default"), store, base)  # type: ignore[arg-type]
+    offboarding = TenantOffboarding(Namespaces("alive", "default"), store, base)
     assert offboarding.stored_tenants() == {"gone", "alive"}
     assert offboarding.sweep() == {"gone": 2}
     assert keys(store, base) == [
@@ -65,12 +65,41 @@ def test_the_sweep_removes_only_tenants_whose_namespace_is_gone(releases: tuple[
 def test_collect_leaves_a_namespace_that_exists_again(releases: tuple[FileStore, str]) -> None:
     store, base = releases
     namespaces = Namespaces("alive", "gone")  # re-created under the same name before the event was handled
-    offboarding = TenantOffboarding(namespaces, store, base)  # type: ignore[arg-type]
+    offboarding = TenantOffboarding(namespaces, store, base)
     assert offboarding.collect("gone") == 0
     namespaces.names.discard("gone")
     assert offboarding.collect("gone") == 2
     assert offboarding.collect("../alive") == 0  # not a namespace name: nothing outside its prefix
     assert len(keys(store, base)) == 4
+
+
+class FlakyNamespaces(Namespaces):
+    """The API server is unavailable for the first listing of namespaces."""
+
+    def __init__(self, *names: str) -> None:
+        super().__init__(*names)
+        self.listings = threading.Semaphore(0)
+        self.failed = False
+
+    def namespace_names(self) -> set[str]:
+        self.listings.release()
+        if not self.failed:
+            self.failed = True
+            raise TransientApiError("503 Service Unavailable", 503)
+        return super().namespace_names()
+
+
+def test_the_periodic_sweep_goes_on_after_a_failed_one(releases: tuple[FileStore, str]) -> None:
+    store, base = releases
+    namespaces = FlakyNamespaces("alive")
+    periodic = PeriodicOffboarding(TenantOffboarding(namespaces, store, base), interval=0.01, first_delay=0.01)
+    periodic.start()
+    try:
+        for _ in range(3):  # the failed sweep, the one that collects, one with nothing left
+            assert namespaces.listings.acquire(timeout=10)
+    finally:
+        periodic.stop()
+    assert namespaces.failed and not [k for k in keys(store, base) if k.startswith("gone/")]
 
 
 @pytest.fixture

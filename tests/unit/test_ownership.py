@@ -17,7 +17,7 @@ from miosa_operator.domain.ownership import (
     service_drifted,
     workload_drifted,
 )
-from miosa_operator.render import runtime
+from miosa_operator.render import live
 
 DEP_ID = "dep_" + "1" * 26
 OWNER = Owner(kind="Deployment", name="app", uid="dep-uid", id_label="deploy.miosa.io/deployment-id", id_value=DEP_ID)
@@ -65,16 +65,20 @@ def rendered() -> dict[str, Any]:
             "status": {"id": "ver_" + "1" * 26, "versionNumber": 1, "state": "ready"},
         }
     )
-    return runtime.live_workload(deployment, version, runtime.StaticServer("x", "http://artifacts"))
+    return live.live_workload(deployment, version, live.StaticServer("x", "http://artifacts"))
 
 
 def as_stored(body: dict[str, Any]) -> dict[str, Any]:
     """What the API server stores: the rendered object plus its defaults."""
     stored = copy.deepcopy(body)
     pod = stored["spec"]["template"]["spec"]
-    pod.update(restartPolicy="Always", terminationGracePeriodSeconds=30, dnsPolicy="ClusterFirst", schedulerName="default-scheduler")
+    pod.update(
+        restartPolicy="Always", terminationGracePeriodSeconds=30, dnsPolicy="ClusterFirst", schedulerName="default-scheduler"
+    )
     for container in pod["containers"]:
-        container.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File", imagePullPolicy="IfNotPresent")
+        container.update(
+            terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File", imagePullPolicy="IfNotPresent"
+        )
         container["readinessProbe"].update(timeoutSeconds=1, successThreshold=1)
         container["readinessProbe"]["httpGet"]["scheme"] = "HTTP"
     stored["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = "25%"
@@ -114,7 +118,7 @@ def test_a_service_whose_selector_was_edited_has_drifted() -> None:
     deployment = Deployment.model_validate(
         {"metadata": {"name": "app", "namespace": "t", "uid": "u"}, "spec": {"kind": "dynamic"}, "status": {"id": DEP_ID}}
     )
-    desired = runtime.live_service(deployment, 8080)
+    desired = live.live_service(deployment, 8080)
     stored = copy.deepcopy(desired)
     stored["spec"].update(clusterIP="10.0.0.7", sessionAffinity="None")
     assert not service_drifted(desired, stored)
@@ -141,18 +145,32 @@ def test_a_stored_static_workload_has_not_drifted() -> None:
     version = DeploymentVersion.model_validate(
         {
             "metadata": {"name": "site-v1", "namespace": "t"},
-            "spec": {"deploymentRef": {"name": "site"}, "kind": "static", "artifact": {"uri": "s3://uploads/x.tar", "sha256": "a" * 64}},
-            "status": {"id": "ver_" + "1" * 26, "deploymentId": DEP_ID, "versionNumber": 1, "state": "ready",
-                       "artifactUri": "s3://r/x", "artifactSha256": "b" * 64},
+            "spec": {
+                "deploymentRef": {"name": "site"},
+                "kind": "static",
+                "artifact": {"uri": "s3://uploads/x.tar", "sha256": "a" * 64},
+            },
+            "status": {
+                "id": "ver_" + "1" * 26,
+                "deploymentId": DEP_ID,
+                "versionNumber": 1,
+                "state": "ready",
+                "artifactUri": "s3://r/x",
+                "artifactSha256": "b" * 64,
+            },
         }
     )
-    body = runtime.live_workload(deployment, version, runtime.StaticServer("x", "http://artifacts"))
+    body = live.live_workload(deployment, version, live.StaticServer("x", "http://artifacts"))
     stored = copy.deepcopy(body)
     pod = stored["spec"]["template"]["spec"]
-    pod.update(restartPolicy="Always", terminationGracePeriodSeconds=30, dnsPolicy="ClusterFirst", schedulerName="default-scheduler")
+    pod.update(
+        restartPolicy="Always", terminationGracePeriodSeconds=30, dnsPolicy="ClusterFirst", schedulerName="default-scheduler"
+    )
     for volume in pod["volumes"]:
         if "projected" in volume:
             volume["projected"]["defaultMode"] = 420
     for container in [*pod["containers"], *pod["initContainers"]]:
-        container.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File", imagePullPolicy="IfNotPresent")
+        container.update(
+            terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File", imagePullPolicy="IfNotPresent"
+        )
     assert not workload_drifted(body, stored)

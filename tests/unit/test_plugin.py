@@ -144,10 +144,31 @@ def test_static_version_in_seed_shape_field_by_field() -> None:
 
 def test_seed_keys_come_first_in_the_seeds_order() -> None:
     seed_keys = [
-        "id", "deployment_id", "tenant_id", "created_by", "external_workspace_id", "external_user_id",
-        "external_project_id", "source_sandbox_id", "build_id", "version_number", "kind", "state", "artifact_uri",
-        "artifact_manifest", "artifact_sha256", "runtime_image", "runtime_command", "runtime_port",
-        "health_check_path", "build_log_uri", "metadata", "promoted_at", "archived_at", "created_at", "updated_at",
+        "id",
+        "deployment_id",
+        "tenant_id",
+        "created_by",
+        "external_workspace_id",
+        "external_user_id",
+        "external_project_id",
+        "source_sandbox_id",
+        "build_id",
+        "version_number",
+        "kind",
+        "state",
+        "artifact_uri",
+        "artifact_manifest",
+        "artifact_sha256",
+        "runtime_image",
+        "runtime_command",
+        "runtime_port",
+        "health_check_path",
+        "build_log_uri",
+        "metadata",
+        "promoted_at",
+        "archived_at",
+        "created_at",
+        "updated_at",
     ]
     assert list(output.seed_version(static_body()))[: len(seed_keys)] == seed_keys
 
@@ -188,7 +209,10 @@ def test_dynamic_version_in_seed_shape_field_by_field() -> None:
 
 
 def test_a_version_the_operator_has_not_seen_yet() -> None:
-    body = {"metadata": {"name": "new", "namespace": NS, "creationTimestamp": "2026-05-14T10:00:00Z"}, "spec": static_body()["spec"]}
+    body = {
+        "metadata": {"name": "new", "namespace": NS, "creationTimestamp": "2026-05-14T10:00:00Z"},
+        "spec": static_body()["spec"],
+    }
     version = output.seed_version(body)
     assert (version["id"], version["state"], version["version_number"]) == (None, None, None)
     assert version["tenant_id"] == NS  # the tenant is the namespace
@@ -231,15 +255,23 @@ def test_history_newest_first_as_table_and_rows() -> None:
             {"version": "site-v1", "versionNumber": 1, "action": "promote", "actor": "alice", "time": "2026-05-14T18:00:00Z"},
             {"version": "site-v2", "versionNumber": 2, "action": "promote", "actor": "bob", "time": "2026-05-14T18:10:00Z"},
             {
-                "version": "site-v1", "versionNumber": 1, "action": "rollback", "actor": "alice",
-                "time": "2026-05-14T18:20:00.5Z", "reason": "v2 broke the form",
+                "version": "site-v1",
+                "versionNumber": 1,
+                "action": "rollback",
+                "actor": "alice",
+                "time": "2026-05-14T18:20:00.5Z",
+                "reason": "v2 broke the form",
             },
         ]
     }
     rows = output.history_entries(status)
     assert rows[0] == {
-        "time": "2026-05-14T18:20:00Z", "action": "rollback", "version": "site-v1", "number": 1,
-        "actor": "alice", "reason": "v2 broke the form",
+        "time": "2026-05-14T18:20:00Z",
+        "action": "rollback",
+        "version": "site-v1",
+        "number": 1,
+        "actor": "alice",
+        "reason": "v2 broke the form",
     }
     assert [r["action"] for r in rows] == ["rollback", "promote", "promote"]
     assert output.history_table(rows).splitlines() == [
@@ -359,7 +391,7 @@ def test_forbidden_read_names_the_read_role() -> None:
     [
         (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
         (TimeoutError("timed out"), "timed out"),
-        (socket.timeout("The read operation timed out"), "timed out"),
+        (TimeoutError("The read operation timed out"), "timed out"),
         (socket.gaierror(-2, "Name or service not known"), "cannot resolve the server's host name"),
         (OSError(113, "No route to host"), "[Errno 113] No route to host"),
         (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "TLS error: "),
@@ -409,7 +441,7 @@ class FakeCustomObjects:
                 content_type: str = "application/json") -> Any:  # fmt: skip
         prefix = f"/apis/{meta.GROUP}/{meta.VERSION}/namespaces/{NS}/"
         assert path.startswith(prefix), path
-        plural, _, name = path[len(prefix):].partition("/")
+        plural, _, name = path[len(prefix) :].partition("/")
         name = unquote(name)
         if method == "GET" and not name:
             query = query or {}
@@ -525,10 +557,15 @@ def test_promote_patches_spec_and_clears_a_stale_reason(fake: FakeCustomObjects,
     code, out, _ = run(capsys, "promote", "site", "v2")
     assert code == 0 and out == "promotion of v2 requested\n"
     patch = fake.calls[-1]
-    assert patch == ("patch", ("site", {"metadata": {"annotations": {meta.ANNOTATION_CHANGE_CAUSE: None}}, "spec": {"promotedVersion": "v2"}}))
+    assert patch == (
+        "patch",
+        ("site", {"metadata": {"annotations": {meta.ANNOTATION_CHANGE_CAUSE: None}}, "spec": {"promotedVersion": "v2"}}),
+    )
 
 
-def test_promote_of_an_unknown_version_exits_3_without_patching(fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str]) -> None:
+def test_promote_of_an_unknown_version_exits_3_without_patching(
+    fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run(capsys, "promote", "site", "v9")
     assert code == 3 and 'deploymentversion "v9" not found' in err
     assert all(call != "patch" for call, _ in fake.calls)
@@ -545,7 +582,9 @@ def test_rollback_defaults_to_the_previous_live_version(fake: FakeCustomObjects,
     code, out, err = run(capsys, "rollback", "site", "--reason", "v3 broke it")
     assert code == 0 and out == "rollback of site to v2 requested\n" and err == ""
     assert fake.objects[(meta.DEPLOYMENT_PLURAL, "site")]["spec"]["promotedVersion"] == "v2"
-    assert fake.objects[(meta.DEPLOYMENT_PLURAL, "site")]["metadata"]["annotations"] == {meta.ANNOTATION_CHANGE_CAUSE: "v3 broke it"}
+    assert fake.objects[(meta.DEPLOYMENT_PLURAL, "site")]["metadata"]["annotations"] == {
+        meta.ANNOTATION_CHANGE_CAUSE: "v3 broke it"
+    }
 
 
 def test_rollback_under_auto_switches_to_manual(fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str]) -> None:
@@ -607,6 +646,7 @@ def test_rollout_outcome() -> None:
     assert commands.rollout_outcome(_status(liveVersion="v2"), "v2", 5).done
     assert commands.rollout_outcome(_status(liveVersion="v1", rollout={"version": "v2"}), "v2", 5) is None
     assert commands.rollout_outcome(_status(liveVersion="v1", observedGeneration=4), "v2", 5) is None  # not seen yet
+
     def stalled(reason: str, message: str, generation: int = 5) -> dict[str, object]:
         condition = {"type": "Stalled", "status": "True", "reason": reason, "message": message, "observedGeneration": generation}
         return _status(liveVersion="v1", observedGeneration=5, conditions=[condition])
@@ -681,7 +721,11 @@ def test_logs_shows_an_external_build_log_beside_the_operators(
     assert out == f"{own.read_text()}\n==> external build log (spec.buildLog.uri): file://{external} <==\n{external.read_text()}"
     code, out, _ = run(capsys, "logs", "v1", "-o", "json")
     data = json.loads(out)
-    assert (data["build_log_uri"], data["external_build_log_uri"], data["log"]) == (f"file://{own}", f"file://{external}", own.read_text())
+    assert (data["build_log_uri"], data["external_build_log_uri"], data["log"]) == (
+        f"file://{own}",
+        f"file://{external}",
+        own.read_text(),
+    )
     code, out, _ = run(capsys, "logs", "v1", "-o", "jsonpath={.external_build_log_uri}")
     assert out == f"file://{external}"
     # Only the external log, and it cannot be read: that is the error.

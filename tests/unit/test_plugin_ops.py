@@ -91,7 +91,9 @@ def test_status_exit_codes_follow_kstatus(fake: FakeCustomObjects, capsys: pytes
     assert run(capsys, "status", "site", "-o", "name") == (6, "deployment.deploy.miosa.io/site\n", "")
 
 
-def test_status_watch_streams_changes_and_exits_1_on_a_revert(fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_watch_streams_changes_and_exits_1_on_a_revert(
+    fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str]
+) -> None:
     body = rolling(healthy(fake))
     fake.objects[(meta.DEPLOYMENT_PLURAL, "site")] = body
     streams = [[{"type": "MODIFIED", "object": rolling(body) | {"metadata": {**body["metadata"], "resourceVersion": "105"}}}],
@@ -156,7 +158,11 @@ def test_retry_outcome() -> None:
     assert commands.retry_outcome({"status": status}, "v4", token) is None  # not acted on yet
     assert commands.retry_outcome({"status": {"lastRetryToken": token, "rollout": {"version": "v4"}}}, "v4", token) is None
     assert commands.retry_outcome({"status": {"lastRetryToken": token, "liveVersion": "v4"}}, "v4", token).done  # type: ignore[union-attr]
-    again = {"lastRetryToken": token, "revertedVersions": ["v4"], "conditions": [condition("Stalled", "True", "RolloutReverted", "again")]}
+    again = {
+        "lastRetryToken": token,
+        "revertedVersions": ["v4"],
+        "conditions": [condition("Stalled", "True", "RolloutReverted", "again")],
+    }
     assert commands.retry_outcome({"status": again}, "v4", token) == commands.Outcome(False, "RolloutReverted: again")
 
 
@@ -166,21 +172,30 @@ def test_retry_outcome() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["versions", "list", "site", "-o", "name"], "deploymentversion.deploy.miosa.io/v3\ndeploymentversion.deploy.miosa.io/v2\n"
-                                                     "deploymentversion.deploy.miosa.io/v1\n"),
-        (["versions", "list", "site", "-o", 'jsonpath={range [*]}{.name}={.state}{"\\n"}{end}'], "v3=ready\nv2=archived\nv1=archived\n"),
+        (
+            ["versions", "list", "site", "-o", "name"],
+            "deploymentversion.deploy.miosa.io/v3\ndeploymentversion.deploy.miosa.io/v2\ndeploymentversion.deploy.miosa.io/v1\n",
+        ),
+        (
+            ["versions", "list", "site", "-o", 'jsonpath={range [*]}{.name}={.state}{"\\n"}{end}'],
+            "v3=ready\nv2=archived\nv1=archived\n",
+        ),
         (["versions", "show", "v2", "-o", "jsonpath={.version_number}"], "2"),
         (["versions", "show", "v2", "-o", "name"], "deploymentversion.deploy.miosa.io/v2\n"),
         (["history", "site", "-o", "jsonpath={[0].version}"], "v3"),
-        (["history", "site", "-o", "name"], "deploymentversion.deploy.miosa.io/v3\ndeploymentversion.deploy.miosa.io/v2\n"
-                                            "deploymentversion.deploy.miosa.io/v1\n"),
+        (
+            ["history", "site", "-o", "name"],
+            "deploymentversion.deploy.miosa.io/v3\ndeploymentversion.deploy.miosa.io/v2\ndeploymentversion.deploy.miosa.io/v1\n",
+        ),
         (["promote", "site", "v2", "-o", "name"], "deployment.deploy.miosa.io/site\n"),
         (["promote", "site", "v2", "-o", "jsonpath={.spec.promotedVersion}"], "v2"),
         (["rollback", "site", "-o", "jsonpath='{.spec.promotedVersion}'"], "v2"),
         (["logs", "v3", "-o", "name"], "deploymentversion.deploy.miosa.io/v3\n"),
     ],
 )
-def test_every_command_takes_o(fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
+def test_every_command_takes_o(
+    fake: FakeCustomObjects, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
     code, out, err = run(capsys, *argv)
     assert (code, out) == (0, expected), err
 
@@ -278,9 +293,9 @@ def test_completion_executable_is_installed() -> None:
 
 
 def test_plugin_constants_match_the_models() -> None:
-    assert selection.STATES == tuple(s.value for s in VersionState)
-    assert selection.PROMOTABLE == {s.value for s in states.PROMOTABLE}
-    assert (commands.MANUAL, commands.AUTO) == (PromotionPolicy.MANUAL.value, PromotionPolicy.AUTO.value)
+    assert tuple(s.value for s in VersionState) == selection.STATES
+    assert {s.value for s in states.PROMOTABLE} == selection.PROMOTABLE
+    assert (PromotionPolicy.MANUAL.value, PromotionPolicy.AUTO.value) == (commands.MANUAL, commands.AUTO)
 
 
 def test_the_plugin_imports_neither_kopf_boto3_pydantic_nor_the_kubernetes_client() -> None:
@@ -288,7 +303,9 @@ def test_the_plugin_imports_neither_kopf_boto3_pydantic_nor_the_kubernetes_clien
         "import sys; import miosa_operator.plugin.cli, miosa_operator.plugin.completion; "
         "print(sorted({m.split('.')[0] for m in sys.modules}))"
     )
-    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.replace("'", '"'))
+    loaded = json.loads(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.replace("'", '"')
+    )
     assert not {"kopf", "boto3", "botocore", "pydantic", "pydantic_settings", "kubernetes", "urllib3"} & set(loaded)
 
 
@@ -328,7 +345,7 @@ def test_kubeconfig_refusals(tmp_path: Path) -> None:
                            "clusters": [{"name": "c", "cluster": {"server": "https://k:6443"}}],
                            "users": [{"name": "u", "user": {"auth-provider": {"name": "gcp"}}}]},
     )  # fmt: skip
-    with pytest.raises(kubeconfig.KubeconfigError, match="auth-provider 'gcp', which kubectl removed in 1.26"):
+    with pytest.raises(kubeconfig.KubeconfigError, match=r"auth-provider 'gcp', which kubectl removed in 1\.26"):
         kubeconfig.load(str(cfg))
     with pytest.raises(kubeconfig.KubeconfigError, match="no kubeconfig found"):
         kubeconfig.load(str(tmp_path / "none"))
@@ -431,7 +448,10 @@ def apiserver(pki: dict[str, Path]) -> Iterator[tuple[str, list[dict[str, Any]]]
 def test_client_certificate_from_data_and_the_clusters_ca(apiserver: tuple[str, list[Any]], pki: dict[str, Path]) -> None:
     url, seen = apiserver
     endpoint = kubeconfig.Endpoint(
-        server=url, ca_data=pki["ca.crt"].read_bytes(), cert_data=pki["user.crt"].read_bytes(), key_data=pki["user.key"].read_bytes()
+        server=url,
+        ca_data=pki["ca.crt"].read_bytes(),
+        cert_data=pki["user.crt"].read_bytes(),
+        key_data=pki["user.key"].read_bytes(),
     )
     assert ApiClient(endpoint).request("GET", "/apis/x")["items"][0]["metadata"]["name"] == "x"
     assert seen[-1] == {"path": "/apis/x", "auth": None, "cert": "alice"}
@@ -477,7 +497,7 @@ def test_exec_credential_plugin(apiserver: tuple[str, list[Any]], pki: dict[str,
     client.request("GET", "/apis/b")
     assert [s["auth"] for s in seen[-2:]] == ["Bearer good-token"] * 2
     helper.write_text("#!/bin/sh\necho denied >&2\nexit 1\n")
-    with pytest.raises(kubeconfig.KubeconfigError, match="exec credential plugin .* failed: denied"):
+    with pytest.raises(kubeconfig.KubeconfigError, match=r"exec credential plugin .* failed: denied"):
         ApiClient(kubeconfig.load(str(cfg))).request("GET", "/apis/c")
 
 

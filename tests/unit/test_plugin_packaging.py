@@ -65,7 +65,9 @@ def test_the_zipapp_runs_on_a_bare_python(built: Path) -> None:
     bare = [sys.executable, "-I", "-S"]
     done = subprocess.run([*bare, str(built / "kubectl-miosa"), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "usage: kubectl miosa" in done.stdout
-    done = subprocess.run([*bare, str(built / "kubectl_complete-miosa"), "versions", ""], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*bare, str(built / "kubectl_complete-miosa"), "versions", ""], capture_output=True, text=True, timeout=60
+    )
     assert done.stdout == "list\nshow\n:4\n"
     kubeconfig = built / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({

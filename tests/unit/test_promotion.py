@@ -7,7 +7,14 @@ from miosa_operator.domain.promotion import VersionView, check_promotable, class
 S = VersionState
 
 
-def view(name: str, number: int | None, state: S | None, deployment: str = "site", kind: VersionKind = VersionKind.STATIC, collected: bool = False) -> VersionView:
+def view(
+    name: str,
+    number: int | None,
+    state: S | None,
+    deployment: str = "site",
+    kind: VersionKind = VersionKind.STATIC,
+    collected: bool = False,
+) -> VersionView:
     return VersionView(name=name, deployment=deployment, kind=kind, state=state, number=number, collected=collected)
 
 
@@ -74,7 +81,11 @@ def test_view_from_model_matches_view_from_body() -> None:
 
     body = {
         "metadata": {"name": "v"},
-        "spec": {"deploymentRef": {"name": "site"}, "kind": "static", "artifact": {"uri": "s3://uploads/x.tar", "sha256": "a" * 64}},
+        "spec": {
+            "deploymentRef": {"name": "site"},
+            "kind": "static",
+            "artifact": {"uri": "s3://uploads/x.tar", "sha256": "a" * 64},
+        },
         "status": {"state": "ready", "versionNumber": 2, "id": "ver_" + "1" * 26},
     }
     assert VersionView.from_model(DeploymentVersion.model_validate(body)) == VersionView.from_body(body)
@@ -107,8 +118,11 @@ def test_a_version_claimed_by_retention_is_refused_and_never_chosen() -> None:
     assert refusal and refusal.final and "retention is collecting its artifacts" in refusal.message
     newer = VersionView(name="w", deployment="site", kind=VersionKind.STATIC, state=S.READY, number=2, claimed=True)
     assert desired_version(PromotionPolicy.AUTO, None, "site", [claimed, newer]) is None
-    body = {"metadata": {"name": "v"}, "spec": {"deploymentRef": {"name": "site"}, "kind": "static"},
-            "status": {"state": "ready", "versionNumber": 1, "collectionClaimedAt": "2026-01-01T00:00:00Z", "deploymentId": "dep_x"}}
+    body = {
+        "metadata": {"name": "v"},
+        "spec": {"deploymentRef": {"name": "site"}, "kind": "static"},
+        "status": {"state": "ready", "versionNumber": 1, "collectionClaimedAt": "2026-01-01T00:00:00Z", "deploymentId": "dep_x"},
+    }
     assert VersionView.from_body(body).claimed and VersionView.from_body(body).deployment_id == "dep_x"
 
 

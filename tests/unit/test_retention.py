@@ -10,7 +10,9 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-def version(name: str, state: str, days_ago: int, *, ns: str = "acme", dep: str = "site", retain: bool = False, **status: Any) -> DeploymentVersion:
+def version(
+    name: str, state: str, days_ago: int, *, ns: str = "acme", dep: str = "site", retain: bool = False, **status: Any
+) -> DeploymentVersion:
     stamp = (NOW - days_ago * DAY).isoformat()
     body: dict[str, Any] = {
         "metadata": {"name": name, "namespace": ns, "annotations": {"deploy.miosa.io/retain": "true"} if retain else {}},
@@ -30,7 +32,11 @@ def version(name: str, state: str, days_ago: int, *, ns: str = "acme", dep: str 
 def deployment(live: str | None, history: list[str], ns: str = "acme", **spec: Any) -> Deployment:
     entries = [{"version": v, "action": "promote", "time": NOW.isoformat()} for v in history]
     return Deployment.model_validate(
-        {"metadata": {"name": "site", "namespace": ns}, "spec": {"kind": "static", **spec}, "status": {"liveVersion": live, "history": entries}}
+        {
+            "metadata": {"name": "site", "namespace": ns},
+            "spec": {"kind": "static", **spec},
+            "status": {"liveVersion": live, "history": entries},
+        }
     )
 
 
@@ -61,8 +67,12 @@ def test_live_window_retained_young_failed_and_collected_are_kept() -> None:
     assert names(plan) == ["out"]
     kept = plan.kept_because()
     assert kept == {
-        "live": 1, "rollback window": 2, "retain annotation": 1, "within retention period": 1,
-        "no stored release": 1, "already collected": 1,
+        "live": 1,
+        "rollback window": 2,
+        "retain annotation": 1,
+        "within retention period": 1,
+        "no stored release": 1,
+        "already collected": 1,
     }
 
 

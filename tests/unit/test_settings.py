@@ -80,7 +80,9 @@ def test_s3_falls_back_to_boto3_variables_and_hides_secrets() -> None:
     ).s3_config
     assert (config.endpoint_url, config.region, config.access_key_id) == ("http://minio:9000", "eu-west-3", "miosa-key")
     assert config.secret_access_key == "aws-secret" and config.addressing_style == "path"
-    assert "aws-secret" not in repr(config) and "aws-secret" not in repr(Settings.from_env({"AWS_SECRET_ACCESS_KEY": "aws-secret"}))
+    assert "aws-secret" not in repr(config) and "aws-secret" not in repr(
+        Settings.from_env({"AWS_SECRET_ACCESS_KEY": "aws-secret"})
+    )
 
 
 def test_s3_is_wanted_only_when_configured() -> None:

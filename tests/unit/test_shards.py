@@ -7,6 +7,7 @@ tests/e2e/test_shards.py: each version is written by the shard ``Shard.owns`` na
 from __future__ import annotations
 
 import copy
+import itertools
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -32,7 +33,7 @@ def test_fnv1a64_reference_values() -> None:
 def test_shards_cover_the_hash_space_once(count: int) -> None:
     shards = [Shard(i, count) for i in range(count)]
     assert shards[0].start == 0 and shards[-1].end == HASH_SPACE
-    assert all(a.end == b.start for a, b in zip(shards, shards[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(shards))
     uids = [f"{i:08x}-3f2a-4c1d-9e7b-{i * 7919:012x}" for i in range(2000)]
     for uid in uids:
         assert sum(s.owns(uid) for s in shards) == 1
@@ -57,7 +58,7 @@ def test_selector_syntax_is_the_api_servers() -> None:
 
 def test_one_shard_owns_everything_and_bad_indexes_are_refused() -> None:
     assert Shard().owns("anything") and not Shard().sharded
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not one of"):
         Shard(2, 2)
     with pytest.raises(SettingsError, match="MIOSA_SHARD_INDEX 3 must be below MIOSA_SHARDS"):
         Settings.from_env({"MIOSA_SHARDS": "3", "MIOSA_SHARD_INDEX": "3"})
@@ -104,13 +105,19 @@ class FakeLeases:
         def view(obj: dict[str, Any]) -> Any:
             spec = obj["spec"]
             return SimpleNamespace(
-                metadata=SimpleNamespace(name=obj["metadata"]["name"], labels=obj["metadata"].get("labels"),
-                                         resource_version=obj["metadata"]["resourceVersion"]),
-                spec=SimpleNamespace(holder_identity=spec.get("holderIdentity"),
-                                     lease_duration_seconds=spec.get("leaseDurationSeconds")),
+                metadata=SimpleNamespace(
+                    name=obj["metadata"]["name"],
+                    labels=obj["metadata"].get("labels"),
+                    resource_version=obj["metadata"]["resourceVersion"],
+                ),
+                spec=SimpleNamespace(
+                    holder_identity=spec.get("holderIdentity"), lease_duration_seconds=spec.get("leaseDurationSeconds")
+                ),
             )
 
-        return SimpleNamespace(items=[view(o) for o in self.objects.values() if label_selector in (o["metadata"].get("labels") or {})])
+        return SimpleNamespace(
+            items=[view(o) for o in self.objects.values() if label_selector in (o["metadata"].get("labels") or {})]
+        )
 
 
 class Clock:

@@ -16,7 +16,7 @@ ALLOWED = {
 }
 
 
-@pytest.mark.parametrize("old,new", list(itertools.product(list(S), list(S))))
+@pytest.mark.parametrize(("old", "new"), list(itertools.product(list(S), list(S))))
 def test_only_documented_edges_are_allowed(old: S, new: S) -> None:
     assert can_transition(old, new) == (old == new or (old, new) in ALLOWED)
 

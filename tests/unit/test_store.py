@@ -357,7 +357,7 @@ def test_s3_body_failures_while_streaming_are_transient() -> None:
 
 
 def test_s3_config_requires_both_keys() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be set together"):
         S3Config(access_key_id="only-the-id")
 
 
@@ -416,8 +416,14 @@ def test_router_from_settings(tmp_path: Path, s3_env: None) -> None:
 
 @pytest.mark.parametrize(
     ("number", "expected"),
-    [(errno.EACCES, StoreAccessDenied), (errno.EPERM, StoreAccessDenied), (errno.EROFS, StoreAccessDenied),
-     (errno.ENOSPC, TransientStoreError), (errno.EIO, TransientStoreError), (errno.EISDIR, StoreError)],
+    [
+        (errno.EACCES, StoreAccessDenied),
+        (errno.EPERM, StoreAccessDenied),
+        (errno.EROFS, StoreAccessDenied),
+        (errno.ENOSPC, TransientStoreError),
+        (errno.EIO, TransientStoreError),
+        (errno.EISDIR, StoreError),
+    ],
     ids=["EACCES", "EPERM", "EROFS", "ENOSPC", "EIO", "EISDIR"],
 )
 def test_file_store_errors_say_who_must_act(number: int, expected: type[StoreError]) -> None:

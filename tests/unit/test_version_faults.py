@@ -19,8 +19,8 @@ from miosa_operator.ingest.isolation import WorkerCrashed, ingest_isolated
 from miosa_operator.store import StoreAccessDenied, StoreRouter, TransientStoreError
 from miosa_operator.store.base import ObjectInfo
 
+from .conftest import NS, SITE, Env, ready_condition, sha256, state, tar_gz
 from .kstatus import kstatus
-from .test_version_controller import NS, SITE, Env, ready_condition, sha256, state, tar_gz
 
 OTHER = "tenant-b"
 
@@ -81,8 +81,16 @@ def foreign_sources(env: Env) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "case",
-    ["another tenant's upload", "outside every tenant", "the releases", "dot-dot", "escaped dot-dot", "escaped slash",
-     "four slashes", "a prefix of the name"],
+    [
+        "another tenant's upload",
+        "outside every tenant",
+        "the releases",
+        "dot-dot",
+        "escaped dot-dot",
+        "escaped slash",
+        "four slashes",
+        "a prefix of the name",
+    ],
 )
 def test_a_source_outside_the_tenants_uploads_fails_before_a_byte_is_read(env: Env, case: str) -> None:
     counting = CountingStore(env.store)
@@ -192,7 +200,12 @@ FAULTS = {
     "bucket policy on PUT": (StoreAccessDenied("PUT: AccessDenied"), "put_if_absent", "StoreAccessDenied", "Failed"),
     "5xx on GET": (TransientStoreError("GET: 503 SlowDown"), "open_read", "StoreUnavailable", "InProgress"),
     "timeout on HEAD": (TransientStoreError("HEAD: read timeout"), "head", "StoreUnavailable", "InProgress"),
-    "read-only releases": (StoreAccessDenied("cannot write: Read-only file system"), "put_if_absent", "StoreAccessDenied", "Failed"),
+    "read-only releases": (
+        StoreAccessDenied("cannot write: Read-only file system"),
+        "put_if_absent",
+        "StoreAccessDenied",
+        "Failed",
+    ),
 }
 
 

@@ -44,3 +44,21 @@ ANNOTATION_VERSION_SETTLED = f"{GROUP}/version-settled"
 # (or timed out): "<version>@<unique>"; the operator acts on each new value once and records
 # it in status.lastRetryToken.  An annotation, so GitOps-owned spec stays untouched.
 ANNOTATION_RETRY = f"{GROUP}/retry"
+
+# On the objects the operator renders (render/): the live workload, its Service and budget,
+# and a dynamic version's verification workload.
+# The live workload's pods (its selector) and the Deployment's id on everything it owns
+# (domain.ownership tells ours from same-named objects with it and the recorded uid).
+LABEL_APP = f"{GROUP}/app"
+LABEL_DEPLOYMENT_ID = f"{GROUP}/deployment-id"
+# The verification workload's role ("verify") and version, and the version id it checks.
+LABEL_ROLE = f"{GROUP}/role"
+LABEL_VERSION = f"{GROUP}/version"
+LABEL_VERSION_ID = f"{GROUP}/version-id"
+# The version id in a pod template (promoting another version always rolls the pods).
+ANNOTATION_VERSION_ID = f"{GROUP}/version-id"
+# A hash of the rendered spec: the controller patches a workload only when it changed.
+ANNOTATION_RENDERED_HASH = f"{GROUP}/rendered-hash"
+# Set by the health gate on a verification workload whose pod a quota keeps from being
+# created, so the ReplicaSet controller tries again now (controllers.health_gate).
+ANNOTATION_NUDGED_AT = f"{GROUP}/nudged-at"

@@ -74,12 +74,8 @@ class Condition(ApiModel):
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(default="", max_length=1024, description="Machine word for the last transition.")
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
-    last_transition_time: datetime | None = Field(
-        default=None, description="When status last changed."
-    )
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation this condition was set for."
-    )
+    last_transition_time: datetime | None = Field(default=None, description="When status last changed.")
+    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this condition was set for.")
 
 
 Conditions = Annotated[
@@ -176,9 +172,7 @@ class EnvVar(ApiModel):
         }
     )
 
-    name: str = Field(
-        max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name (unique within env)."
-    )
+    name: str = Field(max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name (unique within env).")
     value: str | None = Field(
         default=None, max_length=32768, description="Literal value; plain text, frozen with the version, so never a secret."
     )
@@ -220,9 +214,7 @@ class Attribution(ApiModel):
     external_project_id: ShortText | None = Field(default=None, description="End-customer project.")
 
 
-IMMUTABLE_SPEC_MESSAGE = (
-    "spec is immutable: a DeploymentVersion is frozen at creation; create a new DeploymentVersion instead"
-)
+IMMUTABLE_SPEC_MESSAGE = "spec is immutable: a DeploymentVersion is frozen at creation; create a new DeploymentVersion instead"
 
 
 class DeploymentVersionSpec(ApiModel):
@@ -288,9 +280,7 @@ class BuildAttempts(ApiModel):
     running: str | None = Field(
         default=None, max_length=64, description="The operator run holding an attempt in progress, if any."
     )
-    interrupted: int = Field(
-        default=0, ge=0, description="Attempts ended by an abnormal operator (or ingestion worker) death."
-    )
+    interrupted: int = Field(default=0, ge=0, description="Attempts ended by an abnormal operator (or ingestion worker) death.")
     started_at: datetime | None = Field(default=None, description="When the attempt in progress started.")
 
 
@@ -397,9 +387,7 @@ class DeploymentVersionStatus(ApiModel):
         "claims a version that carries it.",
     )
     owned_objects: OwnedObjects | None = None
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation the operator last acted on."
-    )
+    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation the operator last acted on.")
     conditions: Conditions | None = None
 
 
@@ -662,9 +650,7 @@ class DeploymentStatus(ApiModel):
     """Written only by the operator: what is live, what is rolling out, and how it went."""
 
     id: str | None = Field(default=None, max_length=64, pattern=r"^dep_[0-9A-HJKMNP-TV-Z]{26}$", description="dep_ + ULID.")
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation the operator last acted on."
-    )
+    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation the operator last acted on.")
     live_version: str | None = Field(default=None, max_length=253, description="The version currently serving.")
     live_version_number: int | None = Field(default=None, ge=1, description="Its status.versionNumber.")
     last_version_number: int | None = Field(

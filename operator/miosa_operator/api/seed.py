@@ -8,13 +8,10 @@ OpenAPI document and the plugin cannot disagree.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from .seedshape import history_entries, seed_version
-
-Obj = dict[str, Any]
+from .types import Obj
 
 TIMESTAMP = "RFC 3339 UTC timestamp with second precision, e.g. 2026-05-14T18:20:00Z."
 
@@ -40,7 +37,9 @@ class ArtifactManifestView(SeedModel):
 class SeedVersion(SeedModel):
     """A Deployment Version in the seed's shape."""
 
-    id: str | None = Field(description="ver_ + ULID; null until the operator has seen the version.", examples=["ver_01HZ5V7R9Q2K8M3N4P6T0W1XYZ"])
+    id: str | None = Field(
+        description="ver_ + ULID; null until the operator has seen the version.", examples=["ver_01HZ5V7R9Q2K8M3N4P6T0W1XYZ"]
+    )
     deployment_id: str | None = Field(description="dep_ + ULID of its Deployment.")
     tenant_id: str | None = Field(description="The tenant: the Kubernetes namespace.")
     created_by: str | None = Field(description="Who published it (for the HTTP API: the authenticated caller).")

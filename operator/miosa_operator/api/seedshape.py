@@ -21,30 +21,11 @@ exactly these dicts.  How the seed's fields map onto the object:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
-
 from .meta import ANNOTATION_PUBLISHED_BY
-
-Obj = dict[str, Any]
+from .times import parse_time, rfc3339
+from .types import Obj
 
 _STATUS_TIMES = ("readyAt", "promotedAt", "archivedAt", "artifactsCollectedAt")
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An aware UTC datetime from an RFC 3339 string (any offset, optional fraction)."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and value:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    else:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def rfc3339(value: Any) -> str | None:
-    moment = parse_time(value)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 def _manifest(status: Obj) -> Obj | None:

@@ -6,19 +6,17 @@ call me again", and ``EventSink`` is how they post Kubernetes events without imp
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..api.conditions import Reason
 
-Obj = dict[str, Any]
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+# Time and JSON as every controller uses them (defined once, in api/).
+from ..api.times import iso as iso
+from ..api.times import parse_time as parse_time
+from ..api.times import utcnow as utcnow
+from ..api.types import Clock as Clock
+from ..api.types import Obj as Obj
 
 
 class Retry(Exception):
@@ -54,13 +52,3 @@ def object_ref(obj: Any) -> Obj:
         "kind": obj.kind,
         "metadata": {"name": obj.metadata.name, "namespace": obj.metadata.namespace, "uid": obj.metadata.uid},
     }
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(raw: str | None) -> datetime | None:
-    if not raw:
-        return None
-    return datetime.fromisoformat(raw.replace("Z", "+00:00"))

@@ -1,7 +1,7 @@
 """Make a Deployment's live workload run the version its promotion policy asks for.
 
 ``reconcile`` is level-based: it computes the target version (``domain.promotion``),
-renders and applies its workload (``render.runtime``), then either completes the rollout
+renders and applies its workload (``render.live``), then either completes the rollout
 (target ``ready`` with ``promotedAt``, previous live ``archived``, a history entry), keeps
 waiting (``Retry``), or, past ``progressDeadlineSeconds``, reverts to the previous live
 version and records why.  The rollout in progress lives in ``status.rollout`` so a restarted
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from ..api import meta
 from ..api.conditions import ConditionType, EventReason, Reason
@@ -41,18 +40,17 @@ from ..api.models import (
     VersionKind,
     VersionState,
 )
+from ..api.types import Obj
 from ..domain.conditions import Health, health_conditions, set_condition
 from ..domain.ids import new_deployment_id
 from ..domain.ownership import Owner, budget_drifted, service_drifted, workload_drifted
 from ..domain.promotion import Refusal, VersionView, check_promotable, classify, desired_version
-from ..kube.client import Conflict, Kube, NotFound
-from ..render import runtime, workloads
+from ..kube.client import Conflict, KubeApi, NotFound
+from ..render import live, pods
 from ..settings import Settings
 from .common import Clock, EventSink, Retry, iso, object_ref, utcnow
 from .owned import NameConflictError, OwnedObjects, Recorder
 from .versions import seed_counter
-
-Obj = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +61,7 @@ STATUS_WRITE_ATTEMPTS = 5
 class Superseded(Exception):
     """The Deployment this reconcile works for was deleted (a namesake may exist)."""
 
+
 HISTORY_LIMIT = 50
 REVERTED_LIMIT = 20
 # Written by earlier releases; Reconciling replaces it (kstatus), so it is dropped when seen.
@@ -72,15 +71,15 @@ _RETIRED_PROGRESSING = "Progressing"
 class DeploymentController:
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         config: Settings,
         events: EventSink,
-        static_server: runtime.StaticServer,
+        static_server: live.StaticServer,
         clock: Clock = utcnow,
     ) -> None:
         self.kube, self.config, self.events, self.static_server, self.clock = kube, config, events, static_server, clock
         self.owned = OwnedObjects(kube)
-        self.defaults = workloads.PodDefaults.from_settings(config)
+        self.defaults = pods.PodDefaults.from_settings(config)
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, body: Obj) -> None:
@@ -187,7 +186,7 @@ class DeploymentController:
         workload = self._apply(deployment, version)
         if version.status.promotion is not None:  # left by a rollout that died after recording it live
             self._unmark(version)
-        if runtime.rolled_out(workload, version.status.id or "", deployment.spec.replicas):
+        if live.rolled_out(workload, version.status.id or "", deployment.spec.replicas):
             message = f"version {version.metadata.name} (#{version.status.version_number}) is live"
             self._write_health(deployment, Health(True, Reason.LIVE, message))
             return
@@ -240,7 +239,7 @@ class DeploymentController:
                 self._unmark(superseded)
         assert rollout is not None
         workload = self._apply(deployment, version)
-        if runtime.rolled_out(workload, version.status.id or "", deployment.spec.replicas):
+        if live.rolled_out(workload, version.status.id or "", deployment.spec.replicas):
             self._complete(deployment, version, versions)
             return
         deadline = timedelta(seconds=deployment.spec.rollout.progress_deadline_seconds)
@@ -269,9 +268,11 @@ class DeploymentController:
         }
         message = f"{action.value}: rolling out {version.metadata.name} (#{version.status.version_number})"
         self.events.normal(object_ref(deployment), EventReason.ROLLOUT_STARTED, message)
-        relaxed = workloads.relaxations(deployment) if version.spec.kind == VersionKind.DYNAMIC else []
+        relaxed = pods.relaxations(deployment) if version.spec.kind == VersionKind.DYNAMIC else []
         if relaxed:
-            self.events.warning(object_ref(deployment), Reason.SECURITY_RELAXED, "Pod Security restricted relaxed: " + "; ".join(relaxed))
+            self.events.warning(
+                object_ref(deployment), Reason.SECURITY_RELAXED, "Pod Security restricted relaxed: " + "; ".join(relaxed)
+            )
         conditions = self._conditions(deployment, Health.reconciling(Reason.ROLLING_OUT, message), now=now)
         return self._patch_status(deployment, {"rollout": rollout, "conditions": conditions})
 
@@ -311,9 +312,7 @@ class DeploymentController:
         reason = EventReason.ROLLED_BACK if rollout.action == HistoryAction.ROLLBACK else EventReason.PROMOTED
         self.events.normal(object_ref(deployment), reason, message)
 
-    def _rollout_failed(
-        self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]
-    ) -> None:
+    def _rollout_failed(self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]) -> None:
         rollout = deployment.status.rollout
         assert rollout is not None
         now = self.clock()
@@ -327,6 +326,7 @@ class DeploymentController:
             "revertedGeneration": deployment.metadata.generation,
             "observedGeneration": deployment.metadata.generation,
         }
+        event: Reason | EventReason
         if deployment.spec.rollout.auto_revert and previous is not None:
             self._apply(deployment, previous)
             entry = HistoryEntry(
@@ -369,7 +369,9 @@ class DeploymentController:
                 resource_version=version.metadata.resource_version,
             )
         except Conflict as exc:  # it changed since it was read (retention may have claimed it): decide again
-            raise Retry(f"version {version.metadata.name} changed while marking it for rollout", delay=0.2, planned=False) from exc
+            raise Retry(
+                f"version {version.metadata.name} changed while marking it for rollout", delay=0.2, planned=False
+            ) from exc
 
     def _unmark(self, version: DeploymentVersion) -> None:
         try:
@@ -397,7 +399,7 @@ class DeploymentController:
             kind=meta.DEPLOYMENT_KIND,
             name=deployment.metadata.name,
             uid=deployment.metadata.uid,
-            id_label=workloads.LABEL_DEPLOYMENT_ID,
+            id_label=meta.LABEL_DEPLOYMENT_ID,
             id_value=deployment.status.id or "",
         )
         recorder = Recorder(
@@ -405,14 +407,16 @@ class DeploymentController:
             lambda entries: self._patch_status(deployment, {"ownedObjects": entries}),
             legacy=deployment.status.owned_objects is None,
         )
-        service = runtime.live_service(deployment, runtime.serving_port(deployment, version))
+        service = live.live_service(deployment, live.serving_port(deployment, version))
         self.owned.ensure(owner, service, recorder, service_drifted)
-        budget = runtime.disruption_budget(deployment)
+        budget = live.disruption_budget(deployment)
         if budget is not None:
             self.owned.ensure(owner, budget, recorder, budget_drifted)
-        elif recorder.uid("PodDisruptionBudget", runtime.workload_name(deployment)):
-            self.owned.remove(owner, "PodDisruptionBudget", deployment.metadata.namespace, runtime.workload_name(deployment), recorder)
-        desired = runtime.live_workload(deployment, version, self.static_server, self.defaults)
+        elif recorder.uid("PodDisruptionBudget", live.workload_name(deployment)):
+            self.owned.remove(
+                owner, "PodDisruptionBudget", deployment.metadata.namespace, live.workload_name(deployment), recorder
+            )
+        desired = live.live_workload(deployment, version, self.static_server, self.defaults)
         return self.owned.ensure(owner, desired, recorder, _workload_changed)
 
     def _name_conflict(self, deployment: Deployment, conflict: NameConflictError) -> None:
@@ -448,7 +452,7 @@ class DeploymentController:
         generation = deployment.metadata.generation
         conditions = health_conditions(deployment.status.conditions, health, generation=generation, now=now)
         conditions = [c for c in conditions if c.type not in (_RETIRED_PROGRESSING, ConditionType.SECURITY_RELAXED)]
-        relaxed = workloads.relaxations(deployment) if deployment.spec.kind == VersionKind.DYNAMIC else []
+        relaxed = pods.relaxations(deployment) if deployment.spec.kind == VersionKind.DYNAMIC else []
         if relaxed:
             previous = [c for c in deployment.status.conditions or [] if c.type == ConditionType.SECURITY_RELAXED]
             conditions = set_condition(
@@ -492,7 +496,9 @@ class DeploymentController:
             except Conflict:
                 current = self.kube.get(meta.DEPLOYMENT_PLURAL, ns, name)
                 if current is None or current["metadata"].get("uid") != deployment.metadata.uid:
-                    raise Superseded(f"Deployment {ns}/{name} (uid {deployment.metadata.uid}) was deleted; not writing its status") from None
+                    raise Superseded(
+                        f"Deployment {ns}/{name} (uid {deployment.metadata.uid}) was deleted; not writing its status"
+                    ) from None
                 resource_version = current["metadata"]["resourceVersion"]
             except NotFound:
                 raise Superseded(f"Deployment {ns}/{name} was deleted; not writing its status") from None
@@ -500,7 +506,7 @@ class DeploymentController:
 
 
 def _workload_changed(desired: Obj, current: Obj) -> bool:
-    hash_key = runtime.ANNOTATION_RENDERED_HASH
+    hash_key = meta.ANNOTATION_RENDERED_HASH
     rendered = (current["metadata"].get("annotations") or {}).get(hash_key)
     return rendered != desired["metadata"]["annotations"][hash_key] or workload_drifted(desired, current)
 

@@ -32,7 +32,7 @@ from typing import Any
 from ..api.conditions import Reason
 from ..api.models import DeploymentVersion
 from ..ingest.buildlog import BuildLog
-from ..kube.client import ApiError, Kube
+from ..kube.client import ApiError, KubeApi
 from ..observability import metrics
 from ..settings import Settings
 from ..store.base import ArtifactStore, TransientStoreError
@@ -44,7 +44,7 @@ MAX_EVENTS = 50
 
 
 class GateTranscript:
-    def __init__(self, kube: Kube, store: ArtifactStore, config: Settings, clock: Clock) -> None:
+    def __init__(self, kube: KubeApi, store: ArtifactStore, config: Settings, clock: Clock) -> None:
         self.kube, self.store, self.config, self.clock = kube, store, config, clock
 
     def log_uri(self, version: DeploymentVersion) -> str:

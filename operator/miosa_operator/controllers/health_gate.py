@@ -31,26 +31,25 @@ from ..api.models import Deployment, DeploymentVersion, Runtime
 from ..domain.conditions import Health, Progress, health_conditions
 from ..domain.ownership import Owner, pod_runs, workload_drifted
 from ..domain.verification import Outcome, Probe, Verdict, judge
-from ..kube.client import ApiError, Conflict, Kube, NotFound, TransientApiError
-from ..render import workloads
+from ..kube.client import ApiError, Conflict, KubeApi, NotFound, TransientApiError
+from ..render import pods, verification
 from ..settings import Settings
 from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, parse_time
 from .gate_log import GateTranscript
 from .owned import NameConflictError, OwnedObjects, Recorder
 
-ANNOTATION_NUDGED_AT = f"{meta.GROUP}/nudged-at"
 NUDGE_INTERVAL = timedelta(seconds=10)
 NUDGED = (Reason.QUOTA_EXCEEDED, Reason.POD_CREATION_REFUSED)
 
 
 class HealthGate:
     def __init__(
-        self, kube: Kube, config: Settings, events: EventSink, clock: Clock, transcript: GateTranscript | None = None
+        self, kube: KubeApi, config: Settings, events: EventSink, clock: Clock, transcript: GateTranscript | None = None
     ) -> None:
         self.kube, self.config, self.events, self.clock = kube, config, events, clock
         self.transcript = transcript  # the version's build log, written when the gate decides
         self.owned = OwnedObjects(kube)
-        self.defaults = workloads.PodDefaults.from_settings(config)
+        self.defaults = pods.PodDefaults.from_settings(config)
 
     @property
     def stalled_poll(self) -> float:
@@ -67,12 +66,20 @@ class HealthGate:
         try:
             return self._check(version, deployment)
         except TransientApiError as exc:
-            self._report_quietly(version, Health.reconciling(Reason.API_UNAVAILABLE, f"health gate: the Kubernetes API failed a request, retrying: {exc}"))
+            self._report_quietly(
+                version,
+                Health.reconciling(Reason.API_UNAVAILABLE, f"health gate: the Kubernetes API failed a request, retrying: {exc}"),
+            )
             raise
         except (NotFound, Conflict):
             raise
         except ApiError as exc:
-            self._report_quietly(version, Health.stalled(Reason.API_UNAVAILABLE, f"health gate: the Kubernetes API refused a request of the operator: {exc}"))
+            self._report_quietly(
+                version,
+                Health.stalled(
+                    Reason.API_UNAVAILABLE, f"health gate: the Kubernetes API refused a request of the operator: {exc}"
+                ),
+            )
             raise
 
     def _check(self, version: DeploymentVersion, deployment: Obj | Deployment | None) -> Failure | None:
@@ -84,7 +91,7 @@ class HealthGate:
         if isinstance(deployment, dict):
             deployment = Deployment.model_validate(deployment)
         timeout = self.config.health_gate_timeout
-        desired = workloads.verification_workload(version, int(timeout), deployment, self.defaults)
+        desired = verification.verification_workload(version, int(timeout), deployment, self.defaults)
         workload = self._ensure(version, desired)
         pods = self._pods(version.metadata.namespace, desired)
         verdict = judge(workload, pods, Probe(runtime.health_check_path, runtime.port, timeout), self.clock())
@@ -114,7 +121,7 @@ class HealthGate:
             kind=meta.VERSION_KIND,
             name=version.metadata.name,
             uid=version.metadata.uid,
-            id_label=workloads.LABEL_VERSION_ID,
+            id_label=meta.LABEL_VERSION_ID,
             id_value=version.status.id or "",
         )
         recorder = Recorder(list(version.status.owned_objects or []), lambda entries: self._record(version, entries))
@@ -125,7 +132,9 @@ class HealthGate:
             raise Retry(f"health gate: {conflict.message}", delay=self.stalled_poll) from None
         if recorder.written:
             self.events.normal(
-                object_ref(version), EventReason.HEALTH_GATE_STARTED, f"verification workload {desired['metadata']['name']} created"
+                object_ref(version),
+                EventReason.HEALTH_GATE_STARTED,
+                f"verification workload {desired['metadata']['name']} created",
             )
         return workload
 
@@ -146,11 +155,11 @@ class HealthGate:
     def _nudge(self, workload: Obj) -> None:
         """Make the ReplicaSet controller try to create the pod again now (see the module doc)."""
         metadata = workload["metadata"]
-        last = parse_time((metadata.get("annotations") or {}).get(ANNOTATION_NUDGED_AT))
+        last = parse_time((metadata.get("annotations") or {}).get(meta.ANNOTATION_NUDGED_AT))
         now = self.clock()
         if last is not None and now - last < NUDGE_INTERVAL:
             return
-        patch = {"metadata": {"annotations": {ANNOTATION_NUDGED_AT: iso(now)}}}
+        patch = {"metadata": {"annotations": {meta.ANNOTATION_NUDGED_AT: iso(now)}}}
         self.kube.patch_object("Deployment", metadata["namespace"], metadata["name"], patch)
 
     # ------------------------------------------------------------------ the version's conditions

@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 
-from ..kube.client import Kube
+from ..kube.client import Namespaces
 from ..store.base import ArtifactStore, join_uri
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class TenantOffboarding:
-    def __init__(self, kube: Kube, store: ArtifactStore, releases_uri: str) -> None:
+    def __init__(self, kube: Namespaces, store: ArtifactStore, releases_uri: str) -> None:
         self.kube, self.store, self.releases_uri = kube, store, releases_uri.rstrip("/")
 
     def prefix(self, namespace: str) -> str:
@@ -55,7 +55,7 @@ class TenantOffboarding:
         base = self.releases_uri + "/"
         tenants = set()
         for item in self.store.list(base):
-            first, separator, _ = item.uri[len(base):].partition("/")
+            first, separator, _ = item.uri[len(base) :].partition("/")
             if separator and _NAMESPACE.match(first):
                 tenants.add(first)
         return tenants

@@ -16,14 +16,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..api.models import OwnedObject
+from ..api.types import Obj
 from ..domain.ownership import Owner, Ownership, classify, conflict_message, controller_uid
-from ..kube.client import Conflict, Kube, NotFound
+from ..kube.client import Conflict, KubeApi, NotFound
 from .common import Retry
 
-Obj = dict[str, Any]
 Drifted = Callable[[Obj, Obj], bool]
 # Allocated by the API server on a Service; a replace keeps them.
 SERVICE_ALLOCATED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
@@ -46,7 +45,7 @@ class Recorder:
     """
 
     entries: list[OwnedObject]
-    write: Callable[[list[Obj]], None]
+    write: Callable[[list[Obj]], object]
     legacy: bool = False
     """The owner predates recorded ownership: an object that claims to be its own is adopted
     once (recorded), not replaced.  Only Deployments whose ``ownedObjects`` was never written."""
@@ -70,7 +69,7 @@ class Recorder:
 
 
 class OwnedObjects:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
 
     def ensure(self, owner: Owner, desired: Obj, recorder: Recorder, drifted: Drifted) -> Obj:

@@ -31,14 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from ..api import meta
 from ..api.conditions import Reason
 from ..api.models import Deployment, DeploymentVersion, RetentionPolicy
 from ..domain.conditions import Health, health_conditions
 from ..domain.retention import Decision, Plan, Policy, plan_sweep, protected_versions
-from ..kube.client import ApiError, Conflict, Kube, NotFound
+from ..kube.client import ApiError, ClusterApi, Conflict, KubeApi, NotFound
 from ..kube.events import KubeEvents
 from ..settings import Settings
 from ..store.base import ArtifactStore
@@ -68,11 +68,11 @@ class SweepReport:
 
 
 class Collector:
-    def __init__(self, kube: Kube, store: ArtifactStore, default: Policy, events: EventSink, clock: Clock = utcnow) -> None:
+    def __init__(self, kube: KubeApi, store: ArtifactStore, default: Policy, events: EventSink, clock: Clock = utcnow) -> None:
         self.kube, self.store, self.default, self.events, self.clock = kube, store, default, events, clock
 
     @classmethod
-    def from_config(cls, kube: Kube, config: Settings) -> Collector:
+    def from_config(cls, kube: ClusterApi, config: Settings) -> Collector:
         """The operator's collector: its default policy, its stores, events through the API."""
         default = Policy(config.retention_days, config.rollback_window, config.keep_build_logs)
         return cls(kube, StoreRouter.from_settings(config), default, KubeEvents(kube))
@@ -144,7 +144,11 @@ class Collector:
             return False
         try:
             self.kube.patch_status(
-                meta.VERSION_PLURAL, ns, name, {"collectionClaimedAt": iso(now)}, resource_version=version.metadata.resource_version
+                meta.VERSION_PLURAL,
+                ns,
+                name,
+                {"collectionClaimedAt": iso(now)},
+                resource_version=version.metadata.resource_version,
             )
         except (Conflict, NotFound):
             return False
@@ -193,7 +197,9 @@ class Collector:
             message += f" (the last one ran at {iso(policy.status.last_sweep_at)})"
         self._patch_policy(policy, Health(True, Reason.POLICY_ACCEPTED, message), {}, self.clock())
 
-    def _write_policy_status(self, policies: dict[str, RetentionPolicy], outcomes: dict[Outcome, list[Decision]], now: datetime) -> None:
+    def _write_policy_status(
+        self, policies: dict[str, RetentionPolicy], outcomes: dict[Outcome, list[Decision]], now: datetime
+    ) -> None:
         counts = {o: Counter(d.namespace for d in decisions) for o, decisions in outcomes.items()}
         for namespace, policy in policies.items():
             collected, failed = counts[Outcome.COLLECTED][namespace], counts[Outcome.FAILED][namespace]
@@ -224,7 +230,7 @@ class _FreshDeployments:
     this look only spares a version a user promoted a moment ago, at one GET per Deployment
     rather than per version (1,000 collections: 3,000 requests, not 4,000)."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
         self._seen: dict[tuple[str, str], Deployment | None] = {}
         self._lock = threading.Lock()
@@ -238,10 +244,14 @@ class _FreshDeployments:
             return self._seen[key]
 
 
+class Sweeps(Protocol):
+    def sweep(self) -> SweepReport: ...
+
+
 class PeriodicCollector:
     """Runs ``Collector.sweep`` every ``interval`` seconds in a background thread."""
 
-    def __init__(self, collector: Collector, interval: float, first_delay: float = 60.0) -> None:
+    def __init__(self, collector: Sweeps, interval: float, first_delay: float = 60.0) -> None:
         self.collector, self.interval, self.first_delay = collector, interval, first_delay
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="miosa-gc", daemon=True)
@@ -260,7 +270,9 @@ class PeriodicCollector:
                 report = self.collector.sweep()
                 log.info(
                     "retention sweep: %d versions checked, %d collected, %d API calls",
-                    len(report.plan.decisions), len(report.collected), report.api_calls,
+                    len(report.plan.decisions),
+                    len(report.collected),
+                    report.api_calls,
                 )
             except Exception:  # a failed sweep must not stop the next one
                 log.exception("retention sweep failed; retrying in %.0fs", self.interval)

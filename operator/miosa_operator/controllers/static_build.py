@@ -151,7 +151,9 @@ class StaticBuild:
             except BundleRejected as rejected:
                 return self.reject(version, Reason(rejected.reason), rejected.message, log)
             except ArtifactNotFound:  # deleted between HEAD and GET: look again from the start
-                raise StoreWait(Health.reconciling(Reason.ARTIFACT_PENDING, f"{prepared.source} disappeared; looking again")) from None
+                raise StoreWait(
+                    Health.reconciling(Reason.ARTIFACT_PENDING, f"{prepared.source} disappeared; looking again")
+                ) from None
             except TransientStoreError as exc:
                 raise store_wait(exc, f"reading {prepared.source}") from exc
             except StoreError as exc:
@@ -224,4 +226,3 @@ def _ready_fields(result: IngestResult, canonical_uri: str, sha256: str, log_uri
         },
         "buildLogUri": log_uri,
     }
-

@@ -51,7 +51,7 @@ from ..domain.ids import new_deployment_id, new_version_id, ulid
 from ..domain.labels import version_labels
 from ..domain.numbering import Counter, claim_number, counter_from_status, seed
 from ..ingest.isolation import IngestionInterrupted, IngestionTimedOut, WorkerCrashed, ingest_isolated
-from ..kube.client import ApiError, Conflict, Kube, TransientApiError
+from ..kube.client import ApiError, Conflict, KubeApi, TransientApiError
 from ..settings import Settings
 from ..store.base import ArtifactStore
 from ..store.sources import SourceNotAllowed
@@ -83,20 +83,22 @@ def new_run_id() -> str:
     return f"run_{ulid()}"
 
 
-def seed_counter(kube: Kube, namespace: str, deployment: str, uid: str) -> int:
+def seed_counter(kube: KubeApi, namespace: str, deployment: str, uid: str) -> int:
     """Where incarnation ``uid`` of Deployment ``deployment`` starts numbering (``domain.numbering``):
     above every number of the versions of that name, and every number being claimed from an
     earlier incarnation (claims from this one are its own business)."""
     selector = f"spec.deploymentRef.name={deployment}"
     statuses = [v.get("status") or {} for v in kube.list(meta.VERSION_PLURAL, namespace, field_selector=selector)]
     claims = [s.get("numberClaim") or {} for s in statuses]
-    return seed([*(s.get("versionNumber") for s in statuses), *(c.get("number") for c in claims if c.get("deploymentUid") != uid)])
+    return seed(
+        [*(s.get("versionNumber") for s in statuses), *(c.get("number") for c in claims if c.get("deploymentUid") != uid)]
+    )
 
 
 class VersionController:
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         store: ArtifactStore,
         config: Settings,
         events: EventSink,
@@ -266,9 +268,7 @@ class VersionController:
         current = version.metadata.labels
         if all(current.get(k) == v for k, v in wanted.items()):
             return
-        self.kube.patch(
-            meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, {"metadata": {"labels": wanted}}
-        )
+        self.kube.patch(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, {"metadata": {"labels": wanted}})
 
     # ------------------------------------------------------------------ building
     def _check_kind(self, version: DeploymentVersion, deployment: Obj) -> Failure | None:
@@ -394,8 +394,13 @@ class VersionController:
         now = self.clock()
         interrupted = self._interrupted(version)
         if interrupted:
-            log.warning("%s/%s: attempt %d after %d abnormal interruptions", version.metadata.namespace,
-                        version.metadata.name, interrupted + 1, interrupted)
+            log.warning(
+                "%s/%s: attempt %d after %d abnormal interruptions",
+                version.metadata.namespace,
+                version.metadata.name,
+                interrupted + 1,
+                interrupted,
+            )
         status: Obj = {
             "buildAttempts": {"running": self.run_id, "interrupted": interrupted, "startedAt": iso(now)},
             "conditions": self._conditions(version, Health.reconciling(Reason.BUILDING, doing), now),
@@ -494,14 +499,10 @@ class VersionController:
 
     def _set_state(self, version: DeploymentVersion, state: VersionState, health: Health) -> DeploymentVersion:
         states.transition(version.status.state, state)
-        return self._patch_status(
-            version, {"state": state.value, "conditions": self._conditions(version, health, self.clock())}
-        )
+        return self._patch_status(version, {"state": state.value, "conditions": self._conditions(version, health, self.clock())})
 
     def _conditions(self, version: DeploymentVersion, health: Health, now: datetime) -> list[Obj]:
-        conditions = health_conditions(
-            version.status.conditions, health, generation=version.metadata.generation, now=now
-        )
+        conditions = health_conditions(version.status.conditions, health, generation=version.metadata.generation, now=now)
         return [c.wire() for c in conditions]
 
     # ------------------------------------------------------------------ status writes

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-Obj = dict[str, Any]
+from ..api.types import Obj
 
 
 class Ownership(Enum):
@@ -110,7 +110,7 @@ def covers(current: Any, desired: Any) -> bool:
             and len(current) == len(desired)
             and all(covers(c, d) for c, d in zip(current, desired, strict=True))
         )
-    return current == desired
+    return bool(current == desired)
 
 
 def _extra_keys(current: Mapping[str, Any], desired: Mapping[str, Any], defaulted: frozenset[str]) -> set[str]:
@@ -178,4 +178,6 @@ def service_drifted(desired: Obj, current: Obj) -> bool:
 
 def budget_drifted(desired: Obj, current: Obj) -> bool:
     want, have = desired.get("spec") or {}, current.get("spec") or {}
-    return labels_drifted(desired, current) or any(have.get(k) != want.get(k) for k in ("minAvailable", "maxUnavailable", "selector"))
+    return labels_drifted(desired, current) or any(
+        have.get(k) != want.get(k) for k in ("minAvailable", "maxUnavailable", "selector")
+    )

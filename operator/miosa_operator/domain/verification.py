@@ -28,8 +28,7 @@ from enum import Enum
 from typing import Any
 
 from ..api.conditions import Reason
-
-Obj = dict[str, Any]
+from ..api.types import Obj
 
 CRASH_RESTARTS = 2
 """Restarts after which a container in CrashLoopBackOff fails the version."""
@@ -115,7 +114,9 @@ def _judge_pod(pod: Obj, probe: Probe, now: datetime) -> Verdict:
     if scheduled is None or scheduled.get("status") != "True":
         if scheduled is not None and scheduled.get("reason") == "Unschedulable":
             why = scheduled.get("message") or "no node fits it"
-            return Verdict(Outcome.BLOCKED, Reason.PODS_UNSCHEDULABLE, _cut(f"the verification pod {name} cannot be scheduled: {why}"))
+            return Verdict(
+                Outcome.BLOCKED, Reason.PODS_UNSCHEDULABLE, _cut(f"the verification pod {name} cannot be scheduled: {why}")
+            )
         return Verdict(Outcome.WAITING, Reason.BUILDING, f"health gate: the verification pod {name} waits for the scheduler")
     containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
     scheduled_at = _time(scheduled.get("lastTransitionTime")) or now
@@ -123,7 +124,9 @@ def _judge_pod(pod: Obj, probe: Probe, now: datetime) -> Verdict:
         verdict = _judge_container(name, container, probe, now, scheduled_at)
         if verdict is not None:
             return verdict
-    started = [_time(((c.get("state") or {}).get("running") or {}).get("startedAt")) for c in status.get("containerStatuses") or []]
+    started = [
+        _time(((c.get("state") or {}).get("running") or {}).get("startedAt")) for c in status.get("containerStatuses") or []
+    ]
     running_since = min((s for s in started if s is not None), default=None)
     if running_since is None:
         return Verdict(Outcome.WAITING, Reason.BUILDING, f"health gate: the containers of {name} are being created")
@@ -152,7 +155,9 @@ def _judge_container(name: str, container: Obj, probe: Probe, now: datetime, sch
                 Reason.IMAGE_PULL_FAILED,
                 _cut(f"image {image!r} could not be pulled within {probe.timeout:.0f}s: {reason} {detail}"),
             )
-        return Verdict(Outcome.WAITING, Reason.BUILDING, _cut(f"health gate: pulling {image!r} failed, retrying: {reason} {detail}"))
+        return Verdict(
+            Outcome.WAITING, Reason.BUILDING, _cut(f"health gate: pulling {image!r} failed, retrying: {reason} {detail}")
+        )
     if reason == "CrashLoopBackOff" and (container.get("restartCount") or 0) >= CRASH_RESTARTS:
         last = ((container.get("lastState") or {}).get("terminated")) or {}
         exit_text = f"exit code {last.get('exitCode')}" if "exitCode" in last else "it exited"
@@ -160,8 +165,10 @@ def _judge_container(name: str, container: Obj, probe: Probe, now: datetime, sch
         return Verdict(
             Outcome.FAILED,
             Reason.CRASH_LOOP,
-            _cut(f"container {container.get('name')!r} of {name} keeps exiting ({exit_text}, "
-                 f"{container.get('restartCount')} restarts){': ' + why if why else ''}"),
+            _cut(
+                f"container {container.get('name')!r} of {name} keeps exiting ({exit_text}, "
+                f"{container.get('restartCount')} restarts){': ' + why if why else ''}"
+            ),
         )
     if reason in CONFIG_ERRORS:
         return Verdict(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,7 +57,7 @@ WaitQuery = Annotated[bool, Query(description="Wait until the version is live (p
 TimeoutQuery = Annotated[float, Query(gt=0, le=3600, description="Seconds to wait with wait=true (capped by the server).")]
 
 
-def _is_publish(scope: dict[str, Any]) -> bool:
+def _is_publish(scope: MutableMapping[str, Any]) -> bool:
     return scope.get("method") == "POST" and bool(PUBLISH_PATH.match(scope.get("path", "")))
 
 
@@ -156,9 +156,7 @@ def create_app(settings: Settings, kube: Kube, store: Any) -> FastAPI:
         return await service.list_versions(caller, deployment_id, filters, size, cursor)
 
     @app.get(f"{prefix}/versions/{{version_id}}", response_model=SeedVersion, responses=ERROR_RESPONSES, tags=["versions"])
-    async def get_version(
-        request: Request, credentials: Credentials, deployment_id: str, version_id: str
-    ) -> SeedVersion:
+    async def get_version(request: Request, credentials: Credentials, deployment_id: str, version_id: str) -> SeedVersion:
         """One version in the seed's shape."""
         return await service.get_version(await caller_of(request, credentials), deployment_id, version_id)
 
@@ -208,9 +206,7 @@ def create_app(settings: Settings, kube: Kube, store: Any) -> FastAPI:
         return result
 
     @app.get(prefix, response_model=DeploymentView, responses=ERROR_RESPONSES, tags=["deployments"])
-    async def get_deployment(
-        request: Request, credentials: Credentials, deployment_id: str
-    ) -> DeploymentView:
+    async def get_deployment(request: Request, credentials: Credentials, deployment_id: str) -> DeploymentView:
         """The live version, the promotion policy, the history, and what the caller may do."""
         return await service.get_deployment(await caller_of(request, credentials), deployment_id)
 
@@ -275,7 +271,13 @@ def create_app(settings: Settings, kube: Kube, store: Any) -> FastAPI:
         except (ValueError, ValidationError) as exc:
             raise bad_parameter("metadata must be a JSON object of strings") from exc
         return await service.publish_bundle(
-            caller, deployment_id, request.stream(), request.headers.get("content-length"), attribution, entrypoint, Wait(wait, timeout)
+            caller,
+            deployment_id,
+            request.stream(),
+            request.headers.get("content-length"),
+            attribution,
+            entrypoint,
+            Wait(wait, timeout),
         )
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -321,7 +323,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             default_422 = answers.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
             if default_422.get("$ref", "").endswith("/HTTPValidationError"):
                 del answers["422"]
-            answers.setdefault("400", {"description": "Bad parameter.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+            answers.setdefault(
+                "400",
+                {
+                    "description": "Bad parameter.",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                },
+            )
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     dynamic = DynamicPublishRequest.model_json_schema(ref_template="#/components/schemas/{model}")

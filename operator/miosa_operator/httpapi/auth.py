@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..api import meta
+from ..kube.tokenreview import reviewed_user
 from .errors import cluster_unavailable, unauthenticated
 from .kube import Kube, KubeError
 
@@ -110,27 +111,18 @@ class TtlCache(Generic[T]):
 
 
 @dataclass(frozen=True)
-class Reviewed:
+class ReviewAnswer:
     """A TokenReview's answer: the caller, or None for a token the API server rejected."""
 
     caller: Caller | None
 
 
 def caller_from_review(review: dict[str, Any], token: str) -> Caller | None:
-    status = review.get("status") or {}
-    if not status.get("authenticated"):
+    user = reviewed_user(review.get("status") or {})
+    if user is None:
         return None
-    user = status.get("user") or {}
-    username = user.get("username") or ""
-    if not username:
-        return None
-    return Caller(
-        username=username,
-        uid=user.get("uid") or "",
-        groups=tuple(user.get("groups") or ()),
-        extra={k: list(v) for k, v in (user.get("extra") or {}).items()},
-        token=token,
-    )
+    extra = {key: list(values) for key, values in user.extra.items()}
+    return Caller(username=user.username, uid=user.uid, groups=user.groups, extra=extra, token=token)
 
 
 class Access:
@@ -138,7 +130,7 @@ class Access:
 
     def __init__(self, kube: Kube, ttl: float, max_entries: int) -> None:
         self.kube = kube
-        self._callers: TtlCache[Reviewed] = TtlCache(ttl, max_entries)
+        self._callers: TtlCache[ReviewAnswer] = TtlCache(ttl, max_entries)
         self._decisions: TtlCache[bool] = TtlCache(ttl, max_entries)
 
     async def authenticate(self, authorization: str | None) -> Caller:
@@ -150,7 +142,7 @@ class Access:
                 review = await self.kube.token_review(token)
             except KubeError as exc:  # the API server, or our own identity's rights: not the caller's fault
                 raise cluster_unavailable(exc.message) from exc
-            reviewed = Reviewed(caller_from_review(review, token))
+            reviewed = ReviewAnswer(caller_from_review(review, token))
             self._callers.put(key, reviewed)  # rejections too: a replayed bad token costs no review
         if reviewed.caller is None:
             raise unauthenticated("the Kubernetes API server did not accept this token")

@@ -20,12 +20,11 @@ the API does not depend on them: it answers from the objects it read, in this or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..api.models import PromotionPolicy
+from ..api.types import Obj
 from .errors import ApiError, Code
 
-Obj = dict[str, Any]
 BUILDING_STATES = frozenset({None, "created", "building"})
 PROMOTABLE_STATES = frozenset({"ready", "archived"})
 

@@ -31,9 +31,9 @@ import aiohttp
 from kubernetes import client
 
 from ..api import meta
+from ..api.types import Obj
 from ..kube.client import load_api_client
 
-Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -208,7 +208,9 @@ class Kube:
             # aiohttp's own timeout, and a hard one around the whole exchange: a benchmark under
             # heavy API server load once saw a request outlive the former.
             async with asyncio.timeout(self.timeout.total + 1 if self.timeout.total else None):
-                async with session.request(method, self.cluster.host + path, params=params, data=data, headers=headers) as response:
+                async with session.request(
+                    method, self.cluster.host + path, params=params, data=data, headers=headers
+                ) as response:
                     text = await response.text()
                     if response.status >= 400:
                         message, reason = _status_message(response.status, text)

@@ -21,15 +21,17 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .errors import ApiError, Code
 
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
-ASGIApp = Callable[[Scope, Receive, Send], Any]
+# As starlette.types spells them (FastAPI is an ASGIApp of exactly these).
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("miosa_operator.httpapi.access")
 
@@ -47,13 +49,13 @@ class AccessLog:
         scope.setdefault("state", {})["request_id"] = request_id
         answer = {"status": 500, "bytes_in": 0}
 
-        async def counting_receive() -> dict[str, Any]:
+        async def counting_receive() -> Message:
             message = await receive()
             if message.get("type") == "http.request":
                 answer["bytes_in"] += len(message.get("body", b""))
             return message
 
-        async def recording_send(message: dict[str, Any]) -> None:
+        async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
@@ -84,7 +86,9 @@ class AccessLog:
 
 
 class BodyGuard:
-    def __init__(self, app: ASGIApp, *, json_limit: int, bundle_limit: int, idle_timeout: float, is_upload: Callable[[Scope], bool]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, json_limit: int, bundle_limit: int, idle_timeout: float, is_upload: Callable[[Scope], bool]
+    ) -> None:
         self.app, self.json_limit, self.bundle_limit = app, json_limit, bundle_limit
         self.idle_timeout, self.is_upload = idle_timeout, is_upload
 
@@ -105,14 +109,16 @@ class BodyGuard:
         received = 0
         finished = False
 
-        async def guarded_receive() -> dict[str, Any]:
+        async def guarded_receive() -> Message:
             nonlocal received, finished
             if finished:
                 return await receive()  # only http.disconnect is left to wait for
             try:
                 message = await asyncio.wait_for(receive(), timeout=self.idle_timeout)
             except TimeoutError as exc:
-                raise ApiError(408, Code.REQUEST_TIMEOUT, f"the request body stalled for more than {self.idle_timeout:g} s") from exc
+                raise ApiError(
+                    408, Code.REQUEST_TIMEOUT, f"the request body stalled for more than {self.idle_timeout:g} s"
+                ) from exc
             if message.get("type") == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -145,7 +151,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        async def with_headers(message: dict[str, Any]) -> None:
+        async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 message.setdefault("headers", []).extend(h for h in _SECURITY_HEADERS if h[0] not in present)
@@ -160,7 +166,11 @@ async def _answer(send: Send, error: ApiError) -> None:
         {
             "type": "http.response.start",
             "status": error.status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

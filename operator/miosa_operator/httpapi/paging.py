@@ -27,11 +27,10 @@ import base64
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..api import meta
+from ..api.types import Obj
 
-Obj = dict[str, Any]
 GROWTH = 4
 _PREFIX = "v1:"
 MAX_CURSOR_LENGTH = 64
@@ -53,9 +52,9 @@ def decode_cursor(raw: str) -> int:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BadCursor("cursor is not one this API issued") from exc
-    if not text.startswith(_PREFIX) or not text[len(_PREFIX):].isdigit():
+    if not text.startswith(_PREFIX) or not text[len(_PREFIX) :].isdigit():
         raise BadCursor("cursor is not one this API issued")
-    before = int(text[len(_PREFIX):])
+    before = int(text[len(_PREFIX) :])
     if not 2 <= before <= 10**12:
         raise BadCursor("cursor is out of range")
     return before

@@ -69,12 +69,16 @@ class PromoteRequest(Strict):
 
 
 class RollbackRequest(Strict):
-    version_id: str | None = Field(default=None, max_length=64, description="ver_ id to roll back to; default: the previous live version.")
+    version_id: str | None = Field(
+        default=None, max_length=64, description="ver_ id to roll back to; default: the previous live version."
+    )
     reason: Reason | None = None
 
 
 class PromotionResult(Strict):
-    status: str = Field(description="live (rolled out, with wait=true), rolling_out, or pending (waiting for the version to be ready).")
+    status: str = Field(
+        description="live (rolled out, with wait=true), rolling_out, or pending (waiting for the version to be ready)."
+    )
     version: SeedVersion
     deployment: DeploymentView
 

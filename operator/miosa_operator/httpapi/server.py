@@ -70,5 +70,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=int(settings.api_shutdown_grace_seconds),
         lifespan="on",
     )
-    logging.getLogger(__name__).info("miosa-operator api on http://%s:%d (uploads to %s)", settings.api_host, settings.api_port, settings.api_uploads_uri)
+    logging.getLogger(__name__).info(
+        "miosa-operator api on http://%s:%d (uploads to %s)", settings.api_host, settings.api_port, settings.api_uploads_uri
+    )
     uvicorn.Server(config).run()

@@ -30,7 +30,8 @@ from typing import Any
 from ..api import meta
 from ..api.conditions import ConditionType
 from ..api.seed import SeedVersion, history_rows, seed_version_model
-from ..api.seedshape import rfc3339
+from ..api.times import rfc3339
+from ..api.types import Obj
 from ..plugin.commands import promotion_patch, rollout_outcome
 from ..plugin.selection import AttributionFilter, belongs, state_selector, version_selector
 from ..settings import Settings
@@ -52,7 +53,6 @@ from .schemas import (
     VersionPage,
 )
 
-Obj = dict[str, Any]
 DEPLOYMENT_ID = re.compile(r"^dep_[0-9A-HJKMNP-TV-Z]{26}$")
 VERSION_ID = re.compile(r"^ver_[0-9A-HJKMNP-TV-Z]{26}$")
 POLL_SECONDS = 0.5
@@ -130,7 +130,9 @@ class DeploymentsService:
             raise not_found()
         return mine[0]
 
-    async def _caller_call(self, call: Any, *, writing: bool = False, refused: tuple[int, Code] = (422, Code.NOT_PROMOTABLE)) -> Any:
+    async def _caller_call(
+        self, call: Any, *, writing: bool = False, refused: tuple[int, Code] = (422, Code.NOT_PROMOTABLE)
+    ) -> Any:
         try:
             return await call
         except KubeError as exc:
@@ -152,7 +154,9 @@ class DeploymentsService:
         labels, fields = version_selector(name, attribution), state_selector(filters.state)
         while (window := planner.window()) is not None:
             items = await self._caller_call(
-                self.kube.list(caller.token, meta.VERSION_PLURAL, namespace, labels=window_selector(labels, *window), fields=fields)
+                self.kube.list(
+                    caller.token, meta.VERSION_PLURAL, namespace, labels=window_selector(labels, *window), fields=fields
+                )
             )
             planner.add(item for item in items if belongs(item, name, attribution))
         page, next_before = planner.page()
@@ -261,7 +265,9 @@ class DeploymentsService:
             deployment=await self._view(caller, patched),
         )
 
-    async def _wait_live(self, caller: Caller, deployment: Obj, version: str, generation: int, seconds: float) -> tuple[Obj, bool]:
+    async def _wait_live(
+        self, caller: Caller, deployment: Obj, version: str, generation: int, seconds: float
+    ) -> tuple[Obj, bool]:
         deadline = time.monotonic() + min(seconds, self.settings.api_max_wait_seconds)
         namespace, name = _namespace(deployment), _name(deployment)
         while True:
@@ -365,7 +371,9 @@ class DeploymentsService:
         }
         namespace = _namespace(deployment)
         created = await self._caller_call(
-            self.kube.create(caller.token, meta.VERSION_PLURAL, namespace, body), writing=True, refused=(400, Code.INVALID_PARAMETER)
+            self.kube.create(caller.token, meta.VERSION_PLURAL, namespace, body),
+            writing=True,
+            refused=(400, Code.INVALID_PARAMETER),
         )
         if wait.enabled:
             deadline = time.monotonic() + min(wait.seconds, self.settings.api_max_wait_seconds)

@@ -14,21 +14,17 @@ Design decisions:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-Clock = Callable[[], datetime]
+from ..api.times import utcnow
+from ..api.types import Clock
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339, UTC, millisecond precision; a naive datetime is taken to be UTC already."""
-    utc = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -39,7 +35,7 @@ def _escape(match: re.Match[str]) -> str:
 class BuildLog:
     """Collects timestamped lines; ``render`` gives the UTF-8 text to store."""
 
-    def __init__(self, clock: Clock = utc_now) -> None:
+    def __init__(self, clock: Clock = utcnow) -> None:
         self._clock = clock
         self._lines: list[str] = []
 

@@ -126,8 +126,7 @@ class MemberSink(Protocol):
     (``OSError`` for a full disk, say) reaches the caller unchanged.
     """
 
-    def add_dir(self, path: str, mtime: float) -> None:
-        ...
+    def add_dir(self, path: str, mtime: float) -> None: ...
 
     def add_file(self, path: str, mtime: float, size: int, data: IO[bytes]) -> None:
         """Consume exactly ``size`` bytes of ``data``."""
@@ -275,9 +274,7 @@ def _conclude(
     )
 
 
-def _walk(
-    feed: TarFeed, writer: MemberSink, admission: Admission, limits: IngestLimits, log: Callable[[str], None]
-) -> None:
+def _walk(feed: TarFeed, writer: MemberSink, admission: Admission, limits: IngestLimits, log: Callable[[str], None]) -> None:
     end = EndMarker()
     try:
         with tarfile.open(
@@ -308,9 +305,7 @@ def _walk(
     )
 
 
-def _copy_member(
-    archive: tarfile.TarFile, member: tarfile.TarInfo, admission: Admission, writer: MemberSink
-) -> None:
+def _copy_member(archive: tarfile.TarFile, member: tarfile.TarInfo, admission: Admission, writer: MemberSink) -> None:
     path = admission.admit(member)
     if path is None:
         return  # the archive root ("." or "./"), implicit in every archive

@@ -97,7 +97,7 @@ class CanonicalWriter:
         self._write(bytes(2 * BLOCK))
         self._pad_to(RECORD)
         self._stream.flush(zstandard.FLUSH_FRAME)
-        self._stream.close()  # type: ignore[no-untyped-call]  # (unannotated in zstandard's stubs)
+        self._stream.close()
         self._sink.flush()
         return self._sink.hexdigest(), self._sink.count
 

@@ -89,7 +89,7 @@ def strict_tarinfo(limits: IngestLimits, end: EndMarker) -> type[tarfile.TarInfo
     class StrictTarInfo(tarfile.TarInfo):
         def _proc_pax(self, tarfile_: tarfile.TarFile) -> Any:
             stream = tarfile_.fileobj
-            padded = self._block(self.size)
+            padded = self._block(self.size)  # type: ignore[attr-defined]  # tarfile's private record rounding
             data = stream.read(padded)
             if len(data) != padded:
                 raise BundleRejected(Reason.CORRUPT_BUNDLE, "the tar stream ends inside a pax header (truncated?)")
@@ -105,9 +105,7 @@ def strict_tarinfo(limits: IngestLimits, end: EndMarker) -> type[tarfile.TarInfo
         nonlocal chain
         lenient = getattr(super(StrictTarInfo, cls), _HEADER_HOOK)
         if len(buf) != BLOCK:
-            raise BundleRejected(
-                Reason.CORRUPT_BUNDLE, "the tar stream ends without an end-of-archive marker (truncated?)"
-            )
+            raise BundleRejected(Reason.CORRUPT_BUNDLE, "the tar stream ends without an end-of-archive marker (truncated?)")
         if buf.count(0) == BLOCK:
             end.seen = True
             return lenient(buf, encoding, errors, **options)  # raises tarfile's own end signal
@@ -261,9 +259,7 @@ class Admission:
         for depth, parent in enumerate(parents, start=1):
             if parent in self._files:
                 inside = "/".join(path.split("/")[:depth])
-                raise BundleRejected(
-                    Reason.DUPLICATE_MEMBER, f"{show(path)} is inside {show(inside)}, which is a file"
-                )
+                raise BundleRejected(Reason.DUPLICATE_MEMBER, f"{show(path)} is inside {show(inside)}, which is a file")
         if own in self._files or own in self._dirs:
             raise BundleRejected(Reason.DUPLICATE_MEMBER, f"{show(path)} appears more than once")
         if is_file and own in self._parents:
@@ -273,9 +269,7 @@ class Admission:
 
     def _count_file(self, path: str, size: int) -> None:
         if size > self.limits.max_file_bytes:
-            raise BundleRejected(
-                Reason.FILE_TOO_LARGE, f"{show(path)} is {size} bytes (limit {self.limits.max_file_bytes})"
-            )
+            raise BundleRejected(Reason.FILE_TOO_LARGE, f"{show(path)} is {size} bytes (limit {self.limits.max_file_bytes})")
         self.files += 1
         self.total_bytes += size
         if self.total_bytes > self.limits.max_total_bytes:
@@ -306,6 +300,4 @@ def _is_regular_file(member: tarfile.TarInfo) -> bool:
 
 
 def _unsafe_type(name: str, kind: str) -> BundleRejected:
-    return BundleRejected(
-        Reason.UNSAFE_MEMBER_TYPE, f"{show(name)} is a {kind}; only regular files and directories are allowed"
-    )
+    return BundleRejected(Reason.UNSAFE_MEMBER_TYPE, f"{show(name)} is a {kind}; only regular files and directories are allowed")

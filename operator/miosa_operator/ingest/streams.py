@@ -66,9 +66,7 @@ class RawInput:
             return b""
         self.count += len(data)
         if self.count > self._max:
-            raise BundleRejected(
-                Reason.BUNDLE_TOO_LARGE, f"the bundle is larger than {human(self._max)} ({self._max} bytes)"
-            )
+            raise BundleRejected(Reason.BUNDLE_TOO_LARGE, f"the bundle is larger than {human(self._max)} ({self._max} bytes)")
         self._digest.update(data)
         return data
 

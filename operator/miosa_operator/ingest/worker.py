@@ -113,4 +113,3 @@ def _vm_peak() -> int:
     except OSError:
         pass
     return 0
-

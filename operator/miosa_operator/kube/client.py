@@ -13,31 +13,93 @@ official client waits for ever by default: one half-open connection (a dropped N
 load balancer that forgot us) then hangs a worker thread for good while the liveness probe
 stays green.  A timed-out call is a ``TransientApiError``: retried with backoff, never blamed
 on a version.
+
+Controllers are typed against ``KubeApi``, the Protocol of the calls they make; ``Kube``
+and the unit tests' API-server fake (``tests/unit/fakes.FakeKube``) both satisfy it, and
+mypy checks that they do.  ``ClusterApi`` adds what only the process wiring needs (events
+posted outside kopf, namespaces, the webhook configuration, the raw client).
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api import meta
+from ..api.types import Obj
 from .timeouts import Timeouts
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # RFC 7386: lists are replaced whole, so a removed env var or container really goes away
 # (a strategic merge would keep it).
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+
+class KubeApi(Protocol):
+    """The requests the controllers make: our custom objects and the objects they render."""
+
+    @property
+    def calls(self) -> int | Sequence[Any]:
+        """Requests made so far (a count; an API-server fake may keep the calls themselves)."""
+        ...
+
+    def get(self, plural: str, namespace: str, name: str) -> Obj | None: ...
+    def list(
+        self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
+    ) -> builtins.list[Obj]: ...
+    def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj: ...
+    def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj: ...
+    def get_workload(self, namespace: str, name: str) -> Obj | None: ...
+    def create_workload(self, namespace: str, body: Obj) -> Obj: ...
+    def patch_workload(self, namespace: str, name: str, patch: Obj) -> Obj: ...
+    def delete_workload(self, namespace: str, name: str) -> bool: ...
+    def get_service(self, namespace: str, name: str) -> Obj | None: ...
+    def create_service(self, namespace: str, body: Obj) -> Obj: ...
+    def patch_service(self, namespace: str, name: str, patch: Obj) -> Obj: ...
+    def get_object(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+    def create_object(self, kind: str, namespace: str, body: Obj) -> Obj: ...
+    def replace_object(self, kind: str, namespace: str, name: str, body: Obj) -> Obj: ...
+    def patch_object(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj: ...
+    def delete_object(self, kind: str, namespace: str, name: str, uid: str | None = None) -> bool: ...
+    def list_pods(self, namespace: str, label_selector: str) -> builtins.list[Obj]: ...
+    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> builtins.list[Obj]: ...
+
+
+class Namespaces(Protocol):
+    def namespace_names(self) -> set[str]: ...
+    def namespace_exists(self, name: str) -> bool: ...
+
+
+class WebhookConfigurations(Protocol):
+    def get_webhook_configuration(self, name: str) -> Obj | None: ...
+    def patch_webhook_configuration(self, name: str, patch: builtins.list[Obj], resource_version: str | None = None) -> Obj: ...
+
+
+class EventWriter(Protocol):
+    def create_event(self, namespace: str, body: Obj) -> Obj: ...
+
+
+class ClusterApi(KubeApi, Namespaces, WebhookConfigurations, EventWriter, Protocol):
+    """Everything ``Kube`` offers: what the process wiring (handlers, cli) hands around."""
+
+    @property
+    def api_client(self) -> client.ApiClient: ...
+    @property
+    def timeouts(self) -> Timeouts: ...
+    def list_pages(
+        self, plural: str, *, field_selector: str = "", shard_selector: str = "", limit: int = 500
+    ) -> Iterator[Obj]: ...
 
 
 class ApiError(Exception):
@@ -104,11 +166,14 @@ class Kube:
     # -------------------------------------------------------------- custom objects
     def get(self, plural: str, namespace: str, name: str) -> Obj | None:
         try:
-            return self._call(self.custom.get_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, name)
+            found: Obj = self._call(self.custom.get_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, name)
+            return found
         except NotFound:
             return None
 
-    def list(self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = "") -> list[Obj]:
+    def list(
+        self, plural: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
+    ) -> builtins.list[Obj]:
         kwargs = {"label_selector": label_selector, "field_selector": field_selector}
         if namespace:
             result = self._call(self.custom.list_namespaced_custom_object, meta.GROUP, meta.VERSION, namespace, plural, **kwargs)
@@ -123,10 +188,19 @@ class Kube:
         token = ""
         while True:
             query = [("limit", str(limit))]
-            query += [(k, v) for k, v in (("fieldSelector", field_selector), ("shardSelector", shard_selector), ("continue", token)) if v]
+            query += [
+                (k, v)
+                for k, v in (("fieldSelector", field_selector), ("shardSelector", shard_selector), ("continue", token))
+                if v
+            ]
             response = self._call(
-                self.api_client.call_api, path, "GET", query_params=query, header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"], _preload_content=False,
+                self.api_client.call_api,
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
             )
             page = json.loads(response.data)
             yield from page.get("items", [])
@@ -136,17 +210,31 @@ class Kube:
 
     def patch(self, plural: str, namespace: str, name: str, patch: Obj, resource_version: str | None = None) -> Obj:
         body = _with_precondition(patch, resource_version)
-        return self._call(
+        patched: Obj = self._call(
             self.custom.patch_namespaced_custom_object,
-            meta.GROUP, meta.VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
+            meta.GROUP,
+            meta.VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
         )
+        return patched
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None) -> Obj:
         body = _with_precondition({"status": status}, resource_version)
-        return self._call(
+        patched: Obj = self._call(
             self.custom.patch_namespaced_custom_object_status,
-            meta.GROUP, meta.VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
+            meta.GROUP,
+            meta.VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
         )
+        return patched
 
     # -------------------------------------------------------------- apps/v1 and core/v1
     def get_workload(self, namespace: str, name: str) -> Obj | None:
@@ -180,9 +268,7 @@ class Kube:
         return self._sanitize(self._call(self.core.create_namespaced_service, namespace, body))
 
     def patch_service(self, namespace: str, name: str, patch: Obj) -> Obj:
-        return self._sanitize(
-            self._call(self.core.patch_namespaced_service, name, namespace, patch, _content_type=MERGE_PATCH)
-        )
+        return self._sanitize(self._call(self.core.patch_namespaced_service, name, namespace, patch, _content_type=MERGE_PATCH))
 
     # -------------------------------------------------------------- objects the operator owns, by kind
     # ("Deployment" = apps/v1, "Service" = v1, "PodDisruptionBudget" = policy/v1)
@@ -190,17 +276,31 @@ class Kube:
         """read, create, replace, patch and delete of ``kind``."""
         if kind == "Deployment":
             a = self.apps
-            return (a.read_namespaced_deployment, a.create_namespaced_deployment, a.replace_namespaced_deployment,
-                    a.patch_namespaced_deployment, a.delete_namespaced_deployment)
+            return (
+                a.read_namespaced_deployment,
+                a.create_namespaced_deployment,
+                a.replace_namespaced_deployment,
+                a.patch_namespaced_deployment,
+                a.delete_namespaced_deployment,
+            )
         if kind == "Service":
             c = self.core
-            return (c.read_namespaced_service, c.create_namespaced_service, c.replace_namespaced_service,
-                    c.patch_namespaced_service, c.delete_namespaced_service)
+            return (
+                c.read_namespaced_service,
+                c.create_namespaced_service,
+                c.replace_namespaced_service,
+                c.patch_namespaced_service,
+                c.delete_namespaced_service,
+            )
         if kind == "PodDisruptionBudget":
             p = self.policy
-            return (p.read_namespaced_pod_disruption_budget, p.create_namespaced_pod_disruption_budget,
-                    p.replace_namespaced_pod_disruption_budget, p.patch_namespaced_pod_disruption_budget,
-                    p.delete_namespaced_pod_disruption_budget)
+            return (
+                p.read_namespaced_pod_disruption_budget,
+                p.create_namespaced_pod_disruption_budget,
+                p.replace_namespaced_pod_disruption_budget,
+                p.patch_namespaced_pod_disruption_budget,
+                p.delete_namespaced_pod_disruption_budget,
+            )
         raise ValueError(f"not a kind the operator manages: {kind}")
 
     def get_object(self, kind: str, namespace: str, name: str) -> Obj | None:
@@ -230,7 +330,7 @@ class Kube:
         except NotFound:
             return False
 
-    def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
+    def list_pods(self, namespace: str, label_selector: str) -> builtins.list[Obj]:
         pods = self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
         return [self._sanitize(p) for p in pods.items]
 
@@ -241,10 +341,13 @@ class Kube:
         found = self._call(self.core.list_namespace, field_selector=f"metadata.name={name}").items
         return bool(found)
 
-    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> list[Obj]:
+    def list_events(self, namespace: str, field_selector: str, limit: int = 100) -> builtins.list[Obj]:
         """Core events in ``namespace`` (e.g. ``involvedObject.name=NAME``), at most ``limit``."""
         events = self._call(self.core.list_namespaced_event, namespace, field_selector=field_selector, limit=limit)
         return [self._sanitize(e) for e in events.items]
+
+    def create_event(self, namespace: str, body: Obj) -> Obj:
+        return self._sanitize(self._call(self.core.create_namespaced_event, namespace, body))
 
     # -------------------------------------------------------------- admission configuration
     def get_webhook_configuration(self, name: str) -> Obj | None:
@@ -253,7 +356,7 @@ class Kube:
         except NotFound:
             return None
 
-    def patch_webhook_configuration(self, name: str, patch: list[Obj], resource_version: str | None = None) -> Obj:
+    def patch_webhook_configuration(self, name: str, patch: builtins.list[Obj], resource_version: str | None = None) -> Obj:
         """A JSON patch (RFC 6902); with ``resource_version`` it fails if the object moved."""
         if resource_version is not None:
             patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}, *patch]

@@ -8,17 +8,17 @@ events itself.  A failure to post is logged, never raised: an event is a courtes
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
-from .client import ApiError, Kube
+from ..api.times import iso, utcnow
+from .client import ApiError, EventWriter
 
 log = logging.getLogger(__name__)
 COMPONENT = "miosa-operator"
 
 
 class KubeEvents:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: EventWriter) -> None:
         self.kube = kube
 
     def normal(self, body: dict[str, Any], reason: str, message: str) -> None:
@@ -29,7 +29,7 @@ class KubeEvents:
 
     def _post(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = body["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = iso(utcnow())
         event = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
@@ -49,6 +49,6 @@ class KubeEvents:
             "count": 1,
         }
         try:
-            self.kube._call(self.kube.core.create_namespaced_event, meta["namespace"], event)
+            self.kube.create_event(meta["namespace"], event)
         except ApiError as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)

@@ -91,7 +91,8 @@ class Lease:
             if exc.status == 404:
                 return None
             raise
-        return self.api.api_client.sanitize_for_serialization(lease)
+        body: Obj = self.api.api_client.sanitize_for_serialization(lease)
+        return body
 
     def _free_for_me(self, current: Obj) -> bool:
         holder = (current.get("spec") or {}).get("holderIdentity")

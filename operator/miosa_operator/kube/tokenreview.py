@@ -78,7 +78,7 @@ def api_review(api_client: client.ApiClient, timeout: float = 10.0) -> Review:
     api = client.AuthenticationV1Api(api_client)
 
     def review(token: str, audiences: tuple[str, ...]) -> dict[str, Any]:
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        body: dict[str, Any] = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
         if audiences:
             body["spec"]["audiences"] = list(audiences)
         try:
@@ -134,23 +134,30 @@ class TokenReviewer:
         return result
 
     def _judge(self, status: dict[str, Any]) -> Reviewed | None:
-        if not status.get("authenticated"):
-            return None
-        audiences = tuple(status.get("audiences") or ())
-        if self.audience and self.audience not in audiences:
-            return None  # an audience-agnostic authenticator vouched for it: not for us
-        user = status.get("user") or {}
-        username = user.get("username") or ""
-        if not username:
-            return None
-        extra = {str(k): tuple(str(v) for v in values or ()) for k, values in (user.get("extra") or {}).items()}
-        return Reviewed(
-            username=username,
-            uid=user.get("uid") or "",
-            groups=tuple(user.get("groups") or ()),
-            extra=extra,
-            audiences=audiences,
-        )
+        return reviewed_user(status, self.audience)
+
+
+def reviewed_user(status: dict[str, Any], audience: str | None = None) -> Reviewed | None:
+    """The caller a TokenReview's ``status`` vouches for, or None: not authenticated, no user
+    name, or (with ``audience``) not issued for that audience.  The one reading of a review,
+    for the artifact endpoint (``TokenReviewer``) and the HTTP API (``httpapi.auth``)."""
+    if not status.get("authenticated"):
+        return None
+    audiences = tuple(status.get("audiences") or ())
+    if audience and audience not in audiences:
+        return None  # an audience-agnostic authenticator vouched for it: not for us
+    user = status.get("user") or {}
+    username = user.get("username") or ""
+    if not username:
+        return None
+    extra = {str(k): tuple(str(v) for v in values or ()) for k, values in (user.get("extra") or {}).items()}
+    return Reviewed(
+        username=username,
+        uid=user.get("uid") or "",
+        groups=tuple(user.get("groups") or ()),
+        extra=extra,
+        audiences=audiences,
+    )
 
 
 def bearer_token(authorization: str | None) -> str | None:

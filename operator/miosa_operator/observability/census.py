@@ -31,11 +31,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-Obj = dict[str, Any]
 UNSET = "unset"
 SETTLED = frozenset({"ready", "failed", "archived"})
 
@@ -66,7 +65,7 @@ class VersionCensus:
         self._by_uid: dict[str, Facts] = {}
         self._uid_by_name: dict[tuple[str, str], str] = {}
 
-    def observe(self, event_type: str | None, body: Obj) -> None:
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """One watch event (``None`` for the initial listing, as kopf passes it)."""
         metadata = body.get("metadata") or {}
         uid = metadata.get("uid")
@@ -93,7 +92,7 @@ class VersionCensus:
             self._by_uid[uid] = Facts(key[0], key[1], kind, state, status.get("id"), since, revision)
             self._uid_by_name[key] = uid
 
-    def seed(self, bodies: Iterable[Obj]) -> int:
+    def seed(self, bodies: Iterable[Mapping[str, Any]]) -> int:
         """Versions listed (not watched) at startup; anything the census already has wins."""
         seen = 0
         for body in bodies:

@@ -11,11 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..api import meta
-
-Obj = dict[str, Any]
+from ..api.types import Obj
 
 
 @dataclass

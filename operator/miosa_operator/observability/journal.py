@@ -26,12 +26,12 @@ from typing import Any
 
 from ..api import meta
 from ..api.conditions import ConditionType
+from ..api.types import Obj
 from . import context, metrics
 from .census import VersionCensus
 
 log = logging.getLogger("miosa_operator.journal")
 
-Obj = dict[str, Any]
 _ABSENT = object()
 
 
@@ -139,7 +139,9 @@ class Journal:
         took = f" after {seconds:.1f}s" if seconds is not None else ""
         extra = object_fields(body, self._version_id(metadata.get("namespace"), target), target)
         if outcome == "live":
-            log.info("%s: %s of %s (#%s) complete%s: it is live", where, action, target, entry.get("versionNumber"), took, extra=extra)
+            log.info(
+                "%s: %s of %s (#%s) complete%s: it is live", where, action, target, entry.get("versionNumber"), took, extra=extra
+            )
         elif outcome == "reverted":
             log.warning(
                 "%s: %s of %s failed%s and was reverted to %s: %s",

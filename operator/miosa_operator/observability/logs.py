@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from ..api import meta
+from ..api.types import Obj
 from . import context
 from .census import VersionCensus
 
-Obj = dict[str, Any]
 LOG_FORMATS = ("text", "json")
 REDACTED = "[redacted]"
 
@@ -105,7 +104,9 @@ def json_formatter() -> logging.Formatter:
     return Formatter()
 
 
-def configure(log_format: str, *, verbose: bool = False, census: VersionCensus | None = None, secrets: Iterable[str | None] = ()) -> None:
+def configure(
+    log_format: str, *, verbose: bool = False, census: VersionCensus | None = None, secrets: Iterable[str | None] = ()
+) -> None:
     """kopf's logging in ``log_format`` (``text`` or ``json``), with the filters above."""
     import kopf
 

@@ -28,9 +28,9 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .. import __version__
+from ..api.types import Obj
 from .kubeconfig import Endpoint, KubeconfigError
 
-Obj = dict[str, Any]
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = f"kubectl-miosa/{__version__}"

@@ -45,13 +45,18 @@ def _global_flags(nested: bool) -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
     unset = argparse.SUPPRESS if nested else None
     group = flags.add_argument_group("cluster options")
-    group.add_argument("--kubeconfig", default=unset, metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    group.add_argument(
+        "--kubeconfig", default=unset, metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
     group.add_argument("--context", default=unset, help="kubeconfig context (default: the current context)")
     group.add_argument(
         "-n", "--namespace", default=unset, help="namespace (tenant); default: the context's namespace, else 'default'"
     )
     group.add_argument(
-        "--request-timeout", type=_positive, default=argparse.SUPPRESS if nested else 30.0, metavar="SECONDS",
+        "--request-timeout",
+        type=_positive,
+        default=argparse.SUPPRESS if nested else 30.0,
+        metavar="SECONDS",
         help="timeout of each API request (default: 30)",
     )
     return flags
@@ -93,7 +98,9 @@ def _output(parser: argparse.ArgumentParser, human: str = "table") -> None:
 def _wait_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="why; recorded in the Deployment's status.history")
     parser.add_argument("--wait", action="store_true", help="wait until the version is live (rollout complete)")
-    parser.add_argument("--timeout", type=_positive, default=300.0, metavar="SECONDS", help="how long --wait waits (default: 300)")
+    parser.add_argument(
+        "--timeout", type=_positive, default=300.0, metavar="SECONDS", help="how long --wait waits (default: 300)"
+    )
     _output(parser, "a message")
 
 
@@ -152,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("deployment", metavar="DEPLOYMENT")
     status.add_argument("-w", "--watch", action="store_true", help="stream changes until healthy (exit 0) or failed (exit 1)")
-    status.add_argument("--timeout", type=_positive, default=600.0, metavar="SECONDS", help="how long --watch watches (default: 600)")
+    status.add_argument(
+        "--timeout", type=_positive, default=600.0, metavar="SECONDS", help="how long --watch watches (default: 600)"
+    )
     _output(status, "a summary")
     promote = leaves.add(
         "promote",

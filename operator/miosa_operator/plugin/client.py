@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..api import meta
+from ..api.types import Obj
 from .apiclient import MERGE_PATCH, ApiClient, ApiStatus
 from .errors import ExitCode, PluginError, Request, from_api_status, from_transport_error
 from .kubeconfig import KubeconfigError, default_namespace, load
 
-Obj = dict[str, Any]
 CONNECT_TIMEOUT = 10.0
 
 __all__ = ["Cluster", "default_namespace"]

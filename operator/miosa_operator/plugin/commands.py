@@ -35,11 +35,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..api import meta
 from ..api.conditions import ConditionType
+from ..api.types import Obj
 from . import output
 from .client import Cluster
 from .errors import ExitCode, PluginError
@@ -52,7 +53,6 @@ from .selection import (
     version_selector,
 )
 
-Obj = dict[str, Any]
 POLL_INTERVAL = 1.0
 MANUAL, AUTO = "Manual", "Auto"
 
@@ -190,7 +190,7 @@ def _finish(cluster: Cluster, args: argparse.Namespace, patched: Obj, what: str,
 
 
 def retry_token(version: str, now: datetime) -> str:
-    return f"{version}@{now.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+    return f"{version}@{now.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
 
 
 def retry(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -207,7 +207,9 @@ def retry(cluster: Cluster, args: argparse.Namespace) -> int:
                 ExitCode.REFUSED,
             )
         live = status.get("liveVersion") or "nothing"
-        raise PluginError(f"{args.version} has no reverted rollout to retry on deployment {name} ({live} is live)", ExitCode.REFUSED)
+        raise PluginError(
+            f"{args.version} has no reverted rollout to retry on deployment {name} ({live} is live)", ExitCode.REFUSED
+        )
     token = retry_token(args.version, _now())
     patch = {"metadata": {"annotations": {meta.ANNOTATION_RETRY: token, meta.ANNOTATION_CHANGE_CAUSE: args.reason or None}}}
     body = cluster.patch_deployment(name, patch)
@@ -367,9 +369,11 @@ def status_details(body: Obj, assessment: Assessment) -> str:
 
 
 def watch_line(body: Obj, assessment: Assessment) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    stamp = datetime.now(UTC).strftime("%H:%M:%S")
     rollout = f" [rolling out {assessment.rollout}]" if assessment.rollout else ""
-    return f"{stamp}  {assessment.phase:<11}  {assessment.reason}: {assessment.message}  (live: {assessment.live or '-'}){rollout}"
+    return (
+        f"{stamp}  {assessment.phase:<11}  {assessment.reason}: {assessment.message}  (live: {assessment.live or '-'}){rollout}"
+    )
 
 
 def status(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -489,4 +493,4 @@ def _read_log(uri: str) -> bytes:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -72,7 +72,8 @@ def candidates(parser: argparse.ArgumentParser, words: Sequence[str], partial: s
         return sorted(name for name in sub if name.startswith(partial)), NO_FILES
     slots = _positionals(current)
     if positional < len(slots):
-        return _objects(slots[positional].metavar or "", partial, globals_), NO_FILES
+        metavar = slots[positional].metavar
+        return _objects(metavar if isinstance(metavar, str) else "", partial, globals_), NO_FILES
     return [], NO_FILES
 
 

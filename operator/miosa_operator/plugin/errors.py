@@ -88,9 +88,7 @@ def from_api_status(exc: ApiStatus, request: Request, server: str) -> PluginErro
     if status == 404 and request.name:
         return not_found(request.plural, request.name, request.namespace)
     if status == 404:
-        return PluginError(
-            f"{request.resource} is not served by {server} (are the miosa CRDs installed?)", ExitCode.NOT_FOUND
-        )
+        return PluginError(f"{request.resource} is not served by {server} (are the miosa CRDs installed?)", ExitCode.NOT_FOUND)
     if status == 403:
         role = "miosa-deployments-read" if request.verb in _READ_VERBS else "miosa-deployments-write"
         return PluginError(

@@ -48,16 +48,17 @@ class Range:
 
 
 def parse(template: str) -> list[Any]:
-    nodes, stack = [], []
+    nodes: list[Any] = []
+    stack: list[Any] = []
     current: list[Any] = nodes
     position = 0
     for match in re.finditer(r"\{((?:[^{}\"]|\"(?:[^\"\\]|\\.)*\")*)\}", template):
         if match.start() > position:
-            current.append(Text(template[position:match.start()]))
+            current.append(Text(template[position : match.start()]))
         position = match.end()
         action = match.group(1).strip()
         if action.startswith("range "):
-            node = Range(Path(_steps(action[len("range "):].strip())), [])
+            node = Range(Path(_steps(action[len("range ") :].strip())), [])
             current.append(node)
             stack.append(current)
             current = node.body

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-Obj = dict[str, Any]
+from ..api.types import Obj
+
 DEFAULT_NAMESPACE = "default"
 
 
@@ -154,7 +155,7 @@ def load(kubeconfig: str | None = None, context: str | None = None) -> Endpoint:
     server = str(cluster.get("server") or "")
     if not server.startswith(("https://", "http://")):
         raise KubeconfigError(f"cluster {cluster_name!r} has no https:// server")
-    user, user_base = merged.users.get(user_name, ({}, Path(".")))
+    user, user_base = merged.users.get(user_name, ({}, Path("."))) if isinstance(user_name, str) else ({}, Path("."))
     if user.get("auth-provider"):
         provider = (user["auth-provider"] or {}).get("name", "?")
         raise KubeconfigError(

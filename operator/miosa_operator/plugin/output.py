@@ -27,19 +27,13 @@ from typing import Any
 
 import yaml
 
-from ..api.seedshape import history_entries, parse_time, rfc3339, seed_version, updated_at
-
-Obj = dict[str, Any]
-
-
+from ..api.seedshape import history_entries, seed_version, updated_at
+from ..api.times import parse_time, rfc3339
+from ..api.types import Obj
 
 # ---------------------------------------------------------------------------- time (and the seed shape: api.seedshape)
 
 __all__ = ["history_entries", "parse_time", "rfc3339", "seed_version", "updated_at"]  # re-exported
-
-
-
-
 
 
 def age(value: Any, now: datetime) -> str:
@@ -55,14 +49,6 @@ def age(value: Any, now: datetime) -> str:
 
 
 # ---------------------------------------------------------------------------- the seed shape
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------- rendering

@@ -67,16 +67,18 @@ def pack_directory(root: Path, out: BinaryIO) -> int:
     entries = members(root)
     files = 0
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False, write_checksum=False)
-    with compressor.stream_writer(out, closefd=False) as zstd_out:
-        with tarfile.open(fileobj=zstd_out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-            for name, path in entries:
-                info = _info(name, path)
-                if info.isdir():
-                    tar.addfile(info)
-                    continue
-                with open(path, "rb") as data:
-                    tar.addfile(info, data)
-                files += 1
+    with (
+        compressor.stream_writer(out, closefd=False) as zstd_out,
+        tarfile.open(fileobj=zstd_out, mode="w|", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        for name, path in entries:
+            info = _info(name, path)
+            if info.isdir():
+                tar.addfile(info)
+                continue
+            with open(path, "rb") as data:
+                tar.addfile(info, data)
+            files += 1
     if files == 0:
         raise PackError(f"{root} has no files to publish")
     return files

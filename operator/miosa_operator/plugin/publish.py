@@ -30,10 +30,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..api.types import Obj
 from .client import Cluster
 from .errors import ExitCode, PluginError
 
-Obj = dict[str, Any]
 CONTENT_TYPES = {"tar.zst": "application/zstd", "tar.gz": "application/gzip", "tar": "application/x-tar"}
 _EXIT = {400: ExitCode.REFUSED, 401: ExitCode.FORBIDDEN, 403: ExitCode.FORBIDDEN, 404: ExitCode.NOT_FOUND}
 
@@ -99,7 +99,9 @@ def bundle_file(source: Path, directory: str) -> tuple[Path, str, str]:
     return source, CONTENT_TYPES[fmt], str(source)
 
 
-def call(method: str, url: str, token: str, *, body: Any = None, content_type: str = "application/json", timeout: float = 600) -> Obj:
+def call(
+    method: str, url: str, token: str, *, body: Any = None, content_type: str = "application/json", timeout: float = 600
+) -> Obj:
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "Content-Type": content_type}
     data = body
     if isinstance(body, Path):
@@ -109,9 +111,8 @@ def call(method: str, url: str, token: str, *, body: Any = None, content_type: s
     request = urllib.request.Request(url, method=method, headers=headers)
     try:
         if isinstance(body, Path):
-            with open(body, "rb") as stream:
-                with urllib.request.urlopen(request, data=stream, timeout=timeout) as answer:
-                    return json.loads(answer.read())
+            with open(body, "rb") as stream, urllib.request.urlopen(request, data=stream, timeout=timeout) as answer:
+                return json.loads(answer.read())
         with urllib.request.urlopen(request, data=data, timeout=timeout) as answer:
             return json.loads(answer.read())
     except urllib.error.HTTPError as exc:
@@ -166,7 +167,9 @@ def add_parser(leaves: Any, prog: str) -> None:
         f"{prog} publish ./dist --deployment site --workspace acme-team-123 --promote --wait",
         publish,
     )
-    parser.add_argument("source", metavar="DIR|FILE", help="a directory (packed reproducibly as .tar.zst) or a .tar.zst/.tar.gz/.tar")
+    parser.add_argument(
+        "source", metavar="DIR|FILE", help="a directory (packed reproducibly as .tar.zst) or a .tar.zst/.tar.gz/.tar"
+    )
     parser.add_argument("--deployment", required=True, metavar="NAME", help="the Deployment (name, or its dep_ id)")
     parser.add_argument("--promote", action="store_true", help="promote the new version")
     parser.add_argument("--wait", action="store_true", help="wait until built (and live, with --promote)")
@@ -177,4 +180,3 @@ def add_parser(leaves: Any, prog: str) -> None:
     parser.add_argument("--entrypoint", help="file served for / (default: index.html)")
     parser.add_argument("--api", metavar="URL", help="the miosa API (default: $MIOSA_API_URL)")
     parser.add_argument("--token", help="bearer token (default: $MIOSA_API_TOKEN, else the kubeconfig user's token)")
-

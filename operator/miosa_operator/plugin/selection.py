@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import meta
+from ..api.types import Obj
 from ..domain.labels import label_value
 
 # The plugin imports neither pydantic nor the models; tests/unit/test_plugin.py checks these
 # against api.models.VersionState and domain.states.PROMOTABLE.
 STATES = ("created", "building", "ready", "failed", "archived")
 PROMOTABLE = frozenset({"ready", "archived"})
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -94,4 +93,3 @@ def previous_live(history: list[Mapping[str, Any]], live: str | None, versions: 
         if name and name != live and bootable(versions.get(name)):
             return str(name)
     return None
-

@@ -14,9 +14,7 @@ still has the last word at admission.
 
 from __future__ import annotations
 
-from typing import Any
-
-Obj = dict[str, Any]
+from ..api.types import Obj
 
 NONROOT_UID = 65532
 """The conventional "nonroot" user of distroless images; used for pods running our own image."""

@@ -146,8 +146,13 @@ class ArtifactEndpoint:
         account = reviewed.service_account if reviewed else None
         if account is None:
             audience = self.reviewer.audience or "kubernetes"
-            raise _Refused(_text(401, "a ServiceAccount token for this endpoint's audience is required\n",
-                                 headers={"WWW-Authenticate": f'Bearer realm="{audience}"'}))
+            raise _Refused(
+                _text(
+                    401,
+                    "a ServiceAccount token for this endpoint's audience is required\n",
+                    headers={"WWW-Authenticate": f'Bearer realm="{audience}"'},
+                )
+            )
         return account[0]
 
     async def _review(self, token: str) -> Reviewed | None:
@@ -189,7 +194,7 @@ class ArtifactEndpoint:
             if sent != info.size and request.method == "GET":
                 raise ConnectionAbortedError(f"sent {sent} of {info.size} bytes")
             await response.write_eof()
-        except (StoreError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, StoreError, OSError, ConnectionError) as exc:
             # Headers are out: the only honest signal left is a cut connection (the client sees
             # fewer bytes than Content-Length, and its checksum would catch anything else).
             log.warning("artifact endpoint: %s to %s aborted after %d bytes: %s", uri, request.remote, sent, exc)
@@ -227,7 +232,11 @@ class ArtifactEndpoint:
     async def _serve(self, ready: threading.Event) -> None:
         self._stopped = asyncio.Event()
         runner = web.AppRunner(
-            self.application(), access_log=None, handle_signals=False, shutdown_timeout=5, logger=_HTTP_LOG,
+            self.application(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5,
+            logger=_HTTP_LOG,
             keepalive_timeout=15,
         )
         await runner.setup()

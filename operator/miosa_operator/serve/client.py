@@ -48,7 +48,7 @@ class EndpointSource:
         self.token_file = Path(token_file)
         self.timeout = timeout
 
-    def open_read(self, release: str) -> IO[bytes]:
+    def open_read(self, release: str) -> _Exact:
         """``release`` is ``<namespace>/<dep id>/<ver id>``; returns a stream of its bytes."""
         parts = parse_release(release.strip("/"))
         if parts is None:

@@ -49,19 +49,24 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, ContextManager, Protocol, cast
+from typing import IO, BinaryIO, Protocol, cast
 
 from ..ingest.bundle import CANONICAL_FORMAT, CHUNK, BundleRejected, Reason, walk_bundle
 from ..ingest.limits import IngestLimits
 
 
+class ByteStream(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class ReleaseSource(Protocol):
     """Anything that opens a release by name: the artifact endpoint's client, or a store."""
 
-    def open_read(self, name: str) -> ContextManager[IO[bytes]]: ...
+    def open_read(self, name: str) -> AbstractContextManager[ByteStream]: ...
+
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -105,9 +110,7 @@ def release_limits(limits: IngestLimits) -> IngestLimits:
     return dataclasses.replace(limits, max_compression_ratio=math.inf)
 
 
-def fetch_release(
-    source: ReleaseSource, name: str, expected_sha256: str, dest: Path, limits: IngestLimits
-) -> FetchResult:
+def fetch_release(source: ReleaseSource, name: str, expected_sha256: str, dest: Path, limits: IngestLimits) -> FetchResult:
     """Download release ``name`` from ``source``, verify ``expected_sha256``, unpack it at ``dest``.
 
     ``limits`` are the operator's ingestion limits (``release_limits`` is applied here).
@@ -128,9 +131,7 @@ def fetch_release(
 
 def _unpack_verified(reader: _HashingReader, staged: Path, expected: str, limits: IngestLimits) -> FetchResult:
     try:
-        walked = walk_bundle(
-            cast(BinaryIO, reader), _TreeWriter(staged), limits=limits, formats=frozenset({CANONICAL_FORMAT})
-        )
+        walked = walk_bundle(cast(BinaryIO, reader), _TreeWriter(staged), limits=limits, formats=frozenset({CANONICAL_FORMAT}))
     except BundleRejected as rejected:
         # Read to the end: if the bytes are not the release, that is the real problem.
         if reader.drain(limit=limits.max_bundle_bytes):
@@ -153,7 +154,7 @@ def _verify(actual: str, expected: str, symptom: str | None = None) -> None:
 class _HashingReader:
     """The store stream as the walk sees it: every byte read is hashed and counted."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: ByteStream) -> None:
         self._stream = stream
         self._digest = hashlib.sha256()
         self.count = 0

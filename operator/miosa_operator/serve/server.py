@@ -321,7 +321,7 @@ class SiteHandler:
             wanted = _range(request, entry)
             if wanted == "unsatisfiable":
                 return _text(416, "range not satisfiable\n", {"Content-Range": f"bytes */{entry.size}"})
-            if wanted is not None:
+            if isinstance(wanted, tuple):
                 start, stop = wanted
                 headers["Content-Range"] = f"bytes {start}-{stop - 1}/{entry.size}"
                 return self._body(entry, headers, 206, start, stop)
@@ -477,8 +477,9 @@ class AccessLog(AbstractAccessLogger):
 class _CappedServer(web.Server):
     """aiohttp's low-level server, answering connections beyond ``max_connections`` with 503."""
 
-    def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], max_connections: int,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], max_connections: int, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.max_connections = max_connections
 
@@ -507,9 +508,9 @@ def make_server(
 ) -> web.Server:
     """The aiohttp protocol factory serving ``root`` (not yet listening; needs a running loop)."""
     site = Site(Path(os.path.abspath(root)), checked_entrypoint(entrypoint), cache_bytes)
-    logging_kwargs: dict[str, Any] = {"access_log_class": AccessLog, "access_log": _stdout_logger()} if access_log else {
-        "access_log": None
-    }
+    logging_kwargs: dict[str, Any] = (
+        {"access_log_class": AccessLog, "access_log": _stdout_logger()} if access_log else {"access_log": None}
+    )
     return _CappedServer(
         SiteHandler(site, send_timeout),
         max_connections,
@@ -549,13 +550,26 @@ _SERVER_LOG = logging.getLogger("miosa_operator.serve.server")
 _SERVER_LOG.addFilter(NotOurError())
 
 
-async def run(root: Path, port: int, entrypoint: str = INDEX, host: str = "0.0.0.0", *,
-              cache_bytes: int = CACHE_BYTES, max_connections: int = MAX_CONNECTIONS,
-              request_timeout: float = REQUEST_TIMEOUT, send_timeout: float = SEND_TIMEOUT,
-              ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
+async def run(
+    root: Path,
+    port: int,
+    entrypoint: str = INDEX,
+    host: str = "0.0.0.0",
+    *,
+    cache_bytes: int = CACHE_BYTES,
+    max_connections: int = MAX_CONNECTIONS,
+    request_timeout: float = REQUEST_TIMEOUT,
+    send_timeout: float = SEND_TIMEOUT,
+    ready: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     """Serve until ``stop`` is set (or forever); ``ready`` gets the bound port."""
     server = make_server(
-        root, entrypoint, cache_bytes=cache_bytes, max_connections=max_connections, request_timeout=request_timeout,
+        root,
+        entrypoint,
+        cache_bytes=cache_bytes,
+        max_connections=max_connections,
+        request_timeout=request_timeout,
         send_timeout=send_timeout,
     )
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5)

@@ -74,11 +74,9 @@ class ArtifactStore(Protocol):
         """
         ...
 
-    def put_bytes_if_absent(self, uri: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> bool:
-        ...
+    def put_bytes_if_absent(self, uri: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> bool: ...
 
-    def head(self, uri: str) -> ObjectInfo | None:
-        ...
+    def head(self, uri: str) -> ObjectInfo | None: ...
 
     def delete(self, uri: str) -> bool:
         """True if something was deleted, False if there was nothing to delete."""
@@ -110,7 +108,7 @@ def parse_uri(uri: str) -> tuple[str, str | None, str]:
     scheme = scheme.lower()
     if scheme == FILE_SCHEME:
         if rest.startswith("localhost/"):
-            rest = rest[len("localhost"):]
+            rest = rest[len("localhost") :]
         if not rest.startswith("/"):
             raise StoreError(f"file URIs need an absolute path (file:///path): {uri!r}")
         return FILE_SCHEME, None, rest

@@ -191,7 +191,7 @@ def _copy(source: BinaryIO, out: io.RawIOBase | BinaryIO) -> int:
         view = memoryview(chunk)
         while view:  # unbuffered writes may be partial
             n = out.write(view)
-            view = view[n or 0:]
+            view = view[n or 0 :]
         written += len(chunk)
     return written
 

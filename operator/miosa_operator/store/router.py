@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # settings imports this package
 
 __all__ = ["StoreRouter", "join_uri", "parse_uri"]
 
+
 class StoreRouter:
     """Dispatches every call to the file or S3 backend by URI scheme."""
 

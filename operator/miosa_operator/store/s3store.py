@@ -66,15 +66,41 @@ from .base import (
 )
 
 _THROTTLING_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestLimitExceeded",
-     "ServiceUnavailable", "InternalError", "TooManyRequests"}
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "InternalError",
+        "TooManyRequests",
+    }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _DENIED_CODES = frozenset(
-    {"AccessDenied", "Forbidden", "403", "401", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-     "ExpiredTokenException", "TokenRefreshRequired", "InvalidToken", "InvalidClientTokenId", "AllAccessDisabled",
-     "AccountProblem", "InvalidSecurity", "RequestTimeTooSkewed", "AuthorizationHeaderMalformed",
-     "MissingSecurityHeader", "UnrecognizedClientException", "NoSuchBucket", "PermanentRedirect"}
+    {
+        "AccessDenied",
+        "Forbidden",
+        "403",
+        "401",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "TokenRefreshRequired",
+        "InvalidToken",
+        "InvalidClientTokenId",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidSecurity",
+        "RequestTimeTooSkewed",
+        "AuthorizationHeaderMalformed",
+        "MissingSecurityHeader",
+        "UnrecognizedClientException",
+        "NoSuchBucket",
+        "PermanentRedirect",
+    }
 )
 _CONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
 _CONDITION_CONFLICT = "ConditionalRequestConflict"
@@ -254,7 +280,9 @@ class S3Store:
             self._client.head_bucket(Bucket=bucket)
         except Exception as exc:  # noqa: BLE001
             error = classify_error(exc, f"HEAD {uri}")
-            raise (StoreAccessDenied(f"HEAD {uri}: the bucket does not exist") if isinstance(error, ArtifactNotFound) else error) from exc
+            raise (
+                StoreAccessDenied(f"HEAD {uri}: the bucket does not exist") if isinstance(error, ArtifactNotFound) else error
+            ) from exc
 
     def list(self, prefix_uri: str) -> Iterator[ObjectInfo]:
         bucket, prefix = self._split(prefix_uri)

@@ -65,7 +65,9 @@ def api_kubeconfig(env: Environment, operator_kubeconfig: Path, tmp_path_factory
 
 
 @pytest.fixture(scope="session")
-def api_server(env: Environment, api_kubeconfig: Path, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+def api_server(
+    env: Environment, api_kubeconfig: Path, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
     port = free_port()
     log_path = tmp_path_factory.mktemp("api") / "api.log"
     exe = Path(sys.executable).parent / "miosa-operator"
@@ -118,7 +120,9 @@ def make_tenant(env: Environment, api: client.ApiClient, namespace: str) -> ApiT
     tokens = {}
     for account, role in (("reader", "miosa-deployments-read"), ("writer", "miosa-deployments-write")):
         env.kubectl("-n", namespace, "create", "serviceaccount", account)
-        env.kubectl("-n", namespace, "create", "rolebinding", account, f"--clusterrole={role}", f"--serviceaccount={namespace}:{account}")
+        env.kubectl(
+            "-n", namespace, "create", "rolebinding", account, f"--clusterrole={role}", f"--serviceaccount={namespace}:{account}"
+        )
         tokens[account] = env.kubectl("-n", namespace, "create", "token", account, "--duration=2h").stdout.strip()
     return ApiTenant(namespace, Objects(api, namespace), tokens["reader"], tokens["writer"])
 

@@ -39,7 +39,9 @@ def test_401_403_200_and_the_history_names_the_caller(api_server: ApiProcess, te
     assert reader.status_code == 403 and reader.json()["code"] == "forbidden"
     assert "miosa-deployments-write" in reader.json()["message"]
 
-    writer = httpx.post(url, params={"wait": "true", "timeout": "60"}, json={"reason": "launch"}, headers=bearer(tenant.write_token), timeout=90)
+    writer = httpx.post(
+        url, params={"wait": "true", "timeout": "60"}, json={"reason": "launch"}, headers=bearer(tenant.write_token), timeout=90
+    )
     assert writer.status_code == 200, writer.text
     result = writer.json()
     assert result["status"] == "live" and result["version"]["id"] == ver
@@ -57,7 +59,9 @@ def test_401_403_200_and_the_history_names_the_caller(api_server: ApiProcess, te
     assert tenant.write_token not in api_server.log()
 
 
-def test_pagination_over_250_versions_and_the_workspace_filter(api_server: ApiProcess, tenant: ApiTenant, env: Environment) -> None:
+def test_pagination_over_250_versions_and_the_workspace_filter(
+    api_server: ApiProcess, tenant: ApiTenant, env: Environment
+) -> None:
     tenant.objects.create_deployment("shop")
     bundle = tar_gz({"index.html": b"<h1>shop</h1>"})
     key = f"{tenant.namespace}/shop.tar.gz"
@@ -82,7 +86,9 @@ def test_pagination_over_250_versions_and_the_workspace_filter(api_server: ApiPr
     def all_pages(params: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
         seen, cursor, pages = [], None, 0
         while True:
-            answer = httpx.get(url, params={**params, **({"cursor": cursor} if cursor else {})}, headers=bearer(tenant.read_token))
+            answer = httpx.get(
+                url, params={**params, **({"cursor": cursor} if cursor else {})}, headers=bearer(tenant.read_token)
+            )
             assert answer.status_code == 200, answer.text
             body = answer.json()
             seen += body["data"]
@@ -121,8 +127,13 @@ def test_another_tenants_ids_are_404_like_unknown_ones(
             httpx.get(f"{api_server.url}/api/v1/deployments/{theirs_dep}/versions", headers=bearer(tenant.write_token)),
             httpx.get(f"{api_server.url}/api/v1/deployments/{theirs_dep}", headers=bearer(tenant.write_token)),
             httpx.get(f"{api_server.url}/api/v1/deployments/{unknown}/versions", headers=bearer(tenant.write_token)),
-            httpx.get(f"{api_server.url}/api/v1/deployments/{mine_dep}/versions/{theirs_ver}", headers=bearer(tenant.write_token)),
-            httpx.post(f"{api_server.url}/api/v1/deployments/{theirs_dep}/versions/{theirs_ver}/promote", headers=bearer(tenant.write_token)),
+            httpx.get(
+                f"{api_server.url}/api/v1/deployments/{mine_dep}/versions/{theirs_ver}", headers=bearer(tenant.write_token)
+            ),
+            httpx.post(
+                f"{api_server.url}/api/v1/deployments/{theirs_dep}/versions/{theirs_ver}/promote",
+                headers=bearer(tenant.write_token),
+            ),
             httpx.post(f"{api_server.url}/api/v1/deployments/{theirs_dep}/rollback", headers=bearer(tenant.write_token)),
             httpx.post(
                 f"{api_server.url}/api/v1/deployments/{theirs_dep}/versions",
@@ -138,7 +149,9 @@ def test_another_tenants_ids_are_404_like_unknown_ones(
         client.CoreV1Api(api).delete_namespace(other_ns)
 
 
-def test_a_failed_version_is_422_and_auto_policy_is_409(api_server: ApiProcess, tenant: ApiTenant, env: Environment, objects_api: Objects) -> None:
+def test_a_failed_version_is_422_and_auto_policy_is_409(
+    api_server: ApiProcess, tenant: ApiTenant, env: Environment, objects_api: Objects
+) -> None:
     tenant.objects.create_deployment("site")
     upload_static(env, tenant, "site", "site-bad", good=False)
     upload_static(env, tenant, "site", "site-v2")
@@ -172,7 +185,12 @@ def test_publish_a_bundle_streams_it_to_the_tenants_prefix(api_server: ApiProces
     bundle = tar_gz({"index.html": b"<h1>published</h1>", "app.js": b"console.log(1)"})
     answer = httpx.post(
         f"{api_server.url}/api/v1/deployments/{dep}/versions",
-        params={"external_workspace_id": "dental-office-123", "build_id": "bld_1", "wait": "true", "metadata": '{"commit":"abc"}'},
+        params={
+            "external_workspace_id": "dental-office-123",
+            "build_id": "bld_1",
+            "wait": "true",
+            "metadata": '{"commit":"abc"}',
+        },
         content=io.BytesIO(bundle).read(),
         headers={**bearer(tenant.write_token), "Content-Type": "application/gzip"},
         timeout=120,
@@ -259,7 +277,9 @@ def test_sigterm_lets_requests_in_flight_finish(api_kubeconfig: Any, tenant: Api
     port = free_port()
     exe = Path(sys.executable).parent / "miosa-operator"
     environment = {**os.environ, **env.values, "KUBECONFIG": str(api_kubeconfig), "MIOSA_API_PORT": str(port)}
-    proc = subprocess.Popen([str(exe), "api"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(exe), "api"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _ready(url), timeout=60, interval=0.2, what="second API process ready")

@@ -55,7 +55,14 @@ def test_generated_typescript_client_lists_publishes_promotes_and_rolls_back(
     result = subprocess.run(
         ["node", "dist/client.js"],
         cwd=NODE_DIR,
-        env={**os.environ, "API_URL": api_server.url, "TOKEN": tenant.write_token, "DEPLOYMENT_ID": dep, "WORKSPACE": "acme-team-123", "BUNDLE": str(bundle)},
+        env={
+            **os.environ,
+            "API_URL": api_server.url,
+            "TOKEN": tenant.write_token,
+            "DEPLOYMENT_ID": dep,
+            "WORKSPACE": "acme-team-123",
+            "BUNDLE": str(bundle),
+        },
         capture_output=True,
         text=True,
         timeout=300,
@@ -65,7 +72,9 @@ def test_generated_typescript_client_lists_publishes_promotes_and_rolls_back(
 
     assert seen["before"] == [3, 1]
     published = seen["published"]
-    assert published["state"] == "ready" and published["created_by"] == tenant.writer and published["workspace"] == "acme-team-123"
+    assert (
+        published["state"] == "ready" and published["created_by"] == tenant.writer and published["workspace"] == "acme-team-123"
+    )
     assert seen["promoted"] == {"status": "live", "live": published["id"]}
     assert seen["rolledBack"] == {"status": "live", "live": first}
     assert seen["after"] == [4, 3, 1]

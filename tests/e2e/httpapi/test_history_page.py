@@ -20,7 +20,6 @@ from .conftest import ARTIFACTS, ApiProcess, ApiTenant, deployment_id, upload_st
 NODE_DIR = REPO / "tests" / "e2e" / "node"
 
 
-
 def test_history_page_filter_and_promote_in_chromium(api_server: ApiProcess, tenant: ApiTenant, env: Environment) -> None:
     tenant.objects.create_deployment("site")
     for n, workspace in ((1, "acme-team-123"), (2, "other-customer"), (3, "acme-team-123")):

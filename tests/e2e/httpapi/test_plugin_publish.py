@@ -16,7 +16,9 @@ def plugin(env: Environment, kubeconfig: Path, namespace: str, *args: str) -> su
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, **env.values})
 
 
-def test_publish_a_directory_promote_and_wait(api_server: ApiProcess, tenant: ApiTenant, env: Environment, tmp_path: Path) -> None:
+def test_publish_a_directory_promote_and_wait(
+    api_server: ApiProcess, tenant: ApiTenant, env: Environment, tmp_path: Path
+) -> None:
     tenant.objects.create_deployment("site")
     dep = deployment_id(tenant, "site")
     site = tmp_path / "dist"
@@ -25,8 +27,21 @@ def test_publish_a_directory_promote_and_wait(api_server: ApiProcess, tenant: Ap
     (site / "assets" / "app.css").write_text("body{}")
     writer = service_account_kubeconfig(env, tenant.namespace, "writer", tmp_path)
 
-    first = plugin(env, writer, tenant.namespace, "publish", str(site), "--deployment", "site", "--workspace", "acme-team-123",
-                   "--promote", "--wait", "--api", api_server.url)
+    first = plugin(
+        env,
+        writer,
+        tenant.namespace,
+        "publish",
+        str(site),
+        "--deployment",
+        "site",
+        "--workspace",
+        "acme-team-123",
+        "--promote",
+        "--wait",
+        "--api",
+        api_server.url,
+    )
     assert first.returncode == 0, first.stderr
     assert "(2 files, packed)" in first.stdout and "promotion of" in first.stdout and ": live" in first.stdout
     status = tenant.objects.deployment("site")["status"]

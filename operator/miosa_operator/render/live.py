@@ -14,7 +14,7 @@
   with memory limits and an emptyDir ``sizeLimit`` derived from the release's size.
 
 Every Deployment setting that applies to pods (node selector, tolerations, image pull
-secrets, resources) is added by ``render.workloads.apply_common``, for static and dynamic pods
+secrets, resources) is added by ``render.pods.apply_common``, for static and dynamic pods
 alike.  The workload, its Service and its optional PodDisruptionBudget carry an
 ownerReference to the Deployment and its id label (``deploy.miosa.io/deployment-id``):
 ``domain.ownership`` uses both, with the uid recorded at creation, to tell them from
@@ -32,18 +32,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from ..api import meta
+from ..api.meta import ANNOTATION_RENDERED_HASH, ANNOTATION_VERSION_ID, LABEL_APP, LABEL_DEPLOYMENT_ID
 from ..api.models import Deployment, DeploymentVersion, VersionKind
+from ..api.types import Obj
 from .names import bounded
+from .pods import PodDefaults, apply_common, dynamic_pod_spec
 from .security import NONROOT_UID, container_security_context, pod_security_context
-from .workloads import ANNOTATION_VERSION_ID, LABEL_DEPLOYMENT_ID, PodDefaults, apply_common, dynamic_pod_spec
 
-Obj = dict[str, Any]
-
-LABEL_APP = f"{meta.GROUP}/app"
-ANNOTATION_RENDERED_HASH = f"{meta.GROUP}/rendered-hash"
 SITE_DIR = "/srv/site"
 
 
@@ -131,8 +128,16 @@ def static_pod_spec(deployment: Deployment, version: DeploymentVersion, server: 
                 "name": "server",
                 "image": image,
                 "command": [
-                    "miosa-operator", "serve", "--dir", SITE_DIR, "--port", str(port), "--entrypoint", entrypoint,
-                    "--cache-bytes", str(SERVER_CACHE_BYTES),
+                    "miosa-operator",
+                    "serve",
+                    "--dir",
+                    SITE_DIR,
+                    "--port",
+                    str(port),
+                    "--entrypoint",
+                    entrypoint,
+                    "--cache-bytes",
+                    str(SERVER_CACHE_BYTES),
                 ],
                 "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
                 "readinessProbe": {**probe, "periodSeconds": 2},
@@ -146,14 +151,24 @@ def static_pod_spec(deployment: Deployment, version: DeploymentVersion, server: 
             }
         ],
         "volumes": [
-            {"name": "site", "emptyDir": {"sizeLimit": site_size_limit(manifest.files if manifest else 0,
-                                                                       manifest.total_bytes if manifest else 0)}},
+            {
+                "name": "site",
+                "emptyDir": {
+                    "sizeLimit": site_size_limit(manifest.files if manifest else 0, manifest.total_bytes if manifest else 0)
+                },
+            },
             {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
             {
                 "name": "artifacts-token",
                 "projected": {
                     "sources": [
-                        {"serviceAccountToken": {"audience": server.audience, "expirationSeconds": TOKEN_SECONDS, "path": "token"}}
+                        {
+                            "serviceAccountToken": {
+                                "audience": server.audience,
+                                "expirationSeconds": TOKEN_SECONDS,
+                                "path": "token",
+                            }
+                        }
                     ]
                 },
             },

@@ -1,7 +1,8 @@
 """Pods of dynamic versions, and what every pod of a Deployment shares.
 
 One function renders the pod of a dynamic version (``dynamic_pod_spec``), so the
-verification workload of the health gate and the live workload run exactly the same thing,
+verification workload of the health gate (``render.verification``) and the live workload
+(``render.live``) run exactly the same thing,
 with the same readiness probe and the same settings of the Deployment; only names, labels
 and replicas differ.
 
@@ -28,16 +29,9 @@ from typing import Any
 
 from ..api import meta
 from ..api.models import Deployment, DeploymentVersion, EnvVar, PodSecurity, Runtime
-from .names import bounded
+from ..api.types import Obj
 from .security import container_security_context, pod_security_context
 
-Obj = dict[str, Any]
-
-LABEL_ROLE = f"{meta.GROUP}/role"
-LABEL_VERSION = f"{meta.GROUP}/version"
-LABEL_VERSION_ID = f"{meta.GROUP}/version-id"
-LABEL_DEPLOYMENT_ID = f"{meta.GROUP}/deployment-id"
-ANNOTATION_VERSION_ID = f"{meta.GROUP}/version-id"
 TMP_VOLUME = "tmp"
 
 
@@ -178,39 +172,3 @@ def owner_reference(obj: DeploymentVersion | Any, kind: str) -> Obj:
         "controller": True,
         "blockOwnerDeletion": True,
     }
-
-
-def verification_name(version: DeploymentVersion) -> str:
-    return bounded(version.metadata.name, "verify")
-
-
-def verification_workload(
-    version: DeploymentVersion,
-    deadline_seconds: int,
-    deployment: Deployment | None = None,
-    defaults: PodDefaults | None = None,
-) -> Obj:
-    """The short-lived workload of a dynamic version's health gate."""
-    name = verification_name(version)
-    labels = {LABEL_ROLE: "verify", LABEL_VERSION: bounded(version.metadata.name)}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "namespace": version.metadata.namespace,
-            "labels": {**labels, LABEL_VERSION_ID: version.status.id or ""},
-            "annotations": {ANNOTATION_VERSION_ID: version.status.id or ""},
-            "ownerReferences": [owner_reference(version, meta.VERSION_KIND)],
-        },
-        "spec": {
-            "replicas": 1,
-            "progressDeadlineSeconds": max(deadline_seconds, 1),
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": dynamic_pod_spec(version, deployment, defaults or PodDefaults()),
-            },
-        },
-    }
-
