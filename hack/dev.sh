@@ -21,7 +21,13 @@ up() {
   kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
   start_operator
   upload_examples
-  kubectl apply -f "$REPO/examples/" >/dev/null
+  # Established is not yet served everywhere on a fresh, busy API server: the CRD handler
+  # answers 503 "Resource kind ... not found" for a moment, so the apply is retried.
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    kubectl apply -f "$REPO/examples/" >/dev/null 2>"$ENV_DIR/examples-apply.err" && break
+    ((attempt < 10)) || { cat "$ENV_DIR/examples-apply.err" >&2; return 1; }
+    sleep 2
+  done
   log "examples applied; waiting for them to become ready"
   kubectl -n demo wait --for=condition=Ready dver --all --timeout=180s || true
   # Promotion is a separate step by design: only ready versions can go live.
