@@ -37,7 +37,10 @@ ARTIFACTS_PORT = 20600 + SLOT
 METRICS_PORT = 20700 + SLOT
 """...and its Prometheus metrics here (`make dev`'s operator uses the default, 8082)."""
 SPARE_PORTS = range(21000 + 100 * SLOT, 21100 + 100 * SLOT)
-"""Free for tests that start servers of their own (an API process, a second operator…)."""
+"""Free for tests that start servers of their own, each in its own part (tests of one session
+share them: a server kept for the session must not take another test's port):
+``[0]`` test_admission's throttling proxy, ``[10:20]`` and ``[20:30]`` test_shards' artifact
+and metrics ports, ``[40:90]`` the HTTP API's test server, ``[90:95]`` the Flux controllers."""
 
 
 def environment_variables() -> dict[str, str]:

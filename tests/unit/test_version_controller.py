@@ -282,6 +282,29 @@ def test_ten_versions_reconciled_by_parallel_workers_are_gapless(tmp_path: Path)
     assert env.dep()["status"]["lastVersionNumber"] == 10 and not env.dep()["status"].get("pendingNumbers")
 
 
+def test_a_body_older_than_the_numbers_write_never_claims_a_second_number(env: Env) -> None:
+    """kopf may hand over a body from before the operator's own write of the number (its event
+    still on the way): a second claim would be refused by the CRD (assigned once) and lost."""
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.controller.slots = IngestionSlots(1, 1, 1 << 40, 50)
+    assert not isinstance(env.controller.slots.acquire("elsewhere", "uid-busy", 1), Queued)
+    assert isinstance(env.step("site-v1"), Retry)  # numbered, then queued
+    stale = env.get("site-v1")
+    number_claim = {"number": 1, "deploymentUid": env.dep()["metadata"]["uid"]}
+    stale["status"] = {**stale["status"], "numberClaim": number_claim}
+    del stale["status"]["versionNumber"], stale["status"]["deploymentId"]
+
+    with pytest.raises(Retry):
+        env.controller.reconcile(stale)
+    assert env.get("site-v1")["status"]["versionNumber"] == 1
+    assert env.dep()["status"]["lastVersionNumber"] == 1 and not env.dep()["status"].get("pendingNumbers")
+    env.static_version("site-v2", "site", uri, digest)
+    env.controller.slots = IngestionSlots(4, 4, 1 << 40, 50)
+    assert env.run("site-v2")["status"]["versionNumber"] == 2
+
+
 def test_crash_after_claiming_a_number_reuses_it_without_a_gap(env: Env) -> None:
     uri, digest = env.bundle()
     env.deployment("site")

@@ -216,6 +216,8 @@ class VersionController:
                 counter = Counter(max(counter.last, seed_counter(self.kube, ns, dep_name, dep_uid)), counter.pending)
                 patch.update(id=new_deployment_id(), lastVersionNumber=counter.last, ownedObjects=[])
             claim = claim_number(counter, uid)
+            if claim.needs_write and attempt == 0 and (numbered := self._numbered_meanwhile(version)) is not None:
+                return numbered
             if claim.needs_write:
                 mine = version.status.number_claim
                 if mine is None or mine.deployment_uid != dep_uid or mine.number < claim.number:
@@ -231,6 +233,20 @@ class VersionController:
             number = {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"], "numberClaim": None}
             return self._draft(version, number, then=self._numbered(ns, dep_name, uid))
         raise Retry("too much contention on the version counter", delay=1.0, planned=False)
+
+    def _numbered_meanwhile(self, version: DeploymentVersion) -> DeploymentVersion | None:
+        """The version as stored, if it already has its number.
+
+        kopf may hand a reconcile a body older than this operator's own last write (an event
+        still on its way): claiming again for it would take a second number, which the CRD
+        refuses to record (assigned once) and which is then lost, a gap.  One GET before each
+        new claim costs less than a hole in the numbering."""
+        stored = self.kube.get(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name)
+        if stored is None or not (stored.get("status") or {}).get("versionNumber"):
+            return None
+        with self._held_lock:
+            self._drafts.pop(version.metadata.uid, None)  # decided on the stale body
+        return DeploymentVersion.model_validate(stored)
 
     def _wait_for_earlier_versions(self, version: DeploymentVersion, deployment: Obj | None) -> None:
         """Let versions created earlier take their numbers first, so numbers follow creation

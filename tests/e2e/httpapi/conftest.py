@@ -36,8 +36,8 @@ ARTIFACTS = Path(os.environ.get("MIOSA_E2E_ARTIFACTS", REPO / "test-artifacts"))
 
 
 def free_port() -> int:
-    # SPARE_PORTS[0] is test_admission's proxy, [90:95] Flux's: the API takes from between.
-    for port in SPARE_PORTS[10:90]:
+    # Its own part of the slot's spare ports (tests/e2e/slots.py says whose the others are).
+    for port in SPARE_PORTS[40:90]:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) != 0:
                 return port
