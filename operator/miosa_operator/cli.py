@@ -15,11 +15,12 @@ def _run(args: argparse.Namespace) -> int:
 
     lazy_client.install()  # before kopf and the handlers import ``kubernetes``: 34 MB less RSS
     from . import handlers, lifecycle  # registers the handlers
-    from .ingest.isolation import start_fork_server
+    from .ingest.isolation import WARM, start_fork_server
     from .observability import logs
 
     start_fork_server()  # while single-threaded, and without the store's credentials
     config = handlers.SETTINGS
+    WARM.keep_at_most(config.max_concurrent_ingestions)
     logs.configure(
         args.log_format or config.log_format,
         verbose=args.verbose,

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,12 @@ import zstandard
 import hostile_bundles as hostile
 from miosa_operator.ingest import BuildLog, BundleRejected, IngestLimits, ingest_bundle
 from miosa_operator.ingest.isolation import (
+    WARM,
     Budget,
     IngestionInterrupted,
     IngestionTimedOut,
     Usage,
+    WarmWorkers,
     WorkerCrashed,
     ingest_isolated,
 )
@@ -446,3 +450,120 @@ def test_workers_ignore_stop_signals_meant_for_the_operator() -> None:
 
     verdict, _ = isolated(BIG, source=io.BufferedReader(Source(BIG, 3 * MiB, term_worker)))
     assert verdict == "accepted"
+
+
+# --------------------------------------------------------------------------- warm workers
+
+
+@pytest.fixture
+def warm() -> Iterator[WarmWorkers]:
+    WARM.retire_all()
+    yield WARM
+    WARM.retire_all()
+
+
+SMALL_SITE = hostile.zst(hostile.tar_of({"index.html": hostile.PAGE, "a.css": b"body{}" * 200}))
+ROOMY = Budget(memory_bytes=1024 * MiB, cpu_seconds=60, wall_seconds=300)
+
+
+def test_a_tenants_next_bundle_goes_to_its_warm_worker(warm: WarmWorkers) -> None:
+    local = io.BytesIO()
+    expected = ingest_bundle(io.BytesIO(SMALL_SITE), local, expected_sha256=sha(SMALL_SITE))
+    pids = []
+    for _ in range(3):
+        with tempfile.TemporaryFile() as out:
+            assert ingest_isolated(io.BytesIO(SMALL_SITE), out, expected_sha256=sha(SMALL_SITE), tenant="a") == expected
+            out.seek(0)
+            assert out.read() == local.getvalue()
+        pids.append(warm.pids())
+    assert len(pids[0]) == 1 and pids[0] == pids[1] == pids[2]
+
+
+def test_a_warm_worker_never_takes_another_tenants_bundle(warm: WarmWorkers) -> None:
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
+    (worker_a,) = warm.pids()
+    assert isolated(SMALL_SITE, tenant="b")[0] == "accepted"
+    worker_b = next(pid for pid in warm.pids() if pid != worker_a)
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
+    assert sorted(warm.pids()) == sorted([worker_a, worker_b])
+
+
+def test_each_job_of_a_warm_worker_gets_its_own_cpu_budget(warm: WarmWorkers) -> None:
+    verdict, used = isolated(hostile.widest_accepted(), ROOMY, tenant="a")
+    assert verdict == "accepted" and used is not None and used.cpu_seconds > 1
+    (worker,) = warm.pids()
+    verdict, _ = isolated(SMALL_SITE, Budget(memory_bytes=ROOMY.memory_bytes, cpu_seconds=1), tenant="a")
+    assert verdict == "accepted" and warm.pids() == [worker]  # the 1 s counts from this job's start
+    verdict, _ = isolated(hostile.widest_accepted(), Budget(memory_bytes=ROOMY.memory_bytes, cpu_seconds=1), tenant="a")
+    assert verdict == "ResourceLimitExceeded" and warm.pids() == []  # SIGXCPU: that worker is gone
+
+
+def test_a_rejected_bundle_keeps_the_worker_a_job_over_half_its_memory_does_not(warm: WarmWorkers) -> None:
+    assert isolated(b"not an archive at all" * 50, tenant="a")[0] == "NotAnArchive"
+    assert len(warm.pids()) == 1
+    assert isolated(hostile.widest_accepted(), Budget(memory_bytes=224 * MiB, cpu_seconds=60), tenant="a")[0] == "accepted"
+    assert warm.idle() == 1  # only the first (its key has the default memory budget)
+
+
+def test_a_warm_worker_killed_between_jobs_is_replaced(warm: WarmWorkers) -> None:
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
+    (worker,) = warm.pids()
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:  # until reaped
+        time.sleep(0.01)
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
+    assert warm.pids() != [worker] and len(warm.pids()) == 1
+
+
+def test_a_warm_worker_killed_during_a_job_is_a_crash_and_not_kept(warm: WarmWorkers) -> None:
+    def kill_worker() -> None:
+        for child in multiprocessing.active_children():
+            if child.name == "miosa-ingest" and child.pid:
+                os.kill(child.pid, signal.SIGKILL)
+
+    with pytest.raises(WorkerCrashed):
+        isolated(BIG, source=io.BufferedReader(Source(BIG, 3 * MiB, kill_worker)), tenant="a")
+    assert warm.idle() == 0 and no_workers_left()
+
+
+def test_idle_workers_expire_and_are_bounded(warm: WarmWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warm, "max_idle", 2)
+    for tenant in ("a", "b", "c"):
+        assert isolated(SMALL_SITE, tenant=tenant)[0] == "accepted"
+    assert warm.idle() == 2  # the oldest (a's) was retired
+    monkeypatch.setattr(warm, "idle_seconds", 1.0)
+    time.sleep(1.1)
+    assert isolated(SMALL_SITE, tenant="d")[0] == "accepted"
+    assert warm.idle() == 1  # b's and c's expired when d's was taken
+    warm.retire_all()
+    assert no_workers_left()
+
+
+def test_a_worker_retires_after_its_last_job(warm: WarmWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warm, "max_jobs", 2)
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
+    (first,) = warm.pids()
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
+    assert warm.pids() == []
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
+    assert warm.pids() != [first]
+
+
+def test_idle_workers_hold_no_ingestion_after_the_operator_exits() -> None:
+    """An idle worker ignores SIGTERM; the exit hook closes its connection so the interpreter
+    (and multiprocessing's own exit hook, which joins every child) does not wait forever."""
+    script = (
+        "import io, hashlib, tempfile\n"
+        "from miosa_operator.ingest.isolation import ingest_isolated\n"
+        "import hostile_bundles as h\n"
+        "if __name__ == '__main__':\n"
+        "    data = h.zst(h.tar_of({'index.html': h.PAGE}))\n"
+        "    with tempfile.TemporaryFile() as out:\n"
+        "        ingest_isolated(io.BytesIO(data), out, expected_sha256=hashlib.sha256(data).hexdigest(), tenant='a')\n"
+        "    print('done')\n"
+    )
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr

@@ -15,7 +15,7 @@ import hostile_bundles as hostile
 from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
 from miosa_operator.controllers.ingestion_slots import IngestionSlots
-from miosa_operator.ingest.isolation import WorkerCrashed, ingest_isolated
+from miosa_operator.ingest.isolation import WARM, WorkerCrashed, ingest_isolated
 from miosa_operator.store import StoreAccessDenied, StoreRouter, TransientStoreError
 from miosa_operator.store.base import ObjectInfo
 
@@ -416,4 +416,7 @@ def test_nothing_is_left_running_after_ingestions(tmp_path: Path) -> None:
     env.deployment("site")
     env.static_version("site-v1", "site", uri, digest)
     env.run("site-v1")
+    workers = [p for p in multiprocessing.active_children() if p.name == "miosa-ingest"]
+    assert len(workers) == WARM.idle() == 1  # the tenant's warm worker, waiting for its next bundle
+    WARM.retire_all()
     assert [p for p in multiprocessing.active_children() if p.name == "miosa-ingest"] == []

@@ -86,10 +86,17 @@ Ingest = Callable[..., IngestResult]
 
 
 def in_process(
-    source: Any, out: Any, *, budget: Budget, cancel: threading.Event | None, usage: Callable[[Usage], None], **kwargs: Any
+    source: Any,
+    out: Any,
+    *,
+    budget: Budget,
+    cancel: threading.Event | None,
+    usage: Callable[[Usage], None],
+    tenant: str | None = None,
+    **kwargs: Any,
 ) -> IngestResult:
     """``ingest_bundle`` in the operator's own process (tests of the controller; no limits)."""
-    del budget, cancel, usage
+    del budget, cancel, usage, tenant
     return ingest_bundle(source, out, **kwargs)
 
 
@@ -144,6 +151,7 @@ class StaticBuild:
                         budget=self._budget(niceness),
                         log=log.line,
                         cancel=cancel,
+                        tenant=version.metadata.namespace,
                         usage=lambda used: log.line(
                             f"ingestion worker: {used.cpu_seconds:.2f} s CPU, peak {human(used.peak_rss)} resident"
                         ),

@@ -24,6 +24,16 @@ Design decisions:
   ``RLIMIT_CPU`` kills with ``SIGXCPU``) and a ``MemoryError`` are
   ``BundleRejected(ResourceLimitExceeded)``; any other death (a crash of libzstd, an OOM kill
   from outside) is ``WorkerCrashed``. The worker is always joined.
+* **Warm workers for a tenant's next bundle** (``WarmWorkers``). Forking a worker per
+  ingestion costs more than ingesting a small bundle on a busy machine (the fork, the child's
+  first touches of the interpreter's pages, and one more hand-off before the first byte: ~100 ms
+  of a 1 MiB version's ~200, measured in ``docs/benchmarks.md``). So a worker that gave a clean
+  verdict waits for the next job, **of the same tenant only** (and the same niceness and memory
+  budget, which it set on itself once): whatever one tenant's bytes could leave in a worker never
+  meets another tenant's bundle. A worker is used for ``_MAX_JOBS`` jobs at most, retired when a
+  job took its address space past half its budget (so the memory verdict below stays about one
+  job), after ``_IDLE_SECONDS`` without work, and at once on any other way out (killed, timed
+  out, crashed). At most ``_MAX_IDLE`` wait in all; without a tenant a job gets a fresh worker.
 * **The fork server holds no secrets.** ``start_fork_server`` starts it before kopf (while
   the operator is still single-threaded) with an environment reduced to ``_INHERITED``: the
   store's credentials never reach a process that parses tenants' bytes.
@@ -35,12 +45,14 @@ Design decisions:
 
 from __future__ import annotations
 
+import atexit
 import json
 import multiprocessing
 import os
 import re
 import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +72,9 @@ _MAX_LINE = 64 << 10
 _MAX_LOG_LINES = 10_000
 _POLL = 0.25
 _SHUTDOWN_GRACE = 2.0
+_MAX_IDLE = 8
+_IDLE_SECONDS = 30.0
+_MAX_JOBS = 100
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # "__main__" too: a forked child then skips re-running the operator's entry script.
@@ -102,6 +117,7 @@ class Usage:
     cpu_seconds: float = 0.0
     peak_rss: int = 0
     peak_vm: int = 0
+    vm: int = 0
 
 
 class IngestionInterrupted(Exception):
@@ -127,11 +143,13 @@ def ingest_isolated(
     log: Callable[[str], None] = lambda _: None,
     cancel: threading.Event | None = None,
     usage: Callable[[Usage], None] = lambda _: None,
+    tenant: str | None = None,
 ) -> IngestResult:
     """``ingest_bundle`` in a limited child process: the same results and rejections.
 
     ``out`` must have a file descriptor (a temporary file); the worker writes the canonical
-    release through it. ``usage`` receives what the worker used, when it said.
+    release through it. ``usage`` receives what the worker used, when it said. With a
+    ``tenant`` the job goes to a warm worker of that tenant when one waits (``WARM``).
     """
     out.flush()
     job = {
@@ -145,13 +163,17 @@ def ingest_isolated(
     bundle_r, bundle_w = os.pipe()
     messages_r, messages_w = os.pipe()
     try:
-        process = _CONTEXT.Process(
-            target=worker.run,
-            args=(job, _Inherited(bundle_r), _Inherited(messages_w), _Inherited(out.fileno())),
-            name="miosa-ingest",
-            daemon=True,
-        )
-        process.start()
+        if tenant is None:
+            process: Any = _CONTEXT.Process(
+                target=worker.run,
+                args=(job, _Inherited(bundle_r), _Inherited(messages_w), _Inherited(out.fileno())),
+                name="miosa-ingest",
+                daemon=True,
+            )
+            process.start()
+        else:
+            process = WARM.take(_WarmKey(tenant, budget.niceness, budget.memory_bytes))
+            process.send(job, (bundle_r, messages_w, out.fileno()))
     finally:
         os.close(bundle_r)
         os.close(messages_w)
@@ -162,7 +184,7 @@ def ingest_isolated(
         verdict = run.read_verdict(messages_r, log, time.monotonic() + budget.wall_seconds)
     finally:
         os.close(messages_r)
-        run.finish(decided=verdict is not None)
+        run.finish(decided=verdict is not None, keep=tenant is not None and _reusable(verdict, budget))
         pump.join()
     if pump.error is not None:
         raise pump.error
@@ -175,6 +197,141 @@ def ingest_isolated(
     if verdict is not None and "usage" in verdict:
         usage(Usage(**verdict["usage"]))
     return _conclude(verdict, run.exitcode, budget)
+
+
+def _reusable(verdict: dict[str, Any] | None, budget: Budget) -> bool:
+    """Whether a worker may take another job after this verdict (see the module docstring)."""
+    if verdict is None or not ("result" in verdict or "rejected" in verdict):
+        return False
+    if verdict.get("rejected", {}).get("reason") == Reason.RESOURCE_LIMIT_EXCEEDED:
+        return False
+    used = verdict.get("usage") or {}
+    return bool(used) and used.get("peak_vm", budget.memory_bytes) < budget.memory_bytes // 2
+
+
+@dataclass(frozen=True)
+class _WarmKey:
+    tenant: str
+    niceness: int
+    memory_bytes: int
+
+
+class _WarmWorker:
+    """A ``worker.serve`` process and its control connection; quacks like a ``Process`` for
+    ``_Run`` (``kill``, ``join``, ``exitcode``, ``close``)."""
+
+    def __init__(self, key: _WarmKey) -> None:
+        self.key = key
+        self.jobs = 0
+        self.idle_since = time.monotonic()
+        self._connection, theirs = _CONTEXT.Pipe(duplex=True)
+        self._process = _CONTEXT.Process(
+            target=worker.serve, args=(theirs, key.memory_bytes, key.niceness), name="miosa-ingest", daemon=True
+        )
+        try:
+            self._process.start()
+        finally:
+            theirs.close()
+
+    def send(self, job: dict[str, Any], fds: tuple[int, int, int]) -> None:
+        self.jobs += 1
+        self._connection.send(job)
+        with socket.fromfd(self._connection.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+            reduction.sendfds(channel, list(fds))
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
+
+    @property
+    def pid(self) -> int:
+        return int(self._process.pid or 0)
+
+    def alive(self) -> bool:
+        return self._process.exitcode is None
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._process.join(timeout)
+
+    def close(self) -> None:
+        """Retire: closing the connection ends ``serve``; a worker that does not is killed."""
+        self._connection.close()
+        self._process.join(timeout=2.0)
+        if self._process.exitcode is None:
+            self._process.kill()
+            self._process.join()
+        self._process.close()
+
+
+class WarmWorkers:
+    """Idle warm workers by tenant, niceness and memory budget (see the module docstring)."""
+
+    def __init__(self, max_idle: int, idle_seconds: float, max_jobs: int) -> None:
+        self.max_idle, self.idle_seconds, self.max_jobs = max_idle, idle_seconds, max_jobs
+        self._idle: list[_WarmWorker] = []
+        self._lock = threading.Lock()
+
+    def take(self, key: _WarmKey) -> _WarmWorker:
+        with self._lock:
+            stale = self._expire()
+            found = next((w for w in reversed(self._idle) if w.key == key), None)
+            if found is not None:
+                self._idle.remove(found)
+        for old in stale:
+            old.close()
+        if found is not None and found.alive():
+            return found
+        if found is not None:
+            found.close()
+        return _WarmWorker(key)
+
+    def give_back(self, warm: _WarmWorker) -> None:
+        if warm.jobs >= self.max_jobs or not warm.alive():
+            warm.close()
+            return
+        warm.idle_since = time.monotonic()
+        with self._lock:
+            self._idle.append(warm)
+            stale = self._expire()
+            while len(self._idle) > self.max_idle:
+                stale.append(self._idle.pop(0))
+        for old in stale:
+            old.close()
+
+    def keep_at_most(self, max_idle: int) -> None:
+        """As many idle workers as ingestions may run at once (``cli`` sets it from the settings)."""
+        self.max_idle = max(1, max_idle)
+
+    def pids(self) -> list[int]:
+        """The idle workers' process ids, oldest first (for tests and diagnostics)."""
+        with self._lock:
+            return [w.pid for w in self._idle]
+
+    def retire_all(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for warm in idle:
+            warm.close()
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def _expire(self) -> list[_WarmWorker]:
+        deadline = time.monotonic() - self.idle_seconds
+        stale = [w for w in self._idle if w.idle_since < deadline]
+        self._idle = [w for w in self._idle if w.idle_since >= deadline]
+        return stale
+
+
+WARM = WarmWorkers(max_idle=_MAX_IDLE, idle_seconds=_IDLE_SECONDS, max_jobs=_MAX_JOBS)
+"""The operator's warm workers (one set per process)."""
+# Before multiprocessing's own exit hook (registered earlier, so it runs later), which would
+# wait forever for idle workers: they ignore SIGTERM, and only a closed connection ends them.
+atexit.register(WARM.retire_all)
 
 
 class _Inherited:
@@ -235,9 +392,15 @@ class _Run:
             if not self._closed and self.process.exitcode is None:
                 self.process.kill()
 
-    def finish(self, decided: bool) -> None:
-        """Join the worker: after its verdict it exits by itself; otherwise it is killed."""
-        if decided:
+    def finish(self, decided: bool, keep: bool = False) -> None:
+        """After its verdict a one-job worker exits by itself, and a warm one that may go on
+        goes back to ``WARM``; otherwise the worker is killed. Either way it is joined."""
+        if keep and isinstance(self.process, _WarmWorker) and self.process.alive():
+            with self._lock:
+                self._closed = True
+            WARM.give_back(self.process)
+            return
+        if decided and not isinstance(self.process, _WarmWorker):
             self.process.join(timeout=10.0)
         self.kill()
         self.process.join()

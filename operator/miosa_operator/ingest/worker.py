@@ -19,6 +19,14 @@ pipe, one JSON object per line:
 settings, no credentials and no network: the operator streams the bundle in and uploads the
 release. A ``MemoryError`` is reported as ``ResourceLimitExceeded`` (a reserve allocated at
 start is freed first, so the report itself has room).
+
+``serve`` is the same worker kept warm (``isolation.WarmWorkers``): it limits itself once, then
+takes jobs one after another from its control connection, each with its own three file
+descriptors, until the connection closes. Each job gets a CPU limit of its own: the soft
+``RLIMIT_CPU`` is moved to the CPU used so far plus the job's seconds (the hard limit stays
+where the first job left it raised, since an unprivileged process can never raise it again).
+After each job it gives freed memory back to the kernel (``malloc_trim``) and reports what it
+holds, so the operator can retire a worker a job left large.
 """
 
 from __future__ import annotations
@@ -26,9 +34,12 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
+import math
 import os
 import resource
 import signal
+import socket
+from multiprocessing import reduction
 from typing import Any
 
 from ..api.conditions import Reason
@@ -45,6 +56,28 @@ _M_ARENA_MAX = -8
 def run(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> None:
     """One ingestion, start to verdict (``job``: see ``isolation.ingest_isolated``)."""
     _harden(job["memory_bytes"], job["cpu_seconds"], job["niceness"])
+    _ingest(job, source_fd, messages_fd, out_fd)
+
+
+def serve(connection: Any, memory_bytes: int, niceness: int) -> None:
+    """Jobs from ``connection`` (a multiprocessing ``Connection``) until it closes."""
+    _harden(memory_bytes, None, niceness)
+    while True:
+        try:
+            job = connection.recv()
+            with socket.fromfd(connection.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+                fds = reduction.recvfds(channel, 3)
+        except (EOFError, OSError):
+            return
+        used = _cpu_seconds()
+        _limit(resource.RLIMIT_CPU, math.ceil(used + job["cpu_seconds"]), resource.RLIM_INFINITY)
+        _reset_peak_rss()
+        _ingest(job, *fds)
+        _trim()
+
+
+def _ingest(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> None:
+    before = _cpu_seconds()
     reserve: bytearray | None = bytearray(_RESERVE_BYTES)
     with os.fdopen(messages_fd, "w", encoding="utf-8") as messages, os.fdopen(source_fd, "rb") as source:
 
@@ -63,18 +96,18 @@ def run(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> N
                     log=lambda line: say({"log": line}),
                 )
         except BundleRejected as rejected:
-            say({"rejected": {"reason": rejected.reason, "message": rejected.message}, "usage": usage()})
+            say({"rejected": {"reason": rejected.reason, "message": rejected.message}, "usage": usage(before)})
             return
         except MemoryError:
             reserve = None
             message = f"ingestion needed more than its {job['memory_bytes'] >> 20} MiB of memory (MIOSA_INGEST_MEMORY)"
-            say({"rejected": {"reason": str(Reason.RESOURCE_LIMIT_EXCEEDED), "message": message}, "usage": usage()})
+            say({"rejected": {"reason": str(Reason.RESOURCE_LIMIT_EXCEEDED), "message": message}, "usage": usage(before)})
             return
         del reserve
-        say({"result": dataclasses.asdict(result), "usage": usage()})
+        say({"result": dataclasses.asdict(result), "usage": usage(before)})
 
 
-def _harden(memory_bytes: int, cpu_seconds: int, niceness: int) -> None:
+def _harden(memory_bytes: int, cpu_seconds: int | None, niceness: int) -> None:
     # Only the operator ends a worker (or its CPU limit, or its parent's death): a stop signal
     # sent to the whole process group must reach the operator, which then decides.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -85,7 +118,8 @@ def _harden(memory_bytes: int, cpu_seconds: int, niceness: int) -> None:
         libc.mallopt(_M_ARENA_MAX, 1)  # glibc
     except (OSError, AttributeError):
         pass
-    _limit(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + HARD_CPU_GRACE)
+    if cpu_seconds is not None:
+        _limit(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + HARD_CPU_GRACE)
     _limit(resource.RLIMIT_AS, memory_bytes, memory_bytes)
     os.nice(niceness)
 
@@ -98,17 +132,49 @@ def _limit(kind: int, soft: int, hard: int) -> None:
     resource.setrlimit(kind, (soft, hard))
 
 
-def usage() -> dict[str, float]:
-    """CPU seconds, peak RSS and peak address space of this process so far."""
+def usage(cpu_before: float = 0.0) -> dict[str, float]:
+    """CPU seconds since ``cpu_before``, peak RSS and peak address space of this process so far,
+    and the address space it holds now."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_seconds": own.ru_utime + own.ru_stime, "peak_rss": own.ru_maxrss * 1024, "peak_vm": _vm_peak()}
+    cpu = own.ru_utime + own.ru_stime - cpu_before
+    peak_rss = _status_field("VmHWM:") or own.ru_maxrss * 1024
+    return {"cpu_seconds": cpu, "peak_rss": peak_rss, "peak_vm": _vm_peak(), "vm": _vm_now()}
+
+
+def _reset_peak_rss() -> None:
+    """Linux: VmHWM starts again from the current RSS, so each job reports its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc: free heap pages go back to the kernel
+    except (OSError, AttributeError):
+        pass
+
+
+def _vm_now() -> int:
+    return _status_field("VmSize:")
 
 
 def _vm_peak() -> int:
+    return _status_field("VmPeak:")
+
+
+def _status_field(field: str) -> int:
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmPeak:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
