@@ -30,10 +30,11 @@ MiB = 1 << 20
 BASE = 200 * MiB
 WATCH_PER_VERSION = 16 << 10
 SLOTS, BUDGET = 4, 256 * MiB
+IDLE_WARM_WORKER = 16 * MiB
 
 
 def memory_bound(watched: int) -> int:
-    return BASE + watched * WATCH_PER_VERSION + SLOTS * BUDGET
+    return BASE + watched * WATCH_PER_VERSION + SLOTS * (BUDGET + IDLE_WARM_WORKER)
 
 
 def upload(env: Environment, namespace: str, name: str, data: bytes) -> str:
