@@ -282,6 +282,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Ingestions running at once, operator-wide (each a worker of up to MIOSA_INGEST_MEMORY).",
     )
+    ingest_niceness: int = env(
+        "MIOSA_INGEST_NICENESS",
+        section="ingestion",
+        default=0,
+        ge=0,
+        le=19,
+        description=(
+            "CPU niceness of a namespace's first running ingestion (its further ones run at 19); "
+            "higher favours the operator's reconciles over publish latency."
+        ),
+    )
     tenant_max_ingestions: int = env(
         "MIOSA_TENANT_MAX_INGESTIONS",
         section="ingestion",

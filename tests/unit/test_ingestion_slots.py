@@ -152,3 +152,13 @@ def test_subscribing_when_it_is_already_the_turn_says_so() -> None:
     assert isinstance(pool.acquire("b", "b0", 1), Queued)
     pool.release(running)  # type: ignore[arg-type]
     assert pool.subscribe("b0", lambda: None) is True
+
+
+def test_a_tenants_first_ingestion_runs_at_the_configured_niceness_its_further_ones_at_19() -> None:
+    pool = IngestionSlots(4, 3, 1000, 50, first_niceness=7)
+    first, second = pool.acquire("a", "a-1", 1), pool.acquire("a", "a-2", 1)
+    other = pool.acquire("b", "b-1", 1)
+    assert isinstance(first, Slot) and isinstance(second, Slot) and isinstance(other, Slot)
+    assert (first.niceness, second.niceness, other.niceness) == (7, 19, 7)
+    assert pool.acquire("a", "a-2", 1) == second  # asked again while running: the same priority
+    assert IngestionSlots(4, 2, 1000, 50).acquire("a", "a-1", 1).niceness == 0  # type: ignore[union-attr]

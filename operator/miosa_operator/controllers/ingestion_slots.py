@@ -26,6 +26,12 @@ Design decisions:
   but is skipped, so a free slot never idles behind it; after ``forget_after`` it is dropped.
   (Dropping alone would livelock: a waiter whose polls are further apart than the timeout
   would be re-queued at the back every time it asks.)
+* **CPU priority by turn.** A tenant's first running ingestion runs at ``first_niceness``
+  (``MIOSA_INGEST_NICENESS``, 0 by default: publishing is what users wait for, and the control
+  loop, mostly asleep, still wins the CPU when it wakes); its further ones at 19, so a flood
+  gets the CPU left over once every tenant's first ingestion and the control loop have had
+  theirs. Niceness 10 for the first cost a 1 MiB version ~35 ms at p50 on a loaded machine
+  (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-FIRST_NICENESS = 10
+FIRST_NICENESS = 0
 EXTRA_NICENESS = 19
 
 
@@ -87,8 +93,10 @@ class IngestionSlots:
         clock: Callable[[], float] = time.monotonic,
         absent_after: float = 10.0,
         forget_after: float = 600.0,
+        first_niceness: int = FIRST_NICENESS,
     ) -> None:
         self.total, self.per_tenant, self.tenant_bytes, self.tenant_pending = total, per_tenant, tenant_bytes, tenant_pending
+        self.first_niceness = first_niceness
         self._clock = clock
         self._absent_after = absent_after
         self._forget_after = forget_after
@@ -102,7 +110,8 @@ class IngestionSlots:
             self._forget_stale(now)
             record = self._tenants.setdefault(tenant, _Tenant())
             if key in record.running:  # asked again while running (a retried handler): still its slot
-                return Slot(tenant, key, record.running[key], FIRST_NICENESS if len(record.running) == 1 else EXTRA_NICENESS)
+                niceness = self.first_niceness if len(record.running) == 1 else EXTRA_NICENESS
+                return Slot(tenant, key, record.running[key], niceness)
             waiter = record.waiting.get(key)
             if waiter is None:
                 if len(record.waiting) + len(record.running) >= self.tenant_pending:
@@ -115,7 +124,7 @@ class IngestionSlots:
             waiter.seen, waiter.size = now, size
             if (tenant, key) in self._next_in_turn(now):
                 del record.waiting[key]
-                niceness = EXTRA_NICENESS if record.running else FIRST_NICENESS
+                niceness = EXTRA_NICENESS if record.running else self.first_niceness
                 record.running[key] = size
                 return Slot(tenant, key, size, niceness)
             return self._queued(tenant, key)

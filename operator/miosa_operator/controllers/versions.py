@@ -117,6 +117,7 @@ class VersionController:
             config.tenant_max_ingestions,
             config.tenant_max_bytes_in_flight,
             config.tenant_max_pending,
+            first_niceness=config.ingest_niceness,
         )
         self.run_id = run_id or new_run_id()
         self.stopping = stopping or threading.Event()
