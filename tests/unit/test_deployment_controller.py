@@ -644,3 +644,38 @@ def test_a_manual_deployment_is_woken_only_by_the_version_it_names() -> None:
             break
         settled = (env.dep()["metadata"].get("annotations") or {}).get(meta.ANNOTATION_VERSION_SETTLED)
         assert settled == (None if name == "app-v1" else "app-v2:ready"), name
+
+
+def test_a_manual_deployment_reads_only_the_versions_it_names() -> None:
+    """No LIST of every version for a Manual Deployment: one GET per version it names."""
+    env = Env()
+    env.deployment()
+    for n in range(1, 41):
+        env.version(f"v{n}", n)
+    env.live("v3")
+    env.kube.calls.clear()
+    env.controller.reconcile(env.dep())  # the steady state: v3 live, nothing to do
+    assert env.kube.calls_to("list", VERSIONS) == []
+    assert [c.args.get("name") for c in env.kube.calls_to("get", VERSIONS)] == ["v3"]
+
+
+def test_an_auto_deployment_and_pending_claims_still_see_every_version() -> None:
+    env = Env()
+    env.deployment(promotionPolicy="Auto")
+    env.step()  # its id first: Auto only considers versions of this incarnation
+    for n in range(1, 4):
+        env.version(f"v{n}", n)
+    env.kube.calls.clear()
+    assert isinstance(env.step(), Retry)
+    assert len(env.kube.calls_to("list", VERSIONS)) == 1
+    assert env.dep()["status"]["rollout"]["version"] == "v3"
+
+
+def test_a_version_of_another_deployment_is_not_found_by_name() -> None:
+    env = Env()
+    env.deployment("other")
+    env.version("shared-name", 1, dep="other")
+    env.deployment(promotedVersion="shared-name")
+    env.step()
+    ready = next(c for c in env.dep()["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "shared-name" in ready["message"]

@@ -28,6 +28,7 @@ versions of this incarnation (``status.deploymentId`` equal to its ``status.id``
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 
 from ..api import meta
@@ -37,6 +38,7 @@ from ..api.models import (
     DeploymentVersion,
     HistoryAction,
     HistoryEntry,
+    PromotionPolicy,
     VersionKind,
     VersionState,
 )
@@ -133,27 +135,25 @@ class DeploymentController:
             raise Retry("deployment changed while assigning its id", delay=0.2, planned=False) from exc
         return Deployment.model_validate(body)
 
-    def _versions(self, deployment: Deployment) -> dict[str, DeploymentVersion]:
-        # By the frozen spec, not the labels: a version is labelled once numbered, and a version
-        # holding a claim must be found (``_prune_claims``) before it is.
-        selector = f"spec.deploymentRef.name={deployment.metadata.name}"
-        items = self.kube.list(meta.VERSION_PLURAL, deployment.metadata.namespace, field_selector=selector)
-        parsed = (DeploymentVersion.model_validate(item) for item in items)
-        return {v.metadata.name: v for v in parsed if v.spec.deployment_ref.name == deployment.metadata.name}
+    def _versions(self, deployment: Deployment) -> VersionsOf:
+        return VersionsOf(self.kube, deployment)
 
-    def _prune_claims(self, deployment: Deployment, versions: dict[str, DeploymentVersion]) -> None:
+    def _prune_claims(self, deployment: Deployment, versions: Mapping[str, DeploymentVersion]) -> None:
         """Drop number claims of versions deleted before they recorded their number."""
+        if not deployment.status.pending_numbers:
+            return
         existing = {v.metadata.uid for v in versions.values()}
         stale = [uid for uid in deployment.status.pending_numbers or {} if uid not in existing]
         if stale:
             self._patch_status(deployment, {"pendingNumbers": {uid: None for uid in stale}})
 
-    def _target(self, deployment: Deployment, versions: dict[str, DeploymentVersion]) -> str | None:
+    def _target(self, deployment: Deployment, versions: Mapping[str, DeploymentVersion]) -> str | None:
+        auto = deployment.spec.promotion_policy == PromotionPolicy.AUTO  # only Auto looks at them all
         return desired_version(
             deployment.spec.promotion_policy,
             deployment.spec.promoted_version,
             deployment.metadata.name,
-            [VersionView.from_model(v) for v in versions.values()],
+            [VersionView.from_model(v) for v in versions.values()] if auto else [],
             reverted=deployment.status.reverted_versions or [],
             deployment_id=deployment.status.id,
         )
@@ -213,7 +213,7 @@ class DeploymentController:
         if self._write_health(deployment, Health.stalled(refusal.reason, message)):
             self.events.warning(object_ref(deployment), refusal.reason, refusal.message)
 
-    def _hold_after_revert(self, deployment: Deployment, target: str, versions: dict[str, DeploymentVersion]) -> None:
+    def _hold_after_revert(self, deployment: Deployment, target: str, versions: Mapping[str, DeploymentVersion]) -> None:
         """Keep the version the revert put back serving, and keep saying why the target is not live."""
         live = versions.get(deployment.status.live_version or "")
         if live is not None:
@@ -228,7 +228,7 @@ class DeploymentController:
         self._write_health(deployment, Health.stalled(Reason.PROGRESS_DEADLINE_EXCEEDED, message))
 
     # ------------------------------------------------------------------ rollouts
-    def _roll_out(self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]) -> None:
+    def _roll_out(self, deployment: Deployment, version: DeploymentVersion, versions: Mapping[str, DeploymentVersion]) -> None:
         rollout = deployment.status.rollout
         if rollout is None or rollout.version != version.metadata.name:
             superseded = versions.get(rollout.version) if rollout is not None else None
@@ -249,10 +249,11 @@ class DeploymentController:
         raise Retry(f"rolling out {version.metadata.name}", delay=self.config.poll_interval)
 
     def _start_rollout(
-        self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]
+        self, deployment: Deployment, version: DeploymentVersion, versions: Mapping[str, DeploymentVersion]
     ) -> Deployment:
         live = deployment.status.live_version
-        live_number = versions[live].status.version_number if live in versions else None
+        live_version = versions.get(live or "")
+        live_number = live_version.status.version_number if live_version is not None else None
         action = classify(deployment.spec.promotion_policy, version.status.version_number, live_number)
         annotations = deployment.metadata.annotations
         actor = OPERATOR_ACTOR if action == HistoryAction.AUTO else annotations.get(meta.ANNOTATION_PROMOTED_BY, "")
@@ -276,7 +277,7 @@ class DeploymentController:
         conditions = self._conditions(deployment, Health.reconciling(Reason.ROLLING_OUT, message), now=now)
         return self._patch_status(deployment, {"rollout": rollout, "conditions": conditions})
 
-    def _complete(self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]) -> None:
+    def _complete(self, deployment: Deployment, version: DeploymentVersion, versions: Mapping[str, DeploymentVersion]) -> None:
         rollout = deployment.status.rollout
         assert rollout is not None
         now = self.clock()
@@ -312,7 +313,9 @@ class DeploymentController:
         reason = EventReason.ROLLED_BACK if rollout.action == HistoryAction.ROLLBACK else EventReason.PROMOTED
         self.events.normal(object_ref(deployment), reason, message)
 
-    def _rollout_failed(self, deployment: Deployment, version: DeploymentVersion, versions: dict[str, DeploymentVersion]) -> None:
+    def _rollout_failed(
+        self, deployment: Deployment, version: DeploymentVersion, versions: Mapping[str, DeploymentVersion]
+    ) -> None:
         rollout = deployment.status.rollout
         assert rollout is not None
         now = self.clock()
@@ -513,3 +516,52 @@ def _workload_changed(desired: Obj, current: Obj) -> bool:
 
 def _without_times(conditions: list[Obj]) -> list[Obj]:
     return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]
+
+
+class VersionsOf(Mapping[str, DeploymentVersion]):
+    """A Deployment's versions by name, read as little as the decision needs.
+
+    A reconcile used to LIST every version of its Deployment; with 200 versions that is
+    ~0.7 MB of JSON parsed into models for each of them, for every Deployment at every start
+    of the operator, though a ``Manual`` Deployment only ever looks at a few by name (the
+    promoted, live and rollout ones).  So a name is read with one GET, and the LIST happens
+    only when all of them matter (``Auto``'s newest ready version, claims to prune).  Like the
+    LIST, only versions whose ``spec.deploymentRef`` names this Deployment count.
+    """
+
+    def __init__(self, kube: KubeApi, deployment: Deployment) -> None:
+        self._kube, self._deployment = kube, deployment
+        self._all: dict[str, DeploymentVersion] | None = None
+        self._one: dict[str, DeploymentVersion | None] = {}
+
+    def __getitem__(self, name: object) -> DeploymentVersion:
+        if not isinstance(name, str) or not name:
+            raise KeyError(name)
+        if self._all is not None:
+            return self._all[name]
+        if name not in self._one:
+            body = self._kube.get(meta.VERSION_PLURAL, self._deployment.metadata.namespace, name)
+            self._one[name] = self._mine(DeploymentVersion.model_validate(body)) if body else None
+        found = self._one[name]
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._listed())
+
+    def __len__(self) -> int:
+        return len(self._listed())
+
+    def _listed(self) -> dict[str, DeploymentVersion]:
+        if self._all is None:
+            # By the frozen spec, not the labels: a version is labelled once numbered, and a
+            # version holding a claim must be found (``_prune_claims``) before it is.
+            selector = f"spec.deploymentRef.name={self._deployment.metadata.name}"
+            items = self._kube.list(meta.VERSION_PLURAL, self._deployment.metadata.namespace, field_selector=selector)
+            parsed = (self._mine(DeploymentVersion.model_validate(item)) for item in items)
+            self._all = {v.metadata.name: v for v in parsed if v is not None}
+        return self._all
+
+    def _mine(self, version: DeploymentVersion) -> DeploymentVersion | None:
+        return version if version.spec.deployment_ref.name == self._deployment.metadata.name else None
