@@ -252,7 +252,7 @@ async def _wait_for_turn(slots: Any, key: str) -> None:
 
 
 @kopf.on.event(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
-async def count_version(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def count_version(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep the census (versions by state and kind, for /metrics and log lines) current, and
     forget a version that is gone or settled (``forget_gone``).
 
@@ -262,6 +262,8 @@ async def count_version(type: str | None, body: kopf.Body, **_: Any) -> None:
     CENSUS.observe(type, body)
     if type == "DELETED":
         _forget(_uid(body))
+        if getattr(memo, "versions", None):
+            memo.versions.forget(_uid(body))
 
 
 @kopf.on.resume(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL)
