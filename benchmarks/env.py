@@ -327,6 +327,10 @@ class Operator:
         """The operator's process tree: ingestion runs in worker processes under its fork server."""
         return tree_cpu_seconds(self.pid)
 
+    def own_cpu_seconds(self) -> float:
+        """The operator process alone (its threads), without the fork server and workers."""
+        return cpu_seconds(self.pid)
+
     def settle(self, quiet_cpu: float = 0.05, window: float = 3.0, timeout: float = 600) -> float:
         """Wait until the operator uses less than ``quiet_cpu`` CPU-seconds per second; return the wait."""
         start = time.monotonic()

@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -252,11 +252,18 @@ async def _wait_for_turn(slots: Any, key: str) -> None:
 
 
 @kopf.on.event(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL)
-async def count_version(type: str | None, body: kopf.Body, **_: Any) -> None:
-    """Keep the census (versions by state and kind, for /metrics and log lines) current.
+async def count_version(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the census (versions by state and kind, for /metrics and log lines) current, and
+    forget a version that is gone or settled (``forget_gone``).
 
-    Async: it runs on the event loop, no worker thread per event (10,000 at startup)."""
+    Async: it runs on the event loop, no worker thread per event (10,000 at startup).  One
+    handler for both: kopf's per-handler work on every event of every version costs more than
+    either."""
     CENSUS.observe(type, body)
+    if type == "DELETED":
+        _forget(_uid(body))
+        if getattr(memo, "versions", None):
+            memo.versions.forget(_uid(body))
 
 
 @kopf.on.resume(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL)
@@ -514,6 +521,11 @@ class ProgressInMemory(kopf.ProgressStorage):
         self._toucher.touch(body=body, patch=patch, value=value)
 
     def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        # kopf deep-copies every essence (twice per event) to drop its own annotations; most
+        # have none (only a retry's wake-up writes one), and nothing changes an essence later.
+        annotations = (essence.get("metadata") or {}).get("annotations") or {}
+        if not any(key.startswith(f"{self._toucher.prefix}/") for key in annotations):
+            return essence
         return self._toucher.clear(essence=essence)
 
     def forget(self, uid: str) -> None:
@@ -540,7 +552,15 @@ class EssencesInMemory(kopf.DiffBaseStorage):
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         if body.get("kind") == meta.VERSION_KIND:
             return kopf.BodyEssence()
-        return super().build(body=body, extra_fields=extra_fields)
+        if extra_fields:  # a handler watching a field of status: kopf's own way
+            return super().build(body=body, extra_fields=extra_fields)
+        # kopf deep-copies the whole body, status and managedFields included, then drops them:
+        # most of the operator's CPU per Deployment event (every claim and release of a number
+        # is one).  Only what the essence keeps is handed to it; the essence is the same.
+        metadata = body.get("metadata") or {}
+        slim = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        slim["metadata"] = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, slim)), extra_fields=extra_fields)
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return self._essences.get(_uid(body))
@@ -563,14 +583,18 @@ def _deleted(type: str | None, **_: Any) -> bool:
     return type == "DELETED"
 
 
-@kopf.on.event(meta.GROUP, meta.VERSION, meta.VERSION_PLURAL, when=_deleted)
 @kopf.on.event(meta.GROUP, meta.VERSION, meta.DEPLOYMENT_PLURAL, when=_deleted)
 async def forget_gone(body: kopf.Body, **_: Any) -> None:
-    """Deleted, or (a version) settled and out of the watch: nothing to remember about it.
+    """Deleted, or (a version, through ``count_version``) settled and out of the watch:
+    nothing to remember about it.
 
     Async: it runs on the event loop, never a worker thread per event."""
-    PROGRESS.forget(_uid(body))
-    ESSENCES.forget(_uid(body))
+    _forget(_uid(body))
+
+
+def _forget(uid: str) -> None:
+    PROGRESS.forget(uid)
+    ESSENCES.forget(uid)
 
 
 class QuietForgetting(logging.Filter):

@@ -69,6 +69,38 @@ def test_a_deployment_keeps_its_real_essence_for_updates() -> None:
     assert essences.fetch(body=promoted) != essences.build(body=promoted)
 
 
+def test_a_deployments_essence_is_kopfs_without_copying_its_status() -> None:
+    """The essence is built from spec, labels and annotations only: the same as kopf's own."""
+    essences = handlers.EssencesInMemory()
+    annotations = {
+        "c": "d",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+        "kopf.zalando.org/touch-dummy": "x",
+    }
+    deployment = body(
+        "Deployment",
+        metadata={"name": "x", "namespace": "t", "uid": "u1", "labels": {"a": "b"}, "annotations": annotations,
+                  "managedFields": [{"manager": "m", "fieldsV1": {"f:status": {}}}], "resourceVersion": "7"},
+        spec={"promotedVersion": "v1", "promotionPolicy": "Manual"},
+        status={"pendingNumbers": {"u2": 3}, "history": [{"version": "v1"}]},
+    )  # fmt: skip
+    kopfs = super(handlers.EssencesInMemory, essences).build(body=deployment)
+    assert essences.build(body=deployment) == kopfs
+    assert kopfs == {"spec": {"promotedVersion": "v1", "promotionPolicy": "Manual"},
+                     "metadata": {"labels": {"a": "b"}, "annotations": {"c": "d"}}}  # fmt: skip
+    no_annotations = body("Deployment", metadata={"name": "x", "namespace": "t", "uid": "u1"}, spec={"a": 1})
+    assert essences.build(body=no_annotations) == super(handlers.EssencesInMemory, essences).build(body=no_annotations)
+
+
+def test_an_essence_without_kopfs_annotations_is_not_copied_to_be_cleared() -> None:
+    progress = handlers.ProgressInMemory()
+    plain = kopf.BodyEssence(spec={"a": 1}, metadata={"annotations": {"c": "d"}})
+    assert progress.clear(essence=plain) is plain
+    touched = kopf.BodyEssence(spec={"a": 1}, metadata={"annotations": {"c": "d", "kopf.zalando.org/touch-dummy": "x"}})
+    assert progress.clear(essence=touched) == {"spec": {"a": 1}, "metadata": {"annotations": {"c": "d"}}}
+    assert touched["metadata"]["annotations"]["kopf.zalando.org/touch-dummy"] == "x"  # kopf's copy, not ours
+
+
 def test_progress_lives_in_memory_and_only_a_wake_up_is_written() -> None:
     progress = handlers.ProgressInMemory()
     version = body("DeploymentVersion")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import botocore.utils
 import pytest
 from botocore.exceptions import ClientError, NoCredentialsError, ReadTimeoutError
 from moto import mock_aws
@@ -32,7 +33,7 @@ from miosa_operator.store import (
     parse_uri,
 )
 from miosa_operator.store.filestore import _os_error
-from miosa_operator.store.s3store import _BodyReader, classify_error
+from miosa_operator.store.s3store import _BodyReader, classify_error, parse_timestamp
 
 BUCKET = "miosa-test"
 
@@ -287,6 +288,28 @@ def test_s3_conditional_put_needs_no_head(s3: S3Store) -> None:
     assert calls == ["PutObject", "PutObject"]
     with s3.open_read(f"s3://{BUCKET}/new") as reader:
         assert reader.read() == b"first"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Mon, 30 Nov 2026 14:07:38 GMT",
+        "2026-11-30T14:07:38.000Z",
+        "2026-11-30T14:07:38+02:00",
+        "2026-11-30T14:07:38",
+        "1764511658",
+    ],
+)
+def test_s3_timestamps_parse_as_botocore_parses_them_without_dateutil(raw: str) -> None:
+    assert parse_timestamp(raw) == botocore.utils.parse_timestamp(raw)
+
+
+def test_s3_responses_use_the_fast_timestamp_parser(s3: S3Store) -> None:
+    s3.put_bytes_if_absent(f"s3://{BUCKET}/dated", b"x")
+    response = s3._client.head_object(Bucket=BUCKET, Key="dated")
+    assert response["LastModified"].tzinfo is not None  # a datetime, as before
+    parser = s3._client._endpoint._response_parser_factory.create_parser("rest-xml")
+    assert parser._timestamp_parser is parse_timestamp
 
 
 def test_s3_head_before_put_for_servers_ignoring_the_condition(s3: S3Store) -> None:

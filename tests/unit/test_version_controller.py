@@ -54,7 +54,8 @@ from .kstatus import kstatus
 
 def test_one_status_write_per_state_change(env: Env) -> None:
     """created (with the number claim), building (with the number), ready: three status writes,
-    one label write, one read of the Deployment; the claim's two writes on the Deployment."""
+    one label write, one read of the Deployment; the claim's two writes on the Deployment; no
+    read of the version (nothing but its claimant numbers it, and this process has not yet)."""
     uri, digest = env.bundle()
     env.deployment("site")
     env.deployment("other")
@@ -73,6 +74,7 @@ def test_one_status_write_per_state_change(env: Env) -> None:
     assert len(labels) == 1 and labels[0].args["patch"]["metadata"]["labels"][meta.LABEL_VERSION_NUMBER] == "2"
     assert len(env.kube.calls_to("get", DEPLOYMENTS)) == 1
     assert len(env.kube.calls_to("patch_status", DEPLOYMENTS)) == 2  # the claim, its release
+    assert not env.kube.calls_to("get", VERSIONS)
     assert env.dep()["status"]["lastVersionNumber"] == 2 and not env.dep()["status"].get("pendingNumbers")
 
 
@@ -296,8 +298,10 @@ def test_a_body_older_than_the_numbers_write_never_claims_a_second_number(env: E
     stale["status"] = {**stale["status"], "numberClaim": number_claim}
     del stale["status"]["versionNumber"], stale["status"]["deploymentId"]
 
+    env.kube.calls.clear()
     with pytest.raises(Retry):
         env.controller.reconcile(stale)
+    assert len(env.kube.calls_to("get", VERSIONS)) == 1  # this process numbered it: read before claiming
     assert env.get("site-v1")["status"]["versionNumber"] == 1
     assert env.dep()["status"]["lastVersionNumber"] == 1 and not env.dep()["status"].get("pendingNumbers")
     env.static_version("site-v2", "site", uri, digest)

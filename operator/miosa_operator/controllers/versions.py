@@ -125,6 +125,8 @@ class VersionController:
         self._held_lock = threading.Lock()
         self._prepared: dict[str, tuple[Prepared, float]] = {}
         self._drafts: dict[str, _Draft] = {}
+        self._numbers_sent: set[str] = set()
+        """Versions (uids) this process sent a status write with a number, whatever came of it."""
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:
@@ -241,7 +243,16 @@ class VersionController:
         kopf may hand a reconcile a body older than this operator's own last write (an event
         still on its way): claiming again for it would take a second number, which the CRD
         refuses to record (assigned once) and which is then lost, a gap.  One GET before each
-        new claim costs less than a hole in the numbering."""
+        new claim costs less than a hole in the numbering.
+
+        Only a version this process sent a number for can be numbered behind its back: a
+        number is recorded only by its claimant, which releases the claim only once the write
+        succeeded, and a new process starts from kopf's consistent LIST, after every write of
+        the one before.  (An interrupted claimant leaves its claim pending; claiming again
+        then takes the same number, no new claim.)  Any other version is read only when its
+        claim is new, which is the first reconcile of every version: no GET for those."""
+        if version.metadata.uid not in self._numbers_sent:
+            return None
         stored = self.kube.get(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name)
         if stored is None or not (stored.get("status") or {}).get("versionNumber"):
             return None
@@ -442,6 +453,11 @@ class VersionController:
         with self._held_lock:
             self._held.discard((version.metadata.namespace, version.metadata.name))
 
+    def forget(self, uid: str) -> None:
+        """The version settled (it left the watch) or is gone: no reconcile will claim for it."""
+        with self._held_lock:
+            self._numbers_sent.discard(uid)
+
     def release_attempts(self) -> int:
         """Graceful stop: clear every attempt this run holds, so none counts as interrupted.
 
@@ -544,6 +560,9 @@ class VersionController:
         with self._held_lock:
             draft = self._drafts.pop(version.metadata.uid, None)
         merged = {**draft.status, **status} if draft is not None else status
+        if merged.get("versionNumber"):
+            with self._held_lock:  # before the write: it may succeed even if we never hear so
+                self._numbers_sent.add(version.metadata.uid)
         # A failed write drops the draft: the next run decides it again (a claimed number is
         # found in the Deployment's pendingNumbers, a new identity was never seen by anyone).
         body = self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, merged)

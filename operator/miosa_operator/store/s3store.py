@@ -30,14 +30,18 @@ Design decisions:
 
 from __future__ import annotations
 
+import email.utils
 import io
 import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, BinaryIO
 
 import boto3
+import botocore.session
+import botocore.utils
 import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import (
@@ -168,8 +172,22 @@ _SESSIONS: list[Any] = []
 
 def _session() -> Any:
     if not _SESSIONS:
-        _SESSIONS.append(boto3.session.Session())
+        core = botocore.session.get_session()
+        # botocore parses every Last-Modified with dateutil: ~0.4 ms of CPU per HEAD and GET,
+        # a fifth of what the operator spends on one (benchmarks/, throughput).
+        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+        _SESSIONS.append(boto3.session.Session(botocore_session=core))
     return _SESSIONS[0]
+
+
+def parse_timestamp(value: str) -> datetime:
+    """S3's timestamps: RFC 1123 in headers, ISO 8601 in XML; anything else as botocore would."""
+    try:
+        if value.endswith(" GMT"):
+            return email.utils.parsedate_to_datetime(value)
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return botocore.utils.parse_timestamp(value)
 
 
 def classify_error(exc: BaseException, what: str) -> StoreError:
