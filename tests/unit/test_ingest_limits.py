@@ -29,7 +29,8 @@ import pytest
 import zstandard
 
 import hostile_bundles as hostile
-from miosa_operator.ingest import BuildLog, BundleRejected, IngestLimits, ingest_bundle
+from miosa_operator.ingest import BuildLog, BundleRejected, IngestLimits, ingest_bundle, isolation
+from miosa_operator.ingest import worker as worker_module
 from miosa_operator.ingest.isolation import (
     WARM,
     Budget,
@@ -498,11 +499,35 @@ def test_each_job_of_a_warm_worker_gets_its_own_cpu_budget(warm: WarmWorkers) ->
     assert verdict == "ResourceLimitExceeded" and warm.pids() == []  # SIGXCPU: that worker is gone
 
 
-def test_a_rejected_bundle_keeps_the_worker_a_job_over_half_its_memory_does_not(warm: WarmWorkers) -> None:
+def test_a_rejected_bundle_keeps_the_worker(warm: WarmWorkers) -> None:
     assert isolated(b"not an archive at all" * 50, tenant="a")[0] == "NotAnArchive"
-    assert len(warm.pids()) == 1
-    assert isolated(hostile.widest_accepted(), Budget(memory_bytes=224 * MiB, cpu_seconds=60), tenant="a")[0] == "accepted"
-    assert warm.idle() == 1  # only the first (its key has the default memory budget)
+    (worker,) = warm.pids()
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted" and warm.pids() == [worker]
+
+
+def test_a_reused_worker_gives_each_job_the_room_a_fresh_one_would(warm: WarmWorkers) -> None:
+    budget = Budget(memory_bytes=192 * MiB, cpu_seconds=60)
+    first, used = isolated(hostile.widest_accepted(), budget, tenant="a")
+    assert first == "accepted" and used is not None and used.vm_limit == budget.memory_bytes
+    (worker,) = warm.pids()
+    second, again = isolated(hostile.widest_accepted(), budget, tenant="a")
+    assert second == "accepted" and warm.pids() == [worker] and again is not None
+    # the second job's limit: the budget plus what the first left mapped (its start is the worker's base)
+    assert budget.memory_bytes < again.vm_limit <= budget.memory_bytes + worker_module.REUSE_SLACK
+
+
+@pytest.mark.parametrize(
+    ("usage", "reusable"),
+    [
+        ({"peak_vm": 120 * MiB, "vm": 90 * MiB, "vm_base": 40 * MiB}, True),
+        ({"peak_vm": 230 * MiB, "vm": 90 * MiB, "vm_base": 40 * MiB}, False),  # came near its limit
+        ({"peak_vm": 120 * MiB, "vm": 120 * MiB, "vm_base": 40 * MiB}, False),  # keeps too much mapped
+        ({}, False),
+    ],
+)
+def test_which_workers_take_another_job(usage: dict[str, int], reusable: bool) -> None:
+    assert isolation._reusable({"result": {}, "usage": usage}, Budget()) is reusable
+    assert isolation._reusable({"rejected": {"reason": "ResourceLimitExceeded"}, "usage": usage}, Budget()) is False
 
 
 def test_a_warm_worker_killed_between_jobs_is_replaced(warm: WarmWorkers) -> None:

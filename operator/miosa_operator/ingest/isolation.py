@@ -30,10 +30,13 @@ Design decisions:
   of a 1 MiB version's ~200, measured in ``docs/benchmarks.md``). So a worker that gave a clean
   verdict waits for the next job, **of the same tenant only** (and the same niceness and memory
   budget, which it set on itself once): whatever one tenant's bytes could leave in a worker never
-  meets another tenant's bundle. A worker is used for ``_MAX_JOBS`` jobs at most, retired when a
-  job took its address space past half its budget (so the memory verdict below stays about one
-  job), after ``_IDLE_SECONDS`` without work, and at once on any other way out (killed, timed
-  out, crashed). At most ``_MAX_IDLE`` wait in all; without a tenant a job gets a fresh worker.
+  meets another tenant's bundle. Each job gets the address space a fresh worker would: the
+  budget plus what earlier jobs left mapped (``worker.serve``). A worker is used for
+  ``_MAX_JOBS`` jobs at most, retired when a job came within ``2 x _MEMORY_HEADROOM`` of its
+  limit (so the memory verdict below stays about one job: ``VmPeak`` is the process's) or left
+  more than ``worker.REUSE_SLACK`` mapped, after ``_IDLE_SECONDS`` without work, and at once on
+  any other way out (killed, timed out, crashed). At most ``_MAX_IDLE`` wait in all; without a
+  tenant a job gets a fresh worker.
 * **The fork server holds no secrets.** ``start_fork_server`` starts it before kopf (while
   the operator is still single-threaded) with an environment reduced to ``_INHERITED``: the
   store's credentials never reach a process that parses tenants' bytes.
@@ -118,6 +121,10 @@ class Usage:
     peak_rss: int = 0
     peak_vm: int = 0
     vm: int = 0
+    vm_limit: int = 0
+    """The job's address-space limit (a warm worker's: the budget plus what it kept mapped)."""
+    vm_base: int = 0
+    """A warm worker's address space before its first job."""
 
 
 class IngestionInterrupted(Exception):
@@ -206,7 +213,13 @@ def _reusable(verdict: dict[str, Any] | None, budget: Budget) -> bool:
     if verdict.get("rejected", {}).get("reason") == Reason.RESOURCE_LIMIT_EXCEEDED:
         return False
     used = verdict.get("usage") or {}
-    return bool(used) and used.get("peak_vm", budget.memory_bytes) < budget.memory_bytes // 2
+    if not used:
+        return False
+    # Retired if it came near a limit (so a later job's memory verdict is about that job
+    # alone: see ``_conclude``) or keeps more mapped than a next job may start with.
+    near_limit = used.get("peak_vm", budget.memory_bytes) >= budget.memory_bytes - 2 * _MEMORY_HEADROOM
+    kept = used.get("vm", 0) - used.get("vm_base", 0)
+    return not near_limit and kept <= worker.REUSE_SLACK
 
 
 @dataclass(frozen=True)
@@ -477,8 +490,9 @@ def _conclude(verdict: dict[str, Any] | None, exitcode: int | None, budget: Budg
         return IngestResult(**fields)
     if verdict is not None and "rejected" in verdict:
         reason, message = verdict["rejected"]["reason"], verdict["rejected"]["message"]
-        peak = (verdict.get("usage") or {}).get("peak_vm", 0)
-        if reason == Reason.CORRUPT_BUNDLE and peak >= budget.memory_bytes - _MEMORY_HEADROOM:
+        used = verdict.get("usage") or {}
+        limit = used.get("vm_limit") or budget.memory_bytes
+        if reason == Reason.CORRUPT_BUNDLE and used.get("peak_vm", 0) >= limit - _MEMORY_HEADROOM:
             reason = Reason.RESOURCE_LIMIT_EXCEEDED
             message = f"ingestion needed more than its {human(budget.memory_bytes)} of memory (MIOSA_INGEST_MEMORY)"
         raise BundleRejected(reason, message)

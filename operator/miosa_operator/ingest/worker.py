@@ -49,6 +49,8 @@ from .limits import IngestLimits
 
 _RESERVE_BYTES = 2 << 20
 HARD_CPU_GRACE = 5
+REUSE_SLACK = 64 << 20
+"""Address space a warm worker may keep between jobs (beyond it, it is retired)."""
 _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8
 
@@ -60,8 +62,14 @@ def run(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> N
 
 
 def serve(connection: Any, memory_bytes: int, niceness: int) -> None:
-    """Jobs from ``connection`` (a multiprocessing ``Connection``) until it closes."""
-    _harden(memory_bytes, None, niceness)
+    """Jobs from ``connection`` (a multiprocessing ``Connection``) until it closes.
+
+    Each job gets the address space a fresh worker would give it: ``memory_bytes`` plus what
+    earlier jobs left mapped (``malloc_trim`` cannot give everything back), up to
+    ``REUSE_SLACK``; a worker that keeps more than that is retired by the operator.
+    """
+    _harden(memory_bytes + REUSE_SLACK, None, niceness)
+    base = _vm_now()
     while True:
         try:
             job = connection.recv()
@@ -71,13 +79,16 @@ def serve(connection: Any, memory_bytes: int, niceness: int) -> None:
             return
         used = _cpu_seconds()
         _limit(resource.RLIMIT_CPU, math.ceil(used + job["cpu_seconds"]), resource.RLIM_INFINITY)
+        kept = min(max(0, _vm_now() - base), REUSE_SLACK)
+        _limit(resource.RLIMIT_AS, memory_bytes + kept, memory_bytes + REUSE_SLACK)
         _reset_peak_rss()
-        _ingest(job, *fds)
+        _ingest({**job, "vm_limit": memory_bytes + kept, "vm_base": base}, *fds)
         _trim()
 
 
 def _ingest(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> None:
     before = _cpu_seconds()
+    limits = {key: job[key] for key in ("vm_limit", "vm_base") if key in job}
     reserve: bytearray | None = bytearray(_RESERVE_BYTES)
     with os.fdopen(messages_fd, "w", encoding="utf-8") as messages, os.fdopen(source_fd, "rb") as source:
 
@@ -96,15 +107,17 @@ def _ingest(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) 
                     log=lambda line: say({"log": line}),
                 )
         except BundleRejected as rejected:
-            say({"rejected": {"reason": rejected.reason, "message": rejected.message}, "usage": usage(before)})
+            say({"rejected": {"reason": rejected.reason, "message": rejected.message}, "usage": usage(before) | limits})
             return
         except MemoryError:
             reserve = None
             message = f"ingestion needed more than its {job['memory_bytes'] >> 20} MiB of memory (MIOSA_INGEST_MEMORY)"
-            say({"rejected": {"reason": str(Reason.RESOURCE_LIMIT_EXCEEDED), "message": message}, "usage": usage(before)})
+            say(
+                {"rejected": {"reason": str(Reason.RESOURCE_LIMIT_EXCEEDED), "message": message}, "usage": usage(before) | limits}
+            )
             return
         del reserve
-        say({"result": dataclasses.asdict(result), "usage": usage(before)})
+        say({"result": dataclasses.asdict(result), "usage": usage(before) | limits})
 
 
 def _harden(memory_bytes: int, cpu_seconds: int | None, niceness: int) -> None:
