@@ -650,6 +650,23 @@ def test_numbers_follow_creation_order_within_the_patience(tmp_path: Path) -> No
     assert [env.get(n)["status"]["versionNumber"] for n in ("site-a", "site-b", "site-c")] == [1, 2, 3]
 
 
+def test_waiting_for_earlier_versions_reads_only_unnumbered_ones(tmp_path: Path) -> None:
+    """A long history is not listed for every new version: numbered versions are labelled."""
+    env = Env(tmp_path, number_order_patience=10.0)
+    env.deployment()
+    uri, digest = env.bundle()
+    for name in ("site-a", "site-b"):
+        env.static_version(name, "site", uri, digest)
+        env.run(name)
+    env.static_version("site-c", "site", uri, digest)
+    env.kube.calls.clear()
+    env.run("site-c")
+    (listing,) = [c for c in env.kube.calls_to("list", meta.VERSION_PLURAL) if c.args.get("label_selector")]
+    assert listing.args["label_selector"] == f"!{meta.LABEL_VERSION_NUMBER}"
+    assert env.get("site-a")["metadata"]["labels"][meta.LABEL_VERSION_NUMBER] == "1"  # what excludes it
+    assert env.get("site-c")["status"]["versionNumber"] == 3
+
+
 def test_an_earlier_version_that_makes_no_progress_delays_numbering_only_boundedly(tmp_path: Path) -> None:
     env = Env(tmp_path, number_order_patience=10.0)
     env.deployment()

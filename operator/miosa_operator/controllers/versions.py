@@ -271,7 +271,12 @@ class VersionController:
         claimed = ((deployment or {}).get("status") or {}).get("pendingNumbers") or {}
         mine = (created, version.metadata.name)
         selector = f"spec.deploymentRef.name={version.spec.deployment_ref.name}"
-        for other in self.kube.list(meta.VERSION_PLURAL, version.metadata.namespace, field_selector=selector):
+        # Only versions not yet labelled with a number: a long history is not read every time.
+        unnumbered = f"!{meta.LABEL_VERSION_NUMBER}"
+        listed = self.kube.list(
+            meta.VERSION_PLURAL, version.metadata.namespace, label_selector=unnumbered, field_selector=selector
+        )
+        for other in listed:
             if (other.get("status") or {}).get("versionNumber") or other["metadata"].get("uid") in claimed:
                 continue
             theirs = (parse_time(other["metadata"].get("creationTimestamp")), other["metadata"]["name"])
