@@ -634,6 +634,28 @@ def test_clock_is_the_injected_one(env: Env) -> None:
     assert env.path(version["status"]["buildLogUri"]).read_text().startswith("2030-01-02T03:04:05.000Z  ")
 
 
+def test_the_claims_release_and_the_labels_overlap_the_ingestion(tmp_path: Path) -> None:
+    """They follow the write of the number, not the ingestion: off the path to ready."""
+    from miosa_operator.controllers.static_build import in_process
+
+    ingesting = threading.Event()
+    overlapped: list[bool] = []
+
+    def ingest(*args: Any, **kwargs: Any) -> Any:
+        ingesting.set()
+        return in_process(*args, **kwargs)
+
+    env = Env(tmp_path, ingest=ingest)
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.kube.inject("patch", lambda **_: overlapped.append(ingesting.wait(5)), when=lambda plural, **_: plural == VERSIONS)
+    version = env.run("site-v1")
+    assert overlapped == [True]  # the labels were written while the bundle was being ingested
+    assert version["status"]["state"] == "ready" and version["metadata"]["labels"][meta.LABEL_VERSION_NUMBER] == "1"
+    assert not env.dep()["status"].get("pendingNumbers")
+
+
 def test_numbers_follow_creation_order_within_the_patience(tmp_path: Path) -> None:
     env = Env(tmp_path, number_order_patience=10.0)
     env.deployment()

@@ -40,6 +40,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from ..api import meta
@@ -126,6 +127,10 @@ class VersionController:
         self._prepared: dict[str, tuple[Prepared, float]] = {}
         self._drafts: dict[str, _Draft] = {}
         self._numbers_sent: set[str] = set()
+        # What follows a status write (a claim's release, the labels) overlaps what comes next
+        # (the ingestion): two round trips off the path to ready. Settled before the next write.
+        self._after_writes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="miosa-after-write")
+        self._following: dict[str, Future[None]] = {}
         """Versions (uids) this process sent a status write with a number, whatever came of it."""
 
     # ------------------------------------------------------------------ entry point
@@ -139,10 +144,12 @@ class VersionController:
         except Exception:
             try:
                 self._flush(version)
+                self._settle(version.metadata.uid)
             except ApiError as exc:  # the next run decides again (a claimed number stays pending until then)
                 log.warning("%s/%s: status not written: %s", version.metadata.namespace, version.metadata.name, exc)
             raise
         self._flush(version)
+        self._settle(version.metadata.uid)
         return state
 
     def _reconcile(self, version: DeploymentVersion) -> VersionState:
@@ -562,6 +569,7 @@ class VersionController:
             self._patch_status(version, {})
 
     def _patch_status(self, version: DeploymentVersion, status: Obj) -> DeploymentVersion:
+        self._settle(version.metadata.uid)
         with self._held_lock:
             draft = self._drafts.pop(version.metadata.uid, None)
         merged = {**draft.status, **status} if draft is not None else status
@@ -572,9 +580,23 @@ class VersionController:
         # found in the Deployment's pendingNumbers, a new identity was never seen by anyone).
         body = self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, merged)
         written = DeploymentVersion.model_validate(body)
-        for step in draft.then if draft is not None else ():
-            step(written)
+        if draft is not None and draft.then:
+            following = self._after_writes.submit(_run_all, draft.then, written)
+            with self._held_lock:
+                self._following[version.metadata.uid] = following
         return written
+
+    def _settle(self, uid: str) -> None:
+        """Wait for what followed this version's last status write; its error is raised here."""
+        with self._held_lock:
+            following = self._following.pop(uid, None)
+        if following is not None:
+            following.result()
+
+
+def _run_all(steps: list[Callable[[DeploymentVersion], None]], version: DeploymentVersion) -> None:
+    for step in steps:
+        step(version)
 
 
 @dataclasses.dataclass
