@@ -127,11 +127,11 @@ class VersionController:
         self._prepared: dict[str, tuple[Prepared, float]] = {}
         self._drafts: dict[str, _Draft] = {}
         self._numbers_sent: set[str] = set()
+        """Versions (uids) this process sent a status write with a number, whatever came of it."""
         # What follows a status write (a claim's release, the labels) overlaps what comes next
         # (the ingestion): two round trips off the path to ready. Settled before the next write.
         self._after_writes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="miosa-after-write")
         self._following: dict[str, Future[None]] = {}
-        """Versions (uids) this process sent a status write with a number, whatever came of it."""
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:

@@ -22,11 +22,12 @@ start is freed first, so the report itself has room).
 
 ``serve`` is the same worker kept warm (``isolation.WarmWorkers``): it limits itself once, then
 takes jobs one after another from its control connection, each with its own three file
-descriptors, until the connection closes. Each job gets a CPU limit of its own: the soft
-``RLIMIT_CPU`` is moved to the CPU used so far plus the job's seconds (the hard limit stays
-where the first job left it raised, since an unprivileged process can never raise it again).
-After each job it gives freed memory back to the kernel (``malloc_trim``) and reports what it
-holds, so the operator can retire a worker a job left large.
+descriptors, until the connection closes. Each job gets limits of its own: the soft
+``RLIMIT_CPU`` is moved to the CPU used so far plus the job's seconds (the hard CPU limit is
+never set, since an unprivileged process could not raise it again for the next job), and the
+soft ``RLIMIT_AS`` to the budget plus what earlier jobs left mapped. After each job it gives
+freed memory back to the kernel (``malloc_trim``) and reports what it holds, so the operator
+can retire a worker a job left large.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ def serve(connection: Any, memory_bytes: int, niceness: int) -> None:
 def _ingest(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) -> None:
     before = _cpu_seconds()
     limits = {key: job[key] for key in ("vm_limit", "vm_base") if key in job}
+
+    def used() -> dict[str, float]:
+        return usage(before) | limits
+
     reserve: bytearray | None = bytearray(_RESERVE_BYTES)
     with os.fdopen(messages_fd, "w", encoding="utf-8") as messages, os.fdopen(source_fd, "rb") as source:
 
@@ -107,17 +112,15 @@ def _ingest(job: dict[str, Any], source_fd: int, messages_fd: int, out_fd: int) 
                     log=lambda line: say({"log": line}),
                 )
         except BundleRejected as rejected:
-            say({"rejected": {"reason": rejected.reason, "message": rejected.message}, "usage": usage(before) | limits})
+            say({"rejected": {"reason": rejected.reason, "message": rejected.message}, "usage": used()})
             return
         except MemoryError:
             reserve = None
             message = f"ingestion needed more than its {job['memory_bytes'] >> 20} MiB of memory (MIOSA_INGEST_MEMORY)"
-            say(
-                {"rejected": {"reason": str(Reason.RESOURCE_LIMIT_EXCEEDED), "message": message}, "usage": usage(before) | limits}
-            )
+            say({"rejected": {"reason": str(Reason.RESOURCE_LIMIT_EXCEEDED), "message": message}, "usage": used()})
             return
         del reserve
-        say({"result": dataclasses.asdict(result), "usage": usage(before) | limits})
+        say({"result": dataclasses.asdict(result), "usage": used()})
 
 
 def _harden(memory_bytes: int, cpu_seconds: int | None, niceness: int) -> None:
