@@ -117,6 +117,11 @@ def test_static_pods_hold_no_credentials_and_run_no_tenant_code_near_the_release
     assert {"name": "site", "mountPath": "/srv", "readOnly": True} in server["volumeMounts"]
 
 
+def test_a_refused_fetch_says_why_in_the_pod_status() -> None:
+    (fetch,) = live.static_pod_spec(deployment(), static_version(), SERVER)["initContainers"]
+    assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"  # the log's tail, kept in the status
+
+
 def test_static_pods_meet_pod_security_restricted() -> None:
     pod = live.static_pod_spec(deployment(), static_version(), SERVER)
     assert pod["securityContext"]["runAsNonRoot"] is True

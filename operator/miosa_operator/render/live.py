@@ -116,6 +116,9 @@ def static_pod_spec(deployment: Deployment, version: DeploymentVersion, server: 
         "volumeMounts": [site, {"name": "artifacts-token", "mountPath": TOKEN_DIR, "readOnly": True}],
         "securityContext": container_security_context(),
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        # A refused release says why in the pod's status (`kubectl describe`), not only in a
+        # log the kubelet may already have collected by the time someone looks.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     probe = {"httpGet": {"path": "/healthz", "port": port}}
     return {
