@@ -541,6 +541,19 @@ def test_a_warm_worker_killed_between_jobs_is_replaced(warm: WarmWorkers) -> Non
     assert warm.pids() != [worker] and len(warm.pids()) == 1
 
 
+def test_a_warm_worker_that_dies_after_it_was_found_alive_is_replaced(warm: WarmWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
+    (worker,) = warm.pids()
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:  # until reaped
+        time.sleep(0.01)
+    # the moment between the liveness check and the job's send: it still looks alive
+    monkeypatch.setattr(isolation._WarmWorker, "alive", lambda self: True)
+    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"  # not a crash counted against the version
+    assert warm.pids() != [worker] and len(warm.pids()) == 1
+
+
 def test_a_warm_worker_killed_during_a_job_is_a_crash_and_not_kept(warm: WarmWorkers) -> None:
     def kill_worker() -> None:
         for child in multiprocessing.active_children():

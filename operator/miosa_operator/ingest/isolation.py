@@ -179,8 +179,9 @@ def ingest_isolated(
             )
             process.start()
         else:
-            process = WARM.take(_WarmKey(tenant, budget.niceness, budget.memory_bytes))
-            process.send(job, (bundle_r, messages_w, out.fileno()))
+            process = WARM.start(
+                _WarmKey(tenant, budget.niceness, budget.memory_bytes), job, (bundle_r, messages_w, out.fileno())
+            )
     finally:
         os.close(bundle_r)
         os.close(messages_w)
@@ -300,6 +301,19 @@ class WarmWorkers:
         if found is not None:
             found.close()
         return _WarmWorker(key)
+
+    def start(self, key: _WarmKey, job: dict[str, Any], fds: tuple[int, int, int]) -> _WarmWorker:
+        """A worker of ``key`` that has the job: an idle one, or a new one when the idle one
+        died after ``take`` found it alive (its end of the connection is closed, the send
+        fails). Without this a worker's own death while idle would count against the version."""
+        warm = self.take(key)
+        try:
+            warm.send(job, fds)
+        except OSError:
+            warm.close()
+            warm = _WarmWorker(key)  # once: a new worker that cannot take a job is a fault of ours
+            warm.send(job, fds)
+        return warm
 
     def give_back(self, warm: _WarmWorker) -> None:
         if warm.jobs >= self.max_jobs or not warm.alive():
