@@ -9,7 +9,6 @@ handler runs that finished.
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,12 +107,7 @@ def test_two_shards_split_thirty_concurrent_versions_without_handling_one_twice(
     env.s3().put_object(Bucket=UPLOADS_BUCKET, Key=key, Body=bundle)
     uri = f"s3://{UPLOADS_BUCKET}/{key}"
     objects.create_deployment("busy")
-    names = [f"busy-{i:02d}" for i in range(30)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
-        list(pool.map(lambda n: objects.create_version(n, static_spec("busy", uri, sha256(bundle))), names))
-    for name in names:
-        objects.wait_state(name, "ready", "failed", timeout=180)
-    versions = [objects.version(n) for n in names]
+    versions = objects.create_versions_at_once([f"busy-{i:02d}" for i in range(30)], static_spec("busy", uri, sha256(bundle)))
     assert {v["status"]["state"] for v in versions} == {"ready"}
 
     # Numbers stay unique and gapless with claims from two processes.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import re
 from typing import Any
@@ -183,13 +182,8 @@ def test_thirty_concurrent_versions_get_numbers_one_to_thirty(env: Environment, 
     bundle = tar_gz(SITE)
     uri = upload(env, f"{s3_prefix}s.tar.gz", bundle)
     objects.create_deployment("busy")
-    names = [f"busy-{i:02d}" for i in range(30)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
-        list(pool.map(lambda n: objects.create_version(n, static_spec("busy", uri, sha256(bundle))), names))
-    for name in names:
-        objects.wait_state(name, "ready", "failed", timeout=180)
-    numbers = sorted(objects.version(n)["status"]["versionNumber"] for n in names)
-    assert numbers == list(range(1, 31))
+    versions = objects.create_versions_at_once([f"busy-{i:02d}" for i in range(30)], static_spec("busy", uri, sha256(bundle)))
+    assert sorted(v["status"]["versionNumber"] for v in versions) == list(range(1, 31))
     deployment = objects.deployment("busy")["status"]
     assert deployment["lastVersionNumber"] == 30 and not deployment.get("pendingNumbers")
 
