@@ -170,7 +170,6 @@ def test_a_stored_static_workload_has_not_drifted() -> None:
         if "projected" in volume:
             volume["projected"]["defaultMode"] = 420
     for container in [*pod["containers"], *pod["initContainers"]]:
-        container.update(
-            terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File", imagePullPolicy="IfNotPresent"
-        )
+        defaults = {"terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}
+        container.update({**defaults, "imagePullPolicy": "IfNotPresent", **container})  # the server keeps what was set
     assert not workload_drifted(body, stored)
