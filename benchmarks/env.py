@@ -176,6 +176,17 @@ class BenchEnv:
             counts[key] = counts.get(key, 0.0) + value
         return counts
 
+    def server_cpu_seconds(self) -> dict[str, float]:
+        """CPU used so far by each server of the environment (etcd, kube-apiserver, the S3
+        server, ...): what both sides of a comparison cost the machine besides themselves."""
+        used: dict[str, float] = {}
+        for pid_file in sorted((self.spec.env_dir / "run").glob("*.pid")):
+            try:
+                used[pid_file.stem] = tree_cpu_seconds(int(pid_file.read_text().split()[0]))
+            except (OSError, ValueError, IndexError):
+                continue
+        return used
+
     # ------------------------------------------------------------------ namespaces
     def create_namespace(self, name: str) -> None:
         from kubernetes import client

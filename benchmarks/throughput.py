@@ -44,6 +44,21 @@ def _all_terminal(watcher: Watcher, total: int) -> bool:
     return watcher.count(lambda s: s.get("state") in ("ready", "failed")) >= total
 
 
+def _spent(before: dict[str, float], after: dict[str, float], benchmark_cpu: float) -> dict[str, float]:
+    """CPU seconds each server used between two readings; ``benchmark``: this process's own
+    (the creates and the watch on the operator's side; only the watch on the baseline's,
+    whose creates are counted in its own process)."""
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    if benchmark_cpu:
+        spent["benchmark"] = benchmark_cpu
+    return spent
+
+
+def _per_version(spent: dict[str, float], total: int) -> str:
+    top = sorted(spent.items(), key=lambda item: -item[1])
+    return ", ".join(f"{name} {seconds / total * 1000:.1f}" for name, seconds in top if seconds > 0) + " ms"
+
+
 def run(ctx: Context) -> None:
     total = ctx.scale(1000, 200)
     workers = operator_max_workers()
@@ -58,6 +73,7 @@ def run(ctx: Context) -> None:
     ctx.log(f"throughput: operator, {total} versions over {DEPLOYMENTS} Deployments")
     cpu_before = ctx.operator.cpu_seconds()
     own_cpu_before = ctx.operator.own_cpu_seconds()
+    servers_before, bench_before = ctx.env.server_cpu_seconds(), time.process_time()
     before = costs.Snapshot.take(ctx.env, watcher)
     t0 = time.monotonic()
     parallel(lambda pair: op.create_version(pair[1], static_spec(pair[0], uri, bundle.sha256)), names, CREATORS)
@@ -67,6 +83,7 @@ def run(ctx: Context) -> None:
         op_elapsed = max(t for t, n, s in watcher.events if s.get("state") in ("ready", "failed")) - t0
         op_cpu = ctx.operator.cpu_seconds() - cpu_before
         op_own_cpu = ctx.operator.own_cpu_seconds() - own_cpu_before
+        op_servers = _spent(servers_before, ctx.env.server_cpu_seconds(), time.process_time() - bench_before)
         ctx.operator.settle()  # kopf's trailing writes belong to these versions too
         op_requests = costs.per_version(before, costs.Snapshot.take(ctx.env, watcher), total)
     finally:
@@ -90,6 +107,7 @@ def run(ctx: Context) -> None:
     watcher = Watcher(ctx.env, "dver", base_ns)
     before = costs.Snapshot.take(ctx.env, watcher)
     cpu_before = time.process_time()
+    servers_before = ctx.env.server_cpu_seconds()
     ctx.log(f"throughput: baseline, {workers} worker threads")
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -110,6 +128,7 @@ def run(ctx: Context) -> None:
         watcher.close()
     base_elapsed = max(t for t, n, s in watcher.events if s.get("state") in ("ready", "failed")) - t0
     base_cpu = time.process_time() - cpu_before
+    base_servers = _spent(servers_before, ctx.env.server_cpu_seconds(), 0.0)  # its process: base_cpu
     ctx.log(
         f"  baseline: {base_elapsed:.1f}s, benchmark process CPU {base_cpu:.0f}s; per version: {costs.summary(base_requests)}"
     )
@@ -125,7 +144,10 @@ def run(ctx: Context) -> None:
         "baseline_workers": workers,
         "baseline_process_cpu_s": base_cpu,
         "api_requests_per_version": {"operator": op_requests, "baseline": base_requests},
+        "server_cpu_s": {"operator": op_servers, "baseline": base_servers},
     }
+    ctx.log(f"  CPU of the rest of the machine, operator: {_per_version(op_servers, total)}")
+    ctx.log(f"  CPU of the rest of the machine, baseline: {_per_version(base_servers, total)}")
     ctx.results.add(
         Row(
             "2",
@@ -158,6 +180,27 @@ def run(ctx: Context) -> None:
             "ms",
             base_cpu / total * 1000,
             "plain script's whole process, incl. its creates and ingestion",
+        )
+    )
+    ctx.results.add(
+        Row(
+            "2",
+            "CPU per version of everything else (throughput run: API server, etcd, S3 server, the benchmark's creates and watch, ...)",
+            sum(op_servers.values()) / total * 1000,
+            "ms",
+            sum(base_servers.values()) / total * 1000,
+            "the same for the plain script (its own process excluded: above)",
+            note=_per_version(op_servers, total) + " vs " + _per_version(base_servers, total),
+        )
+    )
+    ctx.results.add(
+        Row(
+            "2",
+            "CPU per version of the whole machine (throughput run: the two rows above added)",
+            (op_cpu + sum(op_servers.values())) / total * 1000,
+            "ms",
+            (base_cpu + sum(base_servers.values())) / total * 1000,
+            "plain script and everything else",
         )
     )
     ctx.results.add(
