@@ -656,6 +656,55 @@ def test_the_claims_release_and_the_labels_overlap_the_ingestion(tmp_path: Path)
     assert not env.dep()["status"].get("pendingNumbers")
 
 
+class HeadSignals:
+    """A store whose HEAD says that it started."""
+
+    def __init__(self, inner: StoreRouter) -> None:
+        self.inner, self.heading = inner, threading.Event()
+
+    def head(self, uri: str) -> Any:
+        self.heading.set()
+        return self.inner.head(uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_the_reads_after_the_deployments_overlap_it_and_the_number_claim(tmp_path: Path) -> None:
+    """The unnumbered versions are listed while the Deployment is read, and the bundle's HEAD
+    runs while the number is claimed: each waits below for the other, which sequential code
+    would never start (the waits then time out: False)."""
+    env = Env(tmp_path, number_order_patience=10.0)
+    store = HeadSignals(env.store)
+    env.controller = VersionController(env.kube, store, env.config, env.events, env.clock)  # type: ignore[arg-type]
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    listed, overlapped = threading.Event(), []
+    env.kube.inject("list", lambda **_: listed.set(), when=lambda plural, **_: plural == VERSIONS)
+    env.kube.inject("get", lambda **_: overlapped.append(listed.wait(5)), when=lambda plural, **_: plural == DEPLOYMENTS)
+    claim = lambda **_: overlapped.append(store.heading.wait(5))  # noqa: E731
+    env.kube.inject("patch_status", claim, when=lambda plural, **_: plural == DEPLOYMENTS)
+    version = env.run("site-v1")
+    assert overlapped == [True, True]
+    assert version["status"]["state"] == "ready" and version["status"]["versionNumber"] == 1
+
+
+def test_a_version_waiting_for_its_deployment_reads_nothing_ahead(env: Env) -> None:
+    """Polled until the Deployment exists: no LIST and no HEAD per poll (a tenant's orphans
+    would otherwise cost the API server and the store one of each per second)."""
+    store = HeadSignals(env.store)
+    env.controller = VersionController(env.kube, store, env.config, env.events, env.clock)  # type: ignore[arg-type]
+    uri, digest = env.bundle()
+    env.static_version("site-v1", "site", uri, digest)
+    assert isinstance(env.step("site-v1"), Retry)  # DeploymentNotFound written (read ahead once, as for any version)
+    store.heading.clear()
+    listed = env.kube.inject("list", lambda **_: None, when=lambda plural, **_: plural == VERSIONS)
+    for _ in range(3):
+        assert isinstance(env.step("site-v1"), Retry)
+    assert not store.heading.is_set() and listed.seen == 0
+
+
 def test_numbers_follow_creation_order_within_the_patience(tmp_path: Path) -> None:
     env = Env(tmp_path, number_order_patience=10.0)
     env.deployment()

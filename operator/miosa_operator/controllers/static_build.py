@@ -26,6 +26,7 @@ import hashlib
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -38,7 +39,7 @@ from ..ingest.bundle import BundleRejected, IngestResult, ingest_bundle
 from ..ingest.common import human
 from ..ingest.isolation import Budget, Usage, ingest_isolated
 from ..settings import Settings
-from ..store.base import ArtifactNotFound, ArtifactStore, StoreAccessDenied, StoreError, TransientStoreError
+from ..store.base import ArtifactNotFound, ArtifactStore, ObjectInfo, StoreAccessDenied, StoreError, TransientStoreError
 from ..store.router import join_uri
 from .common import Clock, Failure, Obj, Retry
 
@@ -110,10 +111,13 @@ class StaticBuild:
         return join_uri(self.config.releases_uri, version.metadata.namespace, status.deployment_id, status.id)
 
     # ------------------------------------------------------------------ step 1
-    def prepare(self, version: DeploymentVersion, source: str) -> Prepared | Rejected:
-        """The bundle's size, without reading it; raises ``StoreWait`` while it is missing."""
+    def prepare(
+        self, version: DeploymentVersion, source: str, head: Future[ObjectInfo | None] | None = None
+    ) -> Prepared | Rejected:
+        """The bundle's size, without reading it; raises ``StoreWait`` while it is missing.
+        ``head``: the HEAD of ``source`` if it was already asked for (its errors are the same)."""
         try:
-            info = self.store.head(source)
+            info = head.result() if head is not None else self.store.head(source)
         except TransientStoreError as exc:
             raise store_wait(exc, f"cannot look up {source}") from exc
         except StoreError as exc:

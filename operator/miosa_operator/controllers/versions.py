@@ -54,7 +54,7 @@ from ..domain.numbering import Counter, claim_number, counter_from_status, seed
 from ..ingest.isolation import IngestionInterrupted, IngestionTimedOut, WorkerCrashed, ingest_isolated
 from ..kube.client import ApiError, Conflict, KubeApi, TransientApiError
 from ..settings import Settings
-from ..store.base import ArtifactStore
+from ..store.base import ArtifactStore, ObjectInfo
 from ..store.sources import SourceNotAllowed
 from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, parse_time, utcnow
 from .gate_log import GateTranscript
@@ -132,6 +132,10 @@ class VersionController:
         # (the ingestion): two round trips off the path to ready. Settled before the next write.
         self._after_writes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="miosa-after-write")
         self._following: dict[str, Future[None]] = {}
+        # Reads whose answers come later in the reconcile (the versions numbered before this
+        # one, the bundle's size) are started with the first read: their round trips overlap.
+        self._reads_ahead = ThreadPoolExecutor(max_workers=8, thread_name_prefix="miosa-read-ahead")
+        self._ahead: dict[str, _ReadsAhead] = {}
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:
@@ -148,12 +152,15 @@ class VersionController:
             except ApiError as exc:  # the next run decides again (a claimed number stays pending until then)
                 log.warning("%s/%s: status not written: %s", version.metadata.namespace, version.metadata.name, exc)
             raise
+        finally:
+            self._drop_reads_ahead(version.metadata.uid)
         self._flush(version)
         self._settle(version.metadata.uid)
         return state
 
     def _reconcile(self, version: DeploymentVersion) -> VersionState:
         version = self._ensure_identity(version)
+        self._read_ahead(version)
         deployment = self.kube.get(meta.DEPLOYMENT_PLURAL, version.metadata.namespace, version.spec.deployment_ref.name)
         if deployment is None:
             self._ensure_labels(version)  # listed by its labels while it waits
@@ -272,23 +279,29 @@ class VersionController:
         order (creationTimestamp, then name) as users expect.  Bounded by the configured
         patience: uniqueness and gaplessness never depend on it, only the order does."""
         created = version.metadata.creation_timestamp
-        patience = timedelta(seconds=self.config.number_order_patience)
-        if created is None or self.clock() - created >= patience:
+        if created is None or not self._in_number_order_window(version):
             return
         claimed = ((deployment or {}).get("status") or {}).get("pendingNumbers") or {}
         mine = (created, version.metadata.name)
-        selector = f"spec.deploymentRef.name={version.spec.deployment_ref.name}"
-        # Only versions not yet labelled with a number: a long history is not read every time.
-        unnumbered = f"!{meta.LABEL_VERSION_NUMBER}"
-        listed = self.kube.list(
-            meta.VERSION_PLURAL, version.metadata.namespace, label_selector=unnumbered, field_selector=selector
-        )
+        ahead = self._ahead.get(version.metadata.uid)
+        listed = ahead.unnumbered.result() if ahead and ahead.unnumbered else self._unnumbered(version)
         for other in listed:
             if (other.get("status") or {}).get("versionNumber") or other["metadata"].get("uid") in claimed:
                 continue
             theirs = (parse_time(other["metadata"].get("creationTimestamp")), other["metadata"]["name"])
             if theirs[0] is not None and (theirs[0], theirs[1]) < mine:
                 raise Retry(f"numbering after the earlier version {theirs[1]}", delay=0.3)
+
+    def _in_number_order_window(self, version: DeploymentVersion) -> bool:
+        created = version.metadata.creation_timestamp
+        patience = timedelta(seconds=self.config.number_order_patience)
+        return created is not None and self.clock() - created < patience
+
+    def _unnumbered(self, version: DeploymentVersion) -> list[Obj]:
+        """The Deployment's versions without a number label: a long history is not read."""
+        selector = f"spec.deploymentRef.name={version.spec.deployment_ref.name}"
+        unnumbered = f"!{meta.LABEL_VERSION_NUMBER}"
+        return self.kube.list(meta.VERSION_PLURAL, version.metadata.namespace, label_selector=unnumbered, field_selector=selector)
 
     def _numbered(self, namespace: str, deployment: str, uid: str) -> Callable[[DeploymentVersion], None]:
         def release_and_label(version: DeploymentVersion) -> None:
@@ -382,11 +395,49 @@ class VersionController:
             return cached[0]
         assert version.spec.artifact is not None, "the CRD requires an artifact for static versions"
         source = self.config.source_policy.check(version.spec.artifact.uri, version.metadata.namespace)
+        ahead = self._ahead.get(version.metadata.uid)
         try:
-            return self.static_build.prepare(version, source)
+            return self.static_build.prepare(version, source, ahead.head if ahead else None)
         except StoreWait as wait:
             self._show(version, wait.health)
             raise
+
+    # ------------------------------------------------------------------ reads ahead
+    def _read_ahead(self, version: DeploymentVersion) -> None:
+        """Start the reads this reconcile will need after the Deployment's: the unnumbered
+        versions (numbering order) and the bundle's HEAD (its size picks the slot). Both are
+        answers about the moment they were asked, as they would be a round trip later.
+        Not while the version waits for its Deployment: it is polled until then."""
+        ready = get_condition(version.status.conditions, READY)
+        if ready is not None and ready.reason == Reason.DEPLOYMENT_NOT_FOUND:
+            return
+        reads = _ReadsAhead()
+        if not version.status.version_number and self._in_number_order_window(version):
+            reads.unnumbered = self._reads_ahead.submit(self._unnumbered, version)
+        source = self._bundle_source(version)
+        with self._held_lock:
+            looked_up = version.metadata.uid in self._prepared
+        if source is not None and not looked_up:
+            reads.head = self._reads_ahead.submit(self.store.head, source)
+        if reads.unnumbered or reads.head:
+            with self._held_lock:
+                self._ahead[version.metadata.uid] = reads
+
+    def _bundle_source(self, version: DeploymentVersion) -> str | None:
+        """The bundle a static version may read (never one outside its tenant's uploads)."""
+        if version.spec.kind != VersionKind.STATIC or version.spec.artifact is None or version.status.artifact_uri:
+            return None
+        try:
+            return self.config.source_policy.check(version.spec.artifact.uri, version.metadata.namespace)
+        except SourceNotAllowed:
+            return None
+
+    def _drop_reads_ahead(self, uid: str) -> None:
+        with self._held_lock:
+            reads = self._ahead.pop(uid, None)
+        for future in (reads.unnumbered, reads.head) if reads else ():
+            if future is not None:
+                future.cancel()  # not started yet: never; running: its answer goes unused
 
     def _ingest(self, version: DeploymentVersion, prepared: Prepared, niceness: int) -> Built | Rejected:
         """One attempt; every way out that decides nothing closes the attempt and says why."""
@@ -597,6 +648,12 @@ class VersionController:
 def _run_all(steps: list[Callable[[DeploymentVersion], None]], version: DeploymentVersion) -> None:
     for step in steps:
         step(version)
+
+
+@dataclasses.dataclass
+class _ReadsAhead:
+    unnumbered: Future[list[Obj]] | None = None
+    head: Future[ObjectInfo | None] | None = None
 
 
 @dataclasses.dataclass
