@@ -705,6 +705,108 @@ def test_a_version_waiting_for_its_deployment_reads_nothing_ahead(env: Env) -> N
     assert not store.heading.is_set() and listed.seen == 0
 
 
+def test_a_new_versions_bundle_is_verified_while_its_number_is_claimed(tmp_path: Path) -> None:
+    """The claim on the Deployment waits below for the ingestion to start, which sequential
+    code starts only after it (the wait then times out: False). Nothing is stored before the
+    attempt is recorded."""
+    from miosa_operator.controllers.static_build import in_process
+
+    ingesting, overlapped = threading.Event(), []
+
+    def ingest(*args: Any, **kwargs: Any) -> Any:
+        ingesting.set()
+        return in_process(*args, **kwargs)
+
+    env = Env(tmp_path, ingest=ingest)
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    claim = lambda **_: overlapped.append(ingesting.wait(5))  # noqa: E731
+    env.kube.inject("patch_status", claim, when=lambda plural, **_: plural == DEPLOYMENTS)
+    building_first = lambda **_: overlapped.append(env.release_files() == [])  # noqa: E731
+    env.kube.inject(
+        "patch_status", building_first, when=lambda plural, status, **_: plural == VERSIONS and "buildAttempts" in status
+    )
+    version = env.run("site-v1")
+    assert overlapped == [True, True]
+    assert version["status"]["state"] == "ready" and version["status"]["versionNumber"] == 1
+    assert env.controller.slots.running() == {}
+
+
+class HeldIngestion:
+    """An in-process ingestion that waits for ``go`` and counts its calls."""
+
+    def __init__(self) -> None:
+        self.go, self.calls = threading.Event(), 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from miosa_operator.controllers.static_build import in_process
+
+        self.calls += 1
+        assert self.go.wait(10)
+        return in_process(*args, **kwargs)
+
+    def release_soon(self) -> None:
+        threading.Timer(0.2, self.go.set).start()
+
+
+def test_a_verification_abandoned_by_its_reconcile_is_adopted_by_the_next(tmp_path: Path) -> None:
+    ingest = HeldIngestion()
+    env = Env(tmp_path, ingest=ingest)
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.kube.inject("patch_status", TransientApiError("etcd leader changed"), when=lambda plural, **_: plural == DEPLOYMENTS)
+    with pytest.raises(TransientApiError):
+        env.step("site-v1")  # the number claim failed while the bundle was being verified
+    assert env.controller.slots.running() == {NS: 1} and env.release_files() == []  # its slot, nothing stored
+    assert state(env.get("site-v1")) == "created"
+    ingest.release_soon()
+    version = env.run("site-v1")
+    assert version["status"]["state"] == "ready" and version["status"]["versionNumber"] == 1
+    assert ingest.calls == 1 and env.controller.slots.running() == {}  # adopted, not verified twice
+
+
+def test_an_abandoned_verification_of_another_identity_ends_before_the_version_starts_again(tmp_path: Path) -> None:
+    ingest = HeldIngestion()
+    env = Env(tmp_path, ingest=ingest)
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.kube.inject("patch_status", TransientApiError("timeout"), when=lambda plural, **_: plural == VERSIONS)
+    with pytest.raises(TransientApiError):
+        env.step("site-v1")  # the identity was never written: the next reconcile gives it another
+    wait = env.step("site-v1")
+    assert isinstance(wait, Retry) and "still running" in str(wait) and ingest.calls == 1
+    ingest.go.set()
+    deadline = time.monotonic() + 5
+    while env.controller.slots.running() and time.monotonic() < deadline:  # it ends; its slot comes back
+        time.sleep(0.01)
+    assert env.controller.slots.running() == {} and env.release_files() == []
+    version = env.run("site-v1")
+    assert version["status"]["state"] == "ready" and ingest.calls == 2
+
+
+def test_no_verification_ahead_while_an_earlier_version_waits_for_its_number(tmp_path: Path) -> None:
+    """It would be abandoned at every poll of the numbering order."""
+    from miosa_operator.controllers.static_build import in_process
+
+    ingested: list[str] = []
+
+    def ingest(*args: Any, **kwargs: Any) -> Any:
+        ingested.append("x")
+        return in_process(*args, **kwargs)
+
+    env = Env(tmp_path, ingest=ingest, number_order_patience=10.0)
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-a", "site", uri, digest)
+    env.clock.advance(1)
+    env.static_version("site-b", "site", uri, digest)
+    assert isinstance(env.step("site-b"), Retry)  # numbering after site-a
+    assert ingested == [] and env.controller.slots.running() == {}
+
+
 def test_numbers_follow_creation_order_within_the_patience(tmp_path: Path) -> None:
     env = Env(tmp_path, number_order_patience=10.0)
     env.deployment()

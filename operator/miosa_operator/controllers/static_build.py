@@ -5,9 +5,11 @@ Two steps, so that the version controller can queue between them (``ingestion_sl
 1. ``prepare``: decide where the bundle is and how big, without reading it — the source is
    already confined to the tenant (``store.sources``, checked by the controller); a ``HEAD``
    gives its size (the slot's bytes in flight) or says it is not there yet.
-2. ``run``: stream it once through an ingestion worker (``ingest.isolation``: limited memory
-   and CPU) into a temporary file; only after it verified is the canonical ``dist.tar.zst``
-   written, with ``put_if_absent`` so a retry after a crash never writes a different object
+2. ``run`` = ``verify`` then ``conclude``. ``verify`` streams it once through an ingestion
+   worker (``ingest.isolation``: limited memory and CPU) into a temporary file and stores
+   nothing, so it may start before the version has its number (the controller overlaps it
+   with the number claim). ``conclude``, once the version is numbered and its attempt
+   recorded, writes the canonical ``dist.tar.zst`` with ``put_if_absent`` so a retry after a crash never writes a different object
    and an existing one is never overwritten (ingestion is deterministic anyway). A
    human-readable, timestamped ``build.log`` is written next to it, for failures too.
    Nothing is ever written outside ``<releases>/<tenant>/<dep id>/<ver id>/``.
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import IO, Any
 
 from ..api.conditions import Reason
 from ..api.models import DeploymentVersion
@@ -81,6 +83,28 @@ class Built:
 class Rejected:
     failure: Failure
     build_log_uri: str | None
+
+
+@dataclass
+class Verified:
+    """A bundle that passed: its canonical release in a temporary file (``conclude`` or
+    ``discard`` closes it), and the build log so far."""
+
+    result: IngestResult
+    release: IO[bytes]
+    log: BuildLog
+
+    def discard(self) -> None:
+        self.release.close()
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A bundle that did not pass, and why; the log is stored by ``conclude``."""
+
+    reason: Reason
+    message: str
+    log: BuildLog
 
 
 Ingest = Callable[..., IngestResult]
@@ -138,38 +162,71 @@ class StaticBuild:
     def run(
         self, version: DeploymentVersion, prepared: Prepared, cancel: threading.Event | None = None, niceness: int | None = None
     ) -> Built | Rejected:
+        return self.conclude(version, self.verify(version, prepared, cancel, niceness))
+
+    def verify(
+        self, version: DeploymentVersion, prepared: Prepared, cancel: threading.Event | None = None, niceness: int | None = None
+    ) -> Verified | Refused:
+        """Read and check the bundle and write its canonical release into a temporary file;
+        nothing is stored yet (so it may run before the version has its number)."""
+        log = self._log(version)
+        out = tempfile.TemporaryFile(prefix="miosa-release-")  # noqa: SIM115 - handed on: ``Verified`` closes it
+        try:
+            outcome = self._read_into(out, version, prepared, log, cancel, niceness)
+        except BaseException:
+            out.close()
+            raise
+        if isinstance(outcome, Refused):
+            out.close()
+            return outcome
+        return Verified(outcome, out, log)
+
+    def _read_into(
+        self,
+        out: IO[bytes],
+        version: DeploymentVersion,
+        prepared: Prepared,
+        log: BuildLog,
+        cancel: threading.Event | None,
+        niceness: int | None,
+    ) -> IngestResult | Refused:
         artifact = version.spec.artifact
         assert artifact is not None, "the CRD requires an artifact for static versions"
-        prefix = self.release_prefix(version)
-        canonical_uri = join_uri(prefix, "dist.tar.zst")
-        log = self._log(version)
-        with tempfile.TemporaryFile(prefix="miosa-release-") as out:
-            try:
-                with self.store.open_read(prepared.source) as source:
-                    result = self.ingest(
-                        source,
-                        out,
-                        expected_sha256=artifact.sha256,
-                        entrypoint=artifact.entrypoint,
-                        limits=self.config.limits,
-                        budget=self._budget(niceness),
-                        log=log.line,
-                        cancel=cancel,
-                        tenant=version.metadata.namespace,
-                        usage=lambda used: log.line(
-                            f"ingestion worker: {used.cpu_seconds:.2f} s CPU, peak {human(used.peak_rss)} resident"
-                        ),
-                    )
-            except BundleRejected as rejected:
-                return self.reject(version, Reason(rejected.reason), rejected.message, log)
-            except ArtifactNotFound:  # deleted between HEAD and GET: look again from the start
-                raise StoreWait(
-                    Health.reconciling(Reason.ARTIFACT_PENDING, f"{prepared.source} disappeared; looking again")
-                ) from None
-            except TransientStoreError as exc:
-                raise store_wait(exc, f"reading {prepared.source}") from exc
-            except StoreError as exc:
-                return self.reject(version, Reason.ARTIFACT_UNREADABLE, f"cannot read {prepared.source}: {exc}", log)
+        try:
+            with self.store.open_read(prepared.source) as source:
+                return self.ingest(
+                    source,
+                    out,
+                    expected_sha256=artifact.sha256,
+                    entrypoint=artifact.entrypoint,
+                    limits=self.config.limits,
+                    budget=self._budget(niceness),
+                    log=log.line,
+                    cancel=cancel,
+                    tenant=version.metadata.namespace,
+                    usage=lambda used: log.line(
+                        f"ingestion worker: {used.cpu_seconds:.2f} s CPU, peak {human(used.peak_rss)} resident"
+                    ),
+                )
+        except BundleRejected as rejected:
+            return Refused(Reason(rejected.reason), rejected.message, log)
+        except ArtifactNotFound:  # deleted between HEAD and GET: look again from the start
+            raise StoreWait(
+                Health.reconciling(Reason.ARTIFACT_PENDING, f"{prepared.source} disappeared; looking again")
+            ) from None
+        except TransientStoreError as exc:
+            raise store_wait(exc, f"reading {prepared.source}") from exc
+        except StoreError as exc:
+            return Refused(Reason.ARTIFACT_UNREADABLE, f"cannot read {prepared.source}: {exc}", log)
+
+    def conclude(self, version: DeploymentVersion, verified: Verified | Refused) -> Built | Rejected:
+        """Store what ``verify`` decided under the version's release prefix (it needs the
+        version's number and ids): the release and the build log, or the log of the refusal."""
+        if isinstance(verified, Refused):
+            return self.reject(version, verified.reason, verified.message, verified.log)
+        result, log = verified.result, verified.log
+        canonical_uri = join_uri(self.release_prefix(version), "dist.tar.zst")
+        with verified.release as out:
             out.seek(0)
             stored_sha = self._store_canonical(canonical_uri, out, result.canonical_bytes, result.canonical_sha256, log)
         log.line(f"ready: {result.manifest.files} files, {result.manifest.total_bytes} bytes, release {canonical_uri}")

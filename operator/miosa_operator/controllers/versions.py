@@ -20,6 +20,13 @@ Deployment is released, and the labels written (once, number included), right af
 write that records the number.  A version's Deployment is read once per reconcile; the
 counter's compare-and-swap catches a stale read.
 
+Overlap on the path to ``ready``: the reads a reconcile needs after the Deployment's (the
+unnumbered versions, the bundle's HEAD) are started with it, and a new static version's
+bundle is verified while its number is claimed (``_verify_ahead``): it only reads and checks
+into a temporary file; the attempt is recorded (``building``) and the release stored after
+the number, as before.  A reconcile that stops before then abandons it (the slot is given
+back when it ends; nothing was stored).
+
 Build scheduling (static versions): the source is confined to the tenant before anything is
 read (``SourceNotAllowed``), then the version waits in ``created`` for an ingestion slot
 (``ingestion_slots``: bounded, fair per tenant) and moves to ``building`` when it gets one.
@@ -59,8 +66,8 @@ from ..store.sources import SourceNotAllowed
 from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, parse_time, utcnow
 from .gate_log import GateTranscript
 from .health_gate import HealthGate
-from .ingestion_slots import IngestionSlots, Queued
-from .static_build import Built, Ingest, Prepared, Rejected, StaticBuild, StoreWait
+from .ingestion_slots import IngestionSlots, Queued, Slot
+from .static_build import Built, Ingest, Prepared, Refused, Rejected, StaticBuild, StoreWait, Verified
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +143,13 @@ class VersionController:
         # one, the bundle's size) are started with the first read: their round trips overlap.
         self._reads_ahead = ThreadPoolExecutor(max_workers=8, thread_name_prefix="miosa-read-ahead")
         self._ahead: dict[str, _ReadsAhead] = {}
+        # A new version's bundle is verified while its number is claimed (``_verify_ahead``);
+        # each holds an ingestion slot, so the slots bound these threads' work.
+        self._verifying = ThreadPoolExecutor(
+            max_workers=max(1, config.max_concurrent_ingestions), thread_name_prefix="miosa-verify-ahead"
+        )
+        self._abandoned: dict[str, _Verification] = {}
+        """Verifications whose reconcile stopped before the number: the next one adopts them."""
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:
@@ -166,6 +180,7 @@ class VersionController:
             self._ensure_labels(version)  # listed by its labels while it waits
             self._wait_for_deployment(version)
         assert deployment is not None
+        self._verify_ahead(version, deployment)
         version = self._ensure_number(version, deployment)
         failure = self._check_kind(version, deployment) or self._check_sources(version) or self._check_interruptions(version)
         if failure is None:
@@ -278,24 +293,18 @@ class VersionController:
         """Let versions created earlier take their numbers first, so numbers follow creation
         order (creationTimestamp, then name) as users expect.  Bounded by the configured
         patience: uniqueness and gaplessness never depend on it, only the order does."""
-        created = version.metadata.creation_timestamp
-        if created is None or not self._in_number_order_window(version):
+        if not self._in_number_order_window(version):
             return
-        claimed = ((deployment or {}).get("status") or {}).get("pendingNumbers") or {}
-        mine = (created, version.metadata.name)
         ahead = self._ahead.get(version.metadata.uid)
         listed = ahead.unnumbered.result() if ahead and ahead.unnumbered else self._unnumbered(version)
-        for other in listed:
-            if (other.get("status") or {}).get("versionNumber") or other["metadata"].get("uid") in claimed:
-                continue
-            theirs = (parse_time(other["metadata"].get("creationTimestamp")), other["metadata"]["name"])
-            if theirs[0] is not None and (theirs[0], theirs[1]) < mine:
-                raise Retry(f"numbering after the earlier version {theirs[1]}", delay=0.3)
+        earlier = _earlier_unnumbered(version, deployment, listed)
+        if earlier is not None:
+            raise Retry(f"numbering after the earlier version {earlier}", delay=0.3)
 
     def _in_number_order_window(self, version: DeploymentVersion) -> bool:
         created = version.metadata.creation_timestamp
         patience = timedelta(seconds=self.config.number_order_patience)
-        return created is not None and self.clock() - created < patience
+        return not version.status.version_number and created is not None and self.clock() - created < patience
 
     def _unnumbered(self, version: DeploymentVersion) -> list[Obj]:
         """The Deployment's versions without a number label: a long history is not read."""
@@ -358,6 +367,14 @@ class VersionController:
         return version, failure
 
     def _build_static(self, version: DeploymentVersion) -> tuple[DeploymentVersion, Failure | None]:
+        ahead = self._ahead.get(version.metadata.uid)
+        if ahead is None or ahead.verifying is None:
+            adopted = self._adopt(version)
+            if adopted is not None:
+                ahead = self._ahead.setdefault(version.metadata.uid, _ReadsAhead())
+                ahead.verifying = adopted
+        if ahead is not None and ahead.verifying is not None:
+            return self._conclude_ahead(version, ahead)
         looked_up = self._look_up(version)
         if isinstance(looked_up, Rejected):
             version.status.build_log_uri = looked_up.build_log_uri
@@ -378,6 +395,22 @@ class VersionController:
             outcome = self._ingest(version, looked_up, slot.niceness)
         finally:
             self.slots.release(slot)
+        if isinstance(outcome, Built):
+            self._become_ready(version, outcome.fields)
+            return version, None
+        version.status.build_log_uri = outcome.build_log_uri
+        return version, outcome.failure
+
+    def _conclude_ahead(self, version: DeploymentVersion, ahead: _ReadsAhead) -> tuple[DeploymentVersion, Failure | None]:
+        """The attempt is recorded (``building``) before anything is stored; the verification
+        it covers may have started a few round trips earlier, while the number was claimed."""
+        assert ahead.verifying is not None
+        version = self._begin_attempt(version, "verifying the artifact")  # if it fails: abandoned (_drop_reads_ahead)
+        verifying, ahead.verifying = ahead.verifying, None
+        try:
+            outcome = self._ingest(version, verifying.future.result, verifying.slot.niceness)
+        finally:
+            self.slots.release(verifying.slot)  # the verification is over: ``_ingest`` waited for it
         if isinstance(outcome, Built):
             self._become_ready(version, outcome.fields)
             return version, None
@@ -412,7 +445,7 @@ class VersionController:
         if ready is not None and ready.reason == Reason.DEPLOYMENT_NOT_FOUND:
             return
         reads = _ReadsAhead()
-        if not version.status.version_number and self._in_number_order_window(version):
+        if self._in_number_order_window(version):
             reads.unnumbered = self._reads_ahead.submit(self._unnumbered, version)
         source = self._bundle_source(version)
         with self._held_lock:
@@ -422,6 +455,46 @@ class VersionController:
         if reads.unnumbered or reads.head:
             with self._held_lock:
                 self._ahead[version.metadata.uid] = reads
+
+    def _verify_ahead(self, version: DeploymentVersion, deployment: Obj) -> None:
+        """Start verifying a new static version's bundle before its number is claimed: the
+        claim's three round trips overlap the verification instead of preceding it.  Only
+        what decides nothing is done early: the bundle is read and checked into a temporary
+        file; the attempt is recorded (``building``) and the release stored only once the
+        version is numbered (``_conclude_ahead``).  Only where the usual path would start the
+        same ingestion at once: a first attempt, sources and kind in order, no earlier
+        version to wait for, a bundle of acceptable size, a slot free now."""
+        ahead = self._ahead.get(version.metadata.uid)
+        adopted = self._adopt(version)
+        if adopted is not None:
+            self._ahead.setdefault(version.metadata.uid, _ReadsAhead()).verifying = adopted
+            return
+        if (
+            ahead is None
+            or ahead.head is None
+            or version.status.build_attempts is not None
+            or self._check_kind(version, deployment)
+            or self._check_sources(version)
+        ):
+            return
+        try:
+            info = ahead.head.result()
+            listed = ahead.unnumbered.result() if ahead.unnumbered else []
+        except Exception:  # noqa: BLE001 - the usual path meets the same error and says so
+            return
+        if info is None or info.size > self.config.limits.max_bundle_bytes:
+            return
+        if _earlier_unnumbered(version, deployment, listed) is not None:
+            return
+        source = self._bundle_source(version)
+        assert source is not None  # ahead.head was asked for it
+        slot = self.slots.acquire(version.metadata.namespace, version.metadata.uid, info.size)
+        if isinstance(slot, Queued):
+            return  # the usual path queues it
+        future = self._verifying.submit(
+            self.static_build.verify, version, Prepared(source, info.size), self.stopping, slot.niceness
+        )
+        ahead.verifying = _Verification(future, slot, version.status.id)
 
     def _bundle_source(self, version: DeploymentVersion) -> str | None:
         """The bundle a static version may read (never one outside its tenant's uploads)."""
@@ -435,13 +508,52 @@ class VersionController:
     def _drop_reads_ahead(self, uid: str) -> None:
         with self._held_lock:
             reads = self._ahead.pop(uid, None)
-        for future in (reads.unnumbered, reads.head) if reads else ():
+        if reads is None:
+            return
+        for future in (reads.unnumbered, reads.head):
             if future is not None:
                 future.cancel()  # not started yet: never; running: its answer goes unused
+        if reads.verifying is not None:
+            # Abandoned (the reconcile stopped before the number was claimed): the next
+            # reconcile adopts it; if none does by the time it ends, its slot is given back
+            # and what it made dropped. Never a second ingestion of the version beside it.
+            abandoned = reads.verifying
+            with self._held_lock:
+                self._abandoned[uid] = abandoned
+            abandoned.future.add_done_callback(lambda _: self._end_abandoned(uid, abandoned))
 
-    def _ingest(self, version: DeploymentVersion, prepared: Prepared, niceness: int) -> Built | Rejected:
-        """One attempt; every way out that decides nothing closes the attempt and says why."""
+    def _end_abandoned(self, uid: str, abandoned: _Verification) -> None:
+        with self._held_lock:
+            if self._abandoned.get(uid) is not abandoned:
+                return  # adopted
+            del self._abandoned[uid]
+        self.slots.release(abandoned.slot)
+        if not abandoned.future.cancelled() and abandoned.future.exception() is None:
+            outcome = abandoned.future.result()
+            if isinstance(outcome, Verified):
+                outcome.discard()
+
+    def _adopt(self, version: DeploymentVersion) -> _Verification | None:
+        """An abandoned verification of this version, taken over; a Retry while one of another
+        identity (its identity write failed) still runs."""
+        uid = version.metadata.uid
+        with self._held_lock:
+            abandoned = self._abandoned.get(uid)
+            if abandoned is None:
+                return None
+            if abandoned.version_id == version.status.id:
+                del self._abandoned[uid]
+                return abandoned
+        raise Retry("an earlier verification of this version is still running", delay=1.0)
+
+    def _ingest(
+        self, version: DeploymentVersion, prepared: Prepared | Callable[[], Verified | Refused], niceness: int
+    ) -> Built | Rejected:
+        """One attempt; every way out that decides nothing closes the attempt and says why.
+        ``prepared``: the bundle to verify, or the answer of a verification already under way."""
         try:
+            if not isinstance(prepared, Prepared):
+                return self.static_build.conclude(version, prepared())
             return self.static_build.run(version, prepared, self.stopping, niceness)
         except StoreWait as wait:
             self._end_attempt(version, wait.health)
@@ -654,6 +766,30 @@ def _run_all(steps: list[Callable[[DeploymentVersion], None]], version: Deployme
 class _ReadsAhead:
     unnumbered: Future[list[Obj]] | None = None
     head: Future[ObjectInfo | None] | None = None
+    verifying: _Verification | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Verification:
+    """A bundle being verified ahead of its version's number, and the slot it holds."""
+
+    future: Future[Verified | Refused]
+    slot: Slot
+    version_id: str | None
+
+
+def _earlier_unnumbered(version: DeploymentVersion, deployment: Obj | None, listed: list[Obj]) -> str | None:
+    """The name of a version in ``listed`` created before ``version`` that has no number and
+    no claim yet (numbers follow creation order: creationTimestamp, then name)."""
+    claimed = ((deployment or {}).get("status") or {}).get("pendingNumbers") or {}
+    mine = (version.metadata.creation_timestamp, version.metadata.name)
+    for other in listed:
+        if (other.get("status") or {}).get("versionNumber") or other["metadata"].get("uid") in claimed:
+            continue
+        created = parse_time(other["metadata"].get("creationTimestamp"))
+        if created is not None and mine[0] is not None and (created, other["metadata"]["name"]) < mine:
+            return str(other["metadata"]["name"])
+    return None
 
 
 @dataclasses.dataclass
