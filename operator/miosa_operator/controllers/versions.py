@@ -37,7 +37,10 @@ it in ``status.buildAttempts.running``; every way an attempt ends in this proces
 and so does a graceful stop (``release_attempts``). Finding it held by another run therefore
 means that run died abnormally during the attempt; after ``MIOSA_MAX_INTERRUPTED_ATTEMPTS``
 such deaths the version fails with ``IngestionAborted`` instead of taking the operator down
-again.
+again.  A verification ahead (above) runs for the length of the number claim's writes before
+its attempt is recorded; a death in that window is not counted.  That leaves the guard intact:
+the bundle is read in a limited worker process (``ingest.isolation``), so it cannot end the
+operator there, and the window is a few round trips long.
 """
 
 from __future__ import annotations
