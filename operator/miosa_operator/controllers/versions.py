@@ -443,21 +443,27 @@ class VersionController:
         """Start the reads this reconcile will need after the Deployment's: the unnumbered
         versions (numbering order) and the bundle's HEAD (its size picks the slot). Both are
         answers about the moment they were asked, as they would be a round trip later.
-        Not while the version waits for its Deployment: it is polled until then."""
+        Not while the version waits for its Deployment: it is polled until then.  The HEAD
+        waits for the LIST when there is one (``_head_ahead``): a version that must let
+        earlier ones take their numbers is polled too, and a flood of them would otherwise
+        cost the store a HEAD per poll each."""
         ready = get_condition(version.status.conditions, READY)
         if ready is not None and ready.reason == Reason.DEPLOYMENT_NOT_FOUND:
             return
         reads = _ReadsAhead()
+        with self._held_lock:
+            self._ahead[version.metadata.uid] = reads
         if self._in_number_order_window(version):
             reads.unnumbered = self._reads_ahead.submit(self._unnumbered, version)
+        else:
+            self._head_ahead(version, reads)
+
+    def _head_ahead(self, version: DeploymentVersion, reads: _ReadsAhead) -> None:
         source = self._bundle_source(version)
         with self._held_lock:
             looked_up = version.metadata.uid in self._prepared
-        if source is not None and not looked_up:
+        if source is not None and not looked_up and reads.head is None:
             reads.head = self._reads_ahead.submit(self.store.head, source)
-        if reads.unnumbered or reads.head:
-            with self._held_lock:
-                self._ahead[version.metadata.uid] = reads
 
     def _verify_ahead(self, version: DeploymentVersion, deployment: Obj) -> None:
         """Start verifying a new static version's bundle before its number is claimed: the
@@ -472,9 +478,17 @@ class VersionController:
         if adopted is not None:
             self._ahead.setdefault(version.metadata.uid, _ReadsAhead()).verifying = adopted
             return
+        if ahead is None:
+            return
+        try:
+            listed = ahead.unnumbered.result() if ahead.unnumbered else []
+        except Exception:  # noqa: BLE001 - the usual path meets the same error and says so
+            return
+        if _earlier_unnumbered(version, deployment, listed) is not None:
+            return  # this reconcile waits: no HEAD, no verification
+        self._head_ahead(version, ahead)
         if (
-            ahead is None
-            or ahead.head is None
+            ahead.head is None
             or version.status.build_attempts is not None
             or self._check_kind(version, deployment)
             or self._check_sources(version)
@@ -482,12 +496,9 @@ class VersionController:
             return
         try:
             info = ahead.head.result()
-            listed = ahead.unnumbered.result() if ahead.unnumbered else []
         except Exception:  # noqa: BLE001 - the usual path meets the same error and says so
             return
         if info is None or info.size > self.config.limits.max_bundle_bytes:
-            return
-        if _earlier_unnumbered(version, deployment, listed) is not None:
             return
         source = self._bundle_source(version)
         assert source is not None  # ahead.head was asked for it
