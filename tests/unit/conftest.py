@@ -98,10 +98,11 @@ class Env:
         self.run_id = "run_first"
         self.controller = self.operator(self.run_id, ingest)
 
-    def operator(self, run_id: str, ingest: Any = in_process, **kwargs: Any) -> VersionController:
-        """An operator process: its own run id, in-memory slots and attempt registry."""
+    def operator(self, run_id: str, ingest: Any = in_process, store: Any = None, **kwargs: Any) -> VersionController:
+        """An operator process: its own run id, in-memory slots and attempt registry; ``store``
+        wraps ``self.store`` where a test watches or breaks it."""
         return VersionController(
-            self.kube, self.store, self.config, self.events, self.clock, ingest=ingest, run_id=run_id, **kwargs
+            self.kube, store or self.store, self.config, self.events, self.clock, ingest=ingest, run_id=run_id, **kwargs
         )
 
     # ---------------------------------------------------------------- objects

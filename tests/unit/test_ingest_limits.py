@@ -530,24 +530,25 @@ def test_which_workers_take_another_job(usage: dict[str, int], reusable: bool) -
     assert isolation._reusable({"rejected": {"reason": "ResourceLimitExceeded"}, "usage": usage}, Budget()) is False
 
 
-def test_a_warm_worker_killed_between_jobs_is_replaced(warm: WarmWorkers) -> None:
+def a_killed_idle_worker(warm: WarmWorkers) -> int:
+    """Tenant a's warm worker after one job, killed while idle and reaped."""
     assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
     (worker,) = warm.pids()
     os.kill(worker, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:  # until reaped
         time.sleep(0.01)
+    return worker
+
+
+def test_a_warm_worker_killed_between_jobs_is_replaced(warm: WarmWorkers) -> None:
+    worker = a_killed_idle_worker(warm)
     assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
     assert warm.pids() != [worker] and len(warm.pids()) == 1
 
 
 def test_a_warm_worker_that_dies_after_it_was_found_alive_is_replaced(warm: WarmWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"
-    (worker,) = warm.pids()
-    os.kill(worker, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:  # until reaped
-        time.sleep(0.01)
+    worker = a_killed_idle_worker(warm)
     # the moment between the liveness check and the job's send: it still looks alive
     monkeypatch.setattr(isolation._WarmWorker, "alive", lambda self: True)
     assert isolated(SMALL_SITE, tenant="a")[0] == "accepted"  # not a crash counted against the version

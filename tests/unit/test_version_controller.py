@@ -22,7 +22,6 @@ from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
 from miosa_operator.controllers.ingestion_slots import IngestionSlots, Queued
 from miosa_operator.controllers.static_build import MISSING_ARTIFACT_GRACE
-from miosa_operator.controllers.versions import VersionController
 from miosa_operator.kube.client import Conflict, TransientApiError
 from miosa_operator.store import StoreRouter, TransientStoreError
 
@@ -611,7 +610,7 @@ class FlakyStore:
 
 
 def test_transient_store_error_is_a_retry_not_a_failure(env: Env) -> None:
-    env.controller = VersionController(env.kube, FlakyStore(env.store), env.config, env.events, env.clock)  # type: ignore[arg-type]
+    env.controller = env.operator(env.run_id, store=FlakyStore(env.store))
     uri, digest = env.bundle()
     env.deployment("site")
     env.static_version("site-v1", "site", uri, digest)
@@ -634,22 +633,36 @@ def test_clock_is_the_injected_one(env: Env) -> None:
     assert env.path(version["status"]["buildLogUri"]).read_text().startswith("2030-01-02T03:04:05.000Z  ")
 
 
-def test_the_claims_release_and_the_labels_overlap_the_ingestion(tmp_path: Path) -> None:
-    """They follow the write of the number, not the ingestion: off the path to ready."""
-    from miosa_operator.controllers.static_build import in_process
+class SignalledIngestion:
+    """An in-process ingestion that says it started and counts its calls; ``held`` ones wait
+    for ``go`` before they ingest."""
 
-    ingesting = threading.Event()
-    overlapped: list[bool] = []
+    def __init__(self, held: bool = False) -> None:
+        self.go, self.started, self.calls = threading.Event(), threading.Event(), 0
+        if not held:
+            self.go.set()
 
-    def ingest(*args: Any, **kwargs: Any) -> Any:
-        ingesting.set()
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from miosa_operator.controllers.static_build import in_process
+
+        self.calls += 1
+        self.started.set()
+        assert self.go.wait(10)
         return in_process(*args, **kwargs)
 
+    def release_soon(self) -> None:
+        threading.Timer(0.2, self.go.set).start()
+
+
+def test_the_claims_release_and_the_labels_overlap_the_ingestion(tmp_path: Path) -> None:
+    """They follow the write of the number, not the ingestion: off the path to ready."""
+    ingest = SignalledIngestion()
+    overlapped: list[bool] = []
     env = Env(tmp_path, ingest=ingest)
     uri, digest = env.bundle()
     env.deployment("site")
     env.static_version("site-v1", "site", uri, digest)
-    env.kube.inject("patch", lambda **_: overlapped.append(ingesting.wait(5)), when=lambda plural, **_: plural == VERSIONS)
+    env.kube.inject("patch", lambda **_: overlapped.append(ingest.started.wait(5)), when=lambda plural, **_: plural == VERSIONS)
     version = env.run("site-v1")
     assert overlapped == [True]  # the labels were written while the bundle was being ingested
     assert version["status"]["state"] == "ready" and version["metadata"]["labels"][meta.LABEL_VERSION_NUMBER] == "1"
@@ -676,7 +689,7 @@ def test_the_reads_after_the_deployments_overlap_it_and_the_number_claim(tmp_pat
     would never start (the waits then time out: False)."""
     env = Env(tmp_path, number_order_patience=10.0)
     store = HeadSignals(env.store)
-    env.controller = VersionController(env.kube, store, env.config, env.events, env.clock)  # type: ignore[arg-type]
+    env.controller = env.operator(env.run_id, store=store)
     uri, digest = env.bundle()
     env.deployment("site")
     env.static_version("site-v1", "site", uri, digest)
@@ -694,7 +707,7 @@ def test_a_version_waiting_for_its_deployment_reads_nothing_ahead(env: Env) -> N
     """Polled until the Deployment exists: no LIST and no HEAD per poll (a tenant's orphans
     would otherwise cost the API server and the store one of each per second)."""
     store = HeadSignals(env.store)
-    env.controller = VersionController(env.kube, store, env.config, env.events, env.clock)  # type: ignore[arg-type]
+    env.controller = env.operator(env.run_id, store=store)
     uri, digest = env.bundle()
     env.static_version("site-v1", "site", uri, digest)
     assert isinstance(env.step("site-v1"), Retry)  # DeploymentNotFound written (read ahead once, as for any version)
@@ -709,19 +722,12 @@ def test_a_new_versions_bundle_is_verified_while_its_number_is_claimed(tmp_path:
     """The claim on the Deployment waits below for the ingestion to start, which sequential
     code starts only after it (the wait then times out: False). Nothing is stored before the
     attempt is recorded."""
-    from miosa_operator.controllers.static_build import in_process
-
-    ingesting, overlapped = threading.Event(), []
-
-    def ingest(*args: Any, **kwargs: Any) -> Any:
-        ingesting.set()
-        return in_process(*args, **kwargs)
-
+    ingest, overlapped = SignalledIngestion(), []
     env = Env(tmp_path, ingest=ingest)
     uri, digest = env.bundle()
     env.deployment("site")
     env.static_version("site-v1", "site", uri, digest)
-    claim = lambda **_: overlapped.append(ingesting.wait(5))  # noqa: E731
+    claim = lambda **_: overlapped.append(ingest.started.wait(5))  # noqa: E731
     env.kube.inject("patch_status", claim, when=lambda plural, **_: plural == DEPLOYMENTS)
     building_first = lambda **_: overlapped.append(env.release_files() == [])  # noqa: E731
     env.kube.inject(
@@ -733,26 +739,8 @@ def test_a_new_versions_bundle_is_verified_while_its_number_is_claimed(tmp_path:
     assert env.controller.slots.running() == {}
 
 
-class HeldIngestion:
-    """An in-process ingestion that waits for ``go`` and counts its calls."""
-
-    def __init__(self) -> None:
-        self.go, self.started, self.calls = threading.Event(), threading.Event(), 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from miosa_operator.controllers.static_build import in_process
-
-        self.calls += 1
-        self.started.set()
-        assert self.go.wait(10)
-        return in_process(*args, **kwargs)
-
-    def release_soon(self) -> None:
-        threading.Timer(0.2, self.go.set).start()
-
-
 def test_a_verification_abandoned_by_its_reconcile_is_adopted_by_the_next(tmp_path: Path) -> None:
-    ingest = HeldIngestion()
+    ingest = SignalledIngestion(held=True)
     env = Env(tmp_path, ingest=ingest)
     uri, digest = env.bundle()
     env.deployment("site")
@@ -769,7 +757,7 @@ def test_a_verification_abandoned_by_its_reconcile_is_adopted_by_the_next(tmp_pa
 
 
 def test_an_abandoned_verification_of_another_identity_ends_before_the_version_starts_again(tmp_path: Path) -> None:
-    ingest = HeldIngestion()
+    ingest = SignalledIngestion(held=True)
     env = Env(tmp_path, ingest=ingest)
     uri, digest = env.bundle()
     env.deployment("site")
@@ -791,17 +779,10 @@ def test_an_abandoned_verification_of_another_identity_ends_before_the_version_s
 
 def test_no_verification_ahead_while_an_earlier_version_waits_for_its_number(tmp_path: Path) -> None:
     """It would be abandoned at every poll of the numbering order; nor a HEAD per poll."""
-    from miosa_operator.controllers.static_build import in_process
-
-    ingested: list[str] = []
-
-    def ingest(*args: Any, **kwargs: Any) -> Any:
-        ingested.append("x")
-        return in_process(*args, **kwargs)
-
+    ingest = SignalledIngestion()
     env = Env(tmp_path, ingest=ingest, number_order_patience=10.0)
     store = HeadSignals(env.store)
-    env.controller = VersionController(env.kube, store, env.config, env.events, env.clock, ingest=ingest)  # type: ignore[arg-type]
+    env.controller = env.operator(env.run_id, ingest, store=store)
     uri, digest = env.bundle()
     env.deployment("site")
     env.static_version("site-a", "site", uri, digest)
@@ -809,7 +790,7 @@ def test_no_verification_ahead_while_an_earlier_version_waits_for_its_number(tmp
     env.static_version("site-b", "site", uri, digest)
     for _ in range(3):
         assert isinstance(env.step("site-b"), Retry)  # numbering after site-a
-    assert ingested == [] and env.controller.slots.running() == {} and not store.heading.is_set()
+    assert ingest.calls == 0 and env.controller.slots.running() == {} and not store.heading.is_set()
 
 
 def test_numbers_follow_creation_order_within_the_patience(tmp_path: Path) -> None:

@@ -459,11 +459,13 @@ class VersionController:
             self._head_ahead(version, reads)
 
     def _head_ahead(self, version: DeploymentVersion, reads: _ReadsAhead) -> None:
+        if reads.head is not None:
+            return
         source = self._bundle_source(version)
         with self._held_lock:
             looked_up = version.metadata.uid in self._prepared
-        if source is not None and not looked_up and reads.head is None:
-            reads.head = self._reads_ahead.submit(self.store.head, source)
+        if source is not None and not looked_up:
+            reads.source, reads.head = source, self._reads_ahead.submit(self.store.head, source)
 
     def _verify_ahead(self, version: DeploymentVersion, deployment: Obj) -> None:
         """Start verifying a new static version's bundle before its number is claimed: the
@@ -500,13 +502,12 @@ class VersionController:
             return
         if info is None or info.size > self.config.limits.max_bundle_bytes:
             return
-        source = self._bundle_source(version)
-        assert source is not None  # ahead.head was asked for it
+        assert ahead.source is not None  # the HEAD was asked for it
         slot = self.slots.acquire(version.metadata.namespace, version.metadata.uid, info.size)
         if isinstance(slot, Queued):
             return  # the usual path queues it
         future = self._verifying.submit(
-            self.static_build.verify, version, Prepared(source, info.size), self.stopping, slot.niceness
+            self.static_build.verify, version, Prepared(ahead.source, info.size), self.stopping, slot.niceness
         )
         ahead.verifying = _Verification(future, slot, version.status.id)
 
@@ -780,6 +781,8 @@ def _run_all(steps: list[Callable[[DeploymentVersion], None]], version: Deployme
 class _ReadsAhead:
     unnumbered: Future[list[Obj]] | None = None
     head: Future[ObjectInfo | None] | None = None
+    source: str | None = None
+    """What ``head`` looks up: the bundle, confined to the tenant's uploads."""
     verifying: _Verification | None = None
 
 
