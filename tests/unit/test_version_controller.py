@@ -22,6 +22,7 @@ from miosa_operator.api.models import VersionState
 from miosa_operator.controllers.common import Retry
 from miosa_operator.controllers.ingestion_slots import IngestionSlots, Queued
 from miosa_operator.controllers.static_build import MISSING_ARTIFACT_GRACE
+from miosa_operator.domain.ids import new_version_id
 from miosa_operator.kube.client import Conflict, TransientApiError
 from miosa_operator.store import StoreRouter, TransientStoreError
 
@@ -764,7 +765,9 @@ def test_an_abandoned_verification_of_another_identity_ends_before_the_version_s
     env.static_version("site-v1", "site", uri, digest)
     env.kube.inject("patch_status", TransientApiError("timeout"), when=lambda plural, **_: plural == VERSIONS)
     with pytest.raises(TransientApiError):
-        env.step("site-v1")  # the identity was never written: the next reconcile gives it another
+        env.step("site-v1")  # the identity was never written
+    other = new_version_id()  # ... and another writer (a shard before a resharding) gives it one
+    env.kube.patch_status(VERSIONS, NS, "site-v1", {"id": other, "tenantId": NS, "state": "created"})
     wait = env.step("site-v1")
     assert ingest.started.wait(5)
     assert isinstance(wait, Retry) and "still running" in str(wait) and ingest.calls == 1
@@ -775,6 +778,23 @@ def test_an_abandoned_verification_of_another_identity_ends_before_the_version_s
     assert env.controller.slots.running() == {} and env.release_files() == []
     version = env.run("site-v1")
     assert version["status"]["state"] == "ready" and ingest.calls == 2
+
+
+def test_a_version_whose_identity_write_failed_keeps_its_id_and_its_verification(tmp_path: Path) -> None:
+    ingest = SignalledIngestion(held=True)
+    env = Env(tmp_path, ingest=ingest)
+    uri, digest = env.bundle()
+    env.deployment("site")
+    env.static_version("site-v1", "site", uri, digest)
+    env.kube.inject("patch_status", TransientApiError("timeout"), when=lambda plural, **_: plural == VERSIONS)
+    with pytest.raises(TransientApiError):
+        env.step("site-v1")  # the identity was never written; the bundle is being verified under it
+    assert ingest.started.wait(5)
+    ingest.release_soon()
+    version = env.run("site-v1")
+    assert version["status"]["state"] == "ready" and ingest.calls == 1  # adopted: the same id
+    log = env.path(version["status"]["buildLogUri"]).read_text()
+    assert f"({version['status']['id']})" in log.splitlines()[0]
 
 
 def test_no_verification_ahead_while_an_earlier_version_waits_for_its_number(tmp_path: Path) -> None:

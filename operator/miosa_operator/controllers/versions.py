@@ -153,6 +153,9 @@ class VersionController:
         )
         self._abandoned: dict[str, _Verification] = {}
         """Verifications whose reconcile stopped before the number: the next one adopts them."""
+        self._unwritten_ids: dict[str, str] = {}
+        """Ids drafted for versions whose identity write failed: the next reconcile keeps the
+        same one, so a verification started under it (its build log names it) is adopted."""
 
     # ------------------------------------------------------------------ entry point
     def reconcile(self, body: Obj) -> VersionState:
@@ -201,11 +204,16 @@ class VersionController:
 
     # ------------------------------------------------------------------ identity and numbering
     def _ensure_identity(self, version: DeploymentVersion) -> DeploymentVersion:
+        uid = version.metadata.uid
         if version.status.id and version.status.state:
+            with self._held_lock:
+                self._unwritten_ids.pop(uid, None)
             return version
+        with self._held_lock:
+            version_id = version.status.id or self._unwritten_ids.setdefault(uid, new_version_id())
         now = self.clock()
         status: Obj = {
-            "id": version.status.id or new_version_id(),
+            "id": version_id,
             "tenantId": version.metadata.namespace,
             "state": VersionState.CREATED.value,
             "observedGeneration": version.metadata.generation,
@@ -550,7 +558,7 @@ class VersionController:
 
     def _adopt(self, version: DeploymentVersion) -> _Verification | None:
         """An abandoned verification of this version, taken over; a Retry while one of another
-        identity (its identity write failed) still runs."""
+        identity (one another writer gave the version meanwhile) still runs."""
         uid = version.metadata.uid
         with self._held_lock:
             abandoned = self._abandoned.get(uid)
@@ -647,6 +655,7 @@ class VersionController:
         """The version settled (it left the watch) or is gone: no reconcile will claim for it."""
         with self._held_lock:
             self._numbers_sent.discard(uid)
+            self._unwritten_ids.pop(uid, None)
 
     def release_attempts(self) -> int:
         """Graceful stop: clear every attempt this run holds, so none counts as interrupted.
@@ -755,7 +764,7 @@ class VersionController:
             with self._held_lock:  # before the write: it may succeed even if we never hear so
                 self._numbers_sent.add(version.metadata.uid)
         # A failed write drops the draft: the next run decides it again (a claimed number is
-        # found in the Deployment's pendingNumbers, a new identity was never seen by anyone).
+        # found in the Deployment's pendingNumbers, an unwritten identity is drafted again with the same id).
         body = self.kube.patch_status(meta.VERSION_PLURAL, version.metadata.namespace, version.metadata.name, merged)
         written = DeploymentVersion.model_validate(body)
         if draft is not None and draft.then:
