@@ -155,9 +155,11 @@ def stop_background_work(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup()
 def release_build_attempts(memo: kopf.Memo, **_: Any) -> None:
-    """A graceful stop: attempts still held (health gates) must not count as interrupted."""
+    """A graceful stop: attempts still held (health gates) must not count as interrupted, and
+    number claims due for release (``claim_releases``) are released now."""
     released = memo.versions.release_attempts()
-    log.info("graceful stop: released %d build attempts", released)
+    claims = memo.versions.claim_releases.stop()
+    log.info("graceful stop: released %d build attempts and %d number claims", released, claims)
 
 
 def static_server(config: Settings) -> StaticServer:

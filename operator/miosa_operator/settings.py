@@ -346,6 +346,16 @@ class Settings(BaseSettings):
         description="Seconds a new version lets earlier unnumbered ones take their numbers first "
         "(numbers follow creation order); 0 numbers in processing order.",
     )
+    claim_release_delay: float = env(
+        "MIOSA_CLAIM_RELEASE_DELAY",
+        section="reconciling",
+        default=3.0,
+        ge=0,
+        le=60,
+        description="Seconds a recorded number claim may wait in the Deployment's pendingNumbers to be "
+        "released with the next claim on it (one status write fewer per version on a busy Deployment); "
+        "0 releases each at once.",
+    )
     static_server_image: str = env(
         "MIOSA_STATIC_SERVER_IMAGE",
         section="reconciling",

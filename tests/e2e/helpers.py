@@ -57,6 +57,16 @@ class Objects:
     def deployment(self, name: str) -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "deployments", name)
 
+    def status_once_claims_are_released(self, name: str, timeout: float = 30) -> dict[str, Any]:
+        """The Deployment's status once no number claim is pending: recorded claims are released
+        in batches, within ``MIOSA_CLAIM_RELEASE_DELAY`` (3 s) of their version's number."""
+
+        def released() -> dict[str, Any] | None:
+            status: dict[str, Any] = self.deployment(name).get("status") or {}
+            return None if status.get("pendingNumbers") else status
+
+        return wait_until(released, timeout=timeout, interval=0.2, what=f"the number claims on {name} released")
+
     def versions(self, label_selector: str = "") -> list[dict[str, Any]]:
         result = self.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "deploymentversions", label_selector=label_selector

@@ -93,6 +93,7 @@ class Env:
             health_gate_timeout=config.pop("health_gate_timeout", 60.0),
             poll_interval=0.5,
             number_order_patience=config.pop("number_order_patience", 0.0),
+            claim_release_delay=config.pop("claim_release_delay", 0.0),
             **config,
         )
         self.run_id = "run_first"

@@ -46,7 +46,7 @@ class Env:
         return self.kube.create(DEPLOYMENTS, {**body, "spec": {"kind": kind, **spec}})
 
     def version(
-        self, name: str, number: int, dep: str = "app", image: str = "registry.example/app:1", state: str = "ready"
+        self, name: str, number: int | None, dep: str = "app", image: str = "registry.example/app:1", state: str = "ready"
     ) -> Obj:
         self.kube.create(
             VERSIONS,
@@ -563,11 +563,15 @@ def test_a_live_workload_that_loses_replicas_is_reported_scaling(env: Env) -> No
     assert env.step() is None and condition(env.dep(), "Ready")["reason"] == "Live"
 
 
-def test_number_claims_of_deleted_versions_are_pruned(env: Env) -> None:
-    kept = env.version("app-v1", 1)["metadata"]["uid"]
-    env.kube.patch_status(DEPLOYMENTS, NS, "app", {"pendingNumbers": {kept: 1, "uid-of-a-deleted-version": 2}})
+def test_number_claims_of_deleted_and_of_numbered_versions_are_pruned(env: Env) -> None:
+    """A claim is kept while its version has no number; the claims of deleted versions and
+    the recorded ones a process that died still owed a release (``claim_releases``) go."""
+    numbered = env.version("app-v1", 1)["metadata"]["uid"]
+    kept = env.version("app-v2", None, state="building")["metadata"]["uid"]
+    claims = {numbered: 1, kept: 2, "uid-of-a-deleted-version": 3}
+    env.kube.patch_status(DEPLOYMENTS, NS, "app", {"pendingNumbers": claims})
     assert env.step() is None
-    assert env.dep()["status"]["pendingNumbers"] == {kept: 1}
+    assert env.dep()["status"]["pendingNumbers"] == {kept: 2}
     writes = len(env.kube.writes)
     assert env.step() is None
     assert not [c for c in env.kube.writes[writes:] if "pendingNumbers" in (c.args.get("status") or {})]

@@ -659,7 +659,8 @@ class DeploymentStatus(ApiModel):
     pending_numbers: dict[str, int] | None = Field(
         default=None,
         max_length=1000,
-        description="Numbers claimed by versions (by uid) whose own status is not written yet.",
+        description="Numbers claimed by versions (by uid) whose own status is not written yet, or is and "
+        "whose claim waits a few seconds to be released with the next claim (MIOSA_CLAIM_RELEASE_DELAY).",
     )
     history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Recent promotions, newest last.")
     rollout: RolloutStatus | None = Field(default=None, description="The rollout in progress, if any.")

@@ -139,11 +139,14 @@ class DeploymentController:
         return VersionsOf(self.kube, deployment)
 
     def _prune_claims(self, deployment: Deployment, versions: Mapping[str, DeploymentVersion]) -> None:
-        """Drop number claims of versions deleted before they recorded their number."""
+        """Drop number claims nobody will release: of versions deleted before they recorded
+        their number, and of numbered ones whose release a process that died still owed
+        (``claim_releases`` batches them).  A claim is only ever reused by its version while
+        that has no number, so dropping a recorded one changes nothing else."""
         if not deployment.status.pending_numbers:
             return
-        existing = {v.metadata.uid for v in versions.values()}
-        stale = [uid for uid in deployment.status.pending_numbers or {} if uid not in existing]
+        unnumbered = {v.metadata.uid for v in versions.values() if not v.status.version_number}
+        stale = [uid for uid in deployment.status.pending_numbers or {} if uid not in unnumbered]
         if stale:
             self._patch_status(deployment, {"pendingNumbers": {uid: None for uid in stale}})
 

@@ -15,10 +15,11 @@ on once it is fixed.
 One status write per state change: what is decided without being a state of its own (the
 identity of a new version, its number once claimed) is *drafted* (``_draft``) and written
 with the next status write of the same reconcile (the number claim, ``building``, queued, a
-failure), or alone before the reconcile returns or retries, never later.  The claim on the
-Deployment is released, and the labels written (once, number included), right after the
-write that records the number.  A version's Deployment is read once per reconcile; the
-counter's compare-and-swap catches a stale read.
+failure), or alone before the reconcile returns or retries, never later.  The labels are
+written (once, number included) right after the write that records the number, and the
+claim on the Deployment is released then, or batched with a later claim
+(``claim_releases``).  A version's Deployment is read once per reconcile; the counter's
+compare-and-swap catches a stale read.
 
 Overlap on the path to ``ready``: the reads a reconcile needs after the Deployment's (the
 unnumbered versions, the bundle's HEAD) are started with it, and a new static version's
@@ -66,6 +67,7 @@ from ..kube.client import ApiError, Conflict, KubeApi, TransientApiError
 from ..settings import Settings
 from ..store.base import ArtifactStore, ObjectInfo
 from ..store.sources import SourceNotAllowed
+from .claim_releases import ClaimReleases
 from .common import Clock, EventSink, Failure, Obj, Retry, iso, object_ref, parse_time, utcnow
 from .gate_log import GateTranscript
 from .health_gate import HealthGate
@@ -131,6 +133,7 @@ class VersionController:
             first_niceness=config.ingest_niceness,
         )
         self.run_id = run_id or new_run_id()
+        self.claim_releases = ClaimReleases(kube, config.claim_release_delay)
         self.stopping = stopping or threading.Event()
         self._held: set[tuple[str, str]] = set()
         self._held_lock = threading.Lock()
@@ -240,7 +243,7 @@ class VersionController:
             # releasing its claim: release it now, or pendingNumbers grows until the schema's
             # cap makes every later claim on this Deployment fail.
             pending = ((deployment or {}).get("status") or {}).get("pendingNumbers") or {}
-            if uid in pending:
+            if uid in pending and not self.claim_releases.holds(ns, dep_name, uid):
                 self._release_claim(ns, dep_name, uid)
             return version
         self._wait_for_earlier_versions(version, deployment)
@@ -266,12 +269,15 @@ class VersionController:
                 if mine is None or mine.deployment_uid != dep_uid or mine.number < claim.number:
                     claimed = {"number": claim.number, "deploymentUid": dep_uid}
                     version = self._patch_status(version, {"numberClaim": claimed})
-                patch.update(lastVersionNumber=claim.number, pendingNumbers={uid: claim.number})
+                riding = self.claim_releases.riding(ns, dep_name, counter.pending)
+                patch.update(lastVersionNumber=claim.number, pendingNumbers={**riding, uid: claim.number})
             try:
                 if patch:
                     deployment = self.kube.patch_status(meta.DEPLOYMENT_PLURAL, ns, dep_name, patch, resource_version=rv)
             except Conflict:
                 continue  # somebody else claimed a number or set the id; read again
+            if claim.needs_write:
+                self.claim_releases.released(ns, dep_name, riding)
             # Recorded with the next status write (building, queued, failed), then released and labelled.
             number = {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"], "numberClaim": None}
             return self._draft(version, number, then=self._numbered(ns, dep_name, uid))
@@ -325,7 +331,7 @@ class VersionController:
 
     def _numbered(self, namespace: str, deployment: str, uid: str) -> Callable[[DeploymentVersion], None]:
         def release_and_label(version: DeploymentVersion) -> None:
-            self._release_claim(namespace, deployment, uid)
+            self.claim_releases.add(namespace, deployment, uid)  # now, or with a later claim
             self._ensure_labels(version)
 
         return release_and_label
