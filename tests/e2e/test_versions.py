@@ -209,6 +209,22 @@ def test_operator_killed_during_ingestion_recovers(
     assert status["artifactManifest"]["files"] == 25
 
 
+def test_claims_a_killed_operator_still_owed_are_released_when_it_starts_again(
+    env: Environment, objects: Objects, operator: OperatorProcess, s3_prefix: str
+) -> None:
+    """A recorded claim waits a few seconds to ride on the next claim (``claim_releases``);
+    an operator killed meanwhile leaves it in pendingNumbers, and the next one drops it."""
+    bundle = tar_gz(SITE)
+    uri = upload(env, f"{s3_prefix}s.tar.gz", bundle)
+    objects.create_deployment("quiet")
+    objects.create_version("quiet-v1", static_spec("quiet", uri, sha256(bundle)))
+    version = objects.wait_state("quiet-v1", "ready", timeout=60)
+    operator.kill()  # within the release delay (3 s) of the number
+    assert objects.deployment("quiet")["status"].get("pendingNumbers") == {version["metadata"]["uid"]: 1}
+    operator.start()
+    assert objects.status_once_claims_are_released("quiet", timeout=60)["lastVersionNumber"] == 1
+
+
 @pytest.mark.parametrize(
     ("name", "files", "reason"),
     [

@@ -5,7 +5,7 @@ Released one by one, every version costs its Deployment two status writes: the c
 its release.  On a busy Deployment the release can ride for free on the next claim's
 compare-and-swap, which writes ``pendingNumbers`` anyway; so a recorded claim is *due*
 here, and dropped either by the next claim this process makes on the same Deployment
-(``riding`` / ``released``) or, if none comes within ``delay`` seconds, by a write of its own
+(``riding``, then ``released`` once its compare-and-swap succeeded) or, if none comes within ``delay`` seconds, by a write of its own
 for every claim due on that Deployment (a background thread).  ``delay`` 0 releases at once,
 in the caller's thread, as before.
 
@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 from ..api import meta
 from ..kube.client import ApiError, KubeApi, NotFound
@@ -32,6 +33,19 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_ERROR = 5.0
 
 Key = tuple[str, str]  # namespace, Deployment name
+
+
+@dataclass(frozen=True)
+class Riding:
+    patch: dict[str, None]
+    """The releases to add to the claim's ``pendingNumbers`` patch."""
+    gone: frozenset[str]
+    """Due claims the claim's read did not show: released by another writer."""
+
+    @property
+    def settled(self) -> set[str]:
+        """What a successful claim leaves nothing to do for."""
+        return {*self.patch, *self.gone}
 
 
 class ClaimReleases:
@@ -56,25 +70,25 @@ class ClaimReleases:
         with self._lock:
             return uid in self._due.get((namespace, deployment), {})
 
-    def riding(self, namespace: str, deployment: str, pending: Mapping[str, int]) -> dict[str, None]:
-        """The releases a claim on this Deployment can carry: its due claims still pending.
-        Due claims no longer pending (another writer dropped them) are forgotten."""
+    def riding(self, namespace: str, deployment: str, pending: Mapping[str, int]) -> Riding:
+        """What a claim on this Deployment, made on a read that showed ``pending``, carries:
+        its due claims still pending there.  Those the read no longer shows were dropped by
+        another writer, but only if the read is current, which the claim's compare-and-swap
+        proves: so both are forgotten by ``released``, once it succeeded, never before."""
         with self._lock:
-            due = self._due.get((namespace, deployment))
-            if not due:
-                return {}
-            for uid in [uid for uid in due if uid not in pending]:
-                del due[uid]
-            return {uid: None for uid in due}
+            due = set(self._due.get((namespace, deployment), ()))
+        carried = {uid for uid in due if uid in pending}
+        return Riding({uid: None for uid in carried}, frozenset(due - carried))
 
     def released(self, namespace: str, deployment: str, uids: Collection[str]) -> None:
         """A write that dropped ``uids`` from ``pendingNumbers`` succeeded."""
         with self._lock:
             due = self._due.get((namespace, deployment))
+            if due is None:
+                return
             for uid in uids:
-                if due is not None:
-                    due.pop(uid, None)
-            if due is not None and not due:
+                due.pop(uid, None)
+            if not due:
                 del self._due[(namespace, deployment)]
 
     def stop(self) -> int:

@@ -270,14 +270,14 @@ class VersionController:
                     claimed = {"number": claim.number, "deploymentUid": dep_uid}
                     version = self._patch_status(version, {"numberClaim": claimed})
                 riding = self.claim_releases.riding(ns, dep_name, counter.pending)
-                patch.update(lastVersionNumber=claim.number, pendingNumbers={**riding, uid: claim.number})
+                patch.update(lastVersionNumber=claim.number, pendingNumbers={**riding.patch, uid: claim.number})
             try:
                 if patch:
                     deployment = self.kube.patch_status(meta.DEPLOYMENT_PLURAL, ns, dep_name, patch, resource_version=rv)
             except Conflict:
                 continue  # somebody else claimed a number or set the id; read again
-            if claim.needs_write:
-                self.claim_releases.released(ns, dep_name, riding)
+            if claim.needs_write:  # the read was current: what it did not show is released too
+                self.claim_releases.released(ns, dep_name, riding.settled)
             # Recorded with the next status write (building, queued, failed), then released and labelled.
             number = {"versionNumber": claim.number, "deploymentId": deployment["status"]["id"], "numberClaim": None}
             return self._draft(version, number, then=self._numbered(ns, dep_name, uid))
