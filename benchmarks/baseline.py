@@ -63,6 +63,16 @@ class Baseline:
         with self._lock:
             return self._dep_ids.setdefault((ns, dep), new_deployment_id())
 
+    # What a subclass adds to the writes (``ContractFloor``); nothing here.
+    def _created(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _building(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _ready(self, ns: str, body: dict[str, Any]) -> None:
+        return None
+
     def process(self, ns: str, name: str) -> str:
         body = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         spec, gen = body["spec"], body["metadata"].get("generation", 1)
@@ -76,9 +86,11 @@ class Baseline:
                 "state": "created",
                 "observedGeneration": gen,
                 "conditions": _condition("False", "Pending", "waiting", gen),
+                **self._created(ns, body),
             },
         )
-        self._patch_status(ns, name, {"state": "building", "conditions": _condition("False", "Building", "verifying", gen)})
+        building = {"state": "building", "conditions": _condition("False", "Building", "verifying", gen)}
+        self._patch_status(ns, name, {**building, **self._building(ns, body)})
         artifact = spec["artifact"]
         bucket, _, key = artifact["uri"].removeprefix("s3://").partition("/")
         prefix = f"{ns}/{self._dep_id(ns, spec['deploymentRef']['name'])}/{ver_id}"
@@ -120,4 +132,83 @@ class Baseline:
                 "conditions": _condition("True", "Ready", "artifact verified and stored; promotable", gen),
             },
         )
+        self._ready(ns, body)
         return "ready"
+
+
+class ContractFloor(Baseline):
+    """The baseline plus the least the product contract adds to a version, each done the
+    cheapest way: a lower bound for any implementation of the contract on this machine, which
+    says how close to the baseline an operator can come at all.
+
+    On top of the baseline's work: a gapless number (a GET of the Deployment, the claim
+    written on the version with ``created``, a compare-and-swap on the Deployment's status
+    that also drops the claims recorded before it, as the operator's batched release does, the
+    number written with ``building``), the labels the contract mirrors (one metadata PATCH,
+    number included) and one Event.  Left out, though the operator does them: the LIST that
+    keeps numbers in creation order, the crash-loop guard, a process boundary around the
+    bundle, kopf, and rewriting the version's claim when the compare-and-swap loses.
+    """
+
+    def __init__(self, api_client: client.ApiClient, s3: Any, releases_bucket: str) -> None:
+        super().__init__(api_client, s3, releases_bucket)
+        self.core = client.CoreV1Api(api_client)
+        self._recorded: dict[tuple[str, str], set[str]] = {}
+        self._numbers = threading.local()
+
+    def _created(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        dep = body["spec"]["deploymentRef"]["name"]
+        self._numbers.deployment = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "deployments", dep)
+        last = (self._numbers.deployment.get("status") or {}).get("lastVersionNumber") or 0
+        return {"numberClaim": {"number": last + 1, "deploymentUid": self._numbers.deployment["metadata"]["uid"]}}
+
+    def _building(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        dep, uid = body["spec"]["deploymentRef"]["name"], body["metadata"]["uid"]
+        deployment = self._numbers.deployment
+        while True:
+            status = deployment.get("status") or {}
+            number = (status.get("lastVersionNumber") or 0) + 1
+            pending = status.get("pendingNumbers") or {}
+            with self._lock:
+                riding = {u: None for u in self._recorded.get((ns, dep), set()) if u in pending}
+            patch = {
+                "metadata": {"resourceVersion": deployment["metadata"]["resourceVersion"]},
+                "status": {"lastVersionNumber": number, "pendingNumbers": {**riding, uid: number}},
+            }
+            try:
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, ns, "deployments", dep, patch, _content_type=MERGE
+                )
+                break
+            except client.ApiException as exc:
+                if exc.status != 409:
+                    raise
+                deployment = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "deployments", dep)
+        with self._lock:
+            self._recorded.setdefault((ns, dep), set()).difference_update(riding)
+        self._numbers.number = number
+        return {"versionNumber": number, "deploymentId": self._dep_id(ns, dep), "numberClaim": None}
+
+    def _ready(self, ns: str, body: dict[str, Any]) -> None:
+        name, uid, dep = body["metadata"]["name"], body["metadata"]["uid"], body["spec"]["deploymentRef"]["name"]
+        labels = {"deploy.miosa.io/deployment": dep, "deploy.miosa.io/kind": body["spec"]["kind"]}
+        labels["deploy.miosa.io/version-number"] = str(self._numbers.number)
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name, {"metadata": {"labels": labels}}, _content_type=MERGE
+        )
+        reference = {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": name, "namespace": ns, "uid": uid}
+        now = _now()
+        event = {
+            "metadata": {"generateName": f"{name}.", "namespace": ns},
+            "involvedObject": reference,
+            "type": "Normal",
+            "reason": "Ready",
+            "message": "version is ready to be promoted",
+            "source": {"component": "contract-floor"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.core.create_namespaced_event(ns, event)
+        with self._lock:
+            self._recorded.setdefault((ns, dep), set()).add(uid)
