@@ -179,7 +179,7 @@ def test_promotion_is_intent_a_missing_version_is_admitted_with_a_warning_and_go
 
     dep = wait_until(waiting, timeout=30, what="Deployment waiting for site-v2")
     assert condition(dep, "Ready")["status"] == "False"
-    assert condition(dep, "Reconciling")["status"] == "True" and condition(dep, "Stalled") is None  # absent: False
+    assert (condition(dep, "Reconciling")["status"], condition(dep, "Stalled")["status"]) == ("True", "False")
     assert dep["status"]["liveVersion"] == v1  # the live version keeps serving
     env.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(version))
     dep = wait_live(objects, "site", "site-v2")

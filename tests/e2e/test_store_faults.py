@@ -63,9 +63,8 @@ def shows(objects: Objects, name: str, reason: str, *, stalled: bool, timeout: f
 
     body = wait_until(said, timeout=timeout, what=f"{name} showing {reason}")
     assert body["status"]["state"] in ("created", "building")
-    # Reconciling and Stalled are present only while True (kstatus reads an absent one as False).
-    assert (condition(body, "Stalled") or {}).get("status") == ("True" if stalled else None)
-    assert (condition(body, "Reconciling") or {}).get("status") == (None if stalled else "True")
+    assert (condition(body, "Stalled") or {}).get("status") == ("True" if stalled else "False")
+    assert (condition(body, "Reconciling") or {}).get("status") == ("False" if stalled else "True")
     return body
 
 

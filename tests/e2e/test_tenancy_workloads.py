@@ -112,7 +112,7 @@ def test_a_quota_stalls_the_health_gate_and_the_same_version_goes_on(api: client
     assert version["status"]["state"] == "ready", version["status"]
     # The gate nudges the ReplicaSet: no waiting out the ReplicaSet controller's own backoff.
     assert time.monotonic() - started < 45
-    assert condition(version, "Stalled") is None and condition(version, "Ready")["status"] == "True"
+    assert condition(version, "Stalled")["status"] == "False" and condition(version, "Ready")["status"] == "True"
     wait_until(
         lambda: not client.AppsV1Api(api).list_namespaced_deployment(tenant.namespace).items, timeout=30, what="workload removed"
     )

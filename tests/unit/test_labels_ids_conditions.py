@@ -68,22 +68,24 @@ def test_ready_condition_comes_first() -> None:
 
 
 def test_health_sets_the_kstatus_trio_together() -> None:
-    """Ready always; Reconciling and Stalled only while True (absent: False to kstatus)."""
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     cases = {
-        Health.reconciling(Reason.BUILDING, "verifying"): ("False", "True", None, "InProgress"),
-        Health(True, Reason.READY, "promotable"): ("True", None, None, "Current"),
-        Health.stalled(Reason.CHECKSUM_MISMATCH, "wrong bytes"): ("False", None, "True", "Failed"),
-        Health(True, Reason.NOTHING_PROMOTED, "nothing runs"): ("True", None, None, "Current"),
-        Health.stalled(Reason.ROLLOUT_REVERTED, "put back"): ("False", None, "True", "Failed"),
+        Health.reconciling(Reason.BUILDING, "verifying"): ("False", "True", "False", "InProgress"),
+        Health(True, Reason.READY, "promotable"): ("True", "False", "False", "Current"),
+        Health.stalled(Reason.CHECKSUM_MISMATCH, "wrong bytes"): ("False", "False", "True", "Failed"),
+        Health(True, Reason.NOTHING_PROMOTED, "nothing runs"): ("True", "False", "False", "Current"),
+        Health.stalled(Reason.ROLLOUT_REVERTED, "put back"): ("False", "False", "True", "Failed"),
     }
-    earlier = health_conditions(None, Health.stalled(Reason.STORE_ACCESS_DENIED, "refused"), generation=1, now=t0)
-    earlier = health_conditions(earlier, Health.reconciling(Reason.PENDING, "numbering"), generation=1, now=t0)
+    earlier = health_conditions(None, Health.reconciling(Reason.PENDING, "numbering"), generation=1, now=t0)
     for health, (ready, reconciling, stalled, computed) in cases.items():
         conditions = health_conditions(earlier, health, generation=1, now=t0 + timedelta(1))
-        by_type = {c.type: c.status for c in conditions}
+        by_type = {c.type: c for c in conditions}
         assert conditions[0].type == "Ready"
-        assert (by_type.get("Ready"), by_type.get("Reconciling"), by_type.get("Stalled")) == (ready, reconciling, stalled)
+        assert (by_type["Ready"].status, by_type["Reconciling"].status, by_type["Stalled"].status) == (
+            ready,
+            reconciling,
+            stalled,
+        )
         assert {c.reason for c in conditions} == {health.reason} and {c.message for c in conditions} == {health.message}
         body = {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [c.wire() for c in conditions]}}
         assert kstatus(body) == computed, health

@@ -16,9 +16,6 @@ ingestion layer can depend on it cheaply), never string literals in controllers.
 
 At most one of ``Reconciling``/``Stalled`` is True; both carry the same reason and message
 as ``Ready``.  ``domain.conditions.Health`` is the one place that writes them together.
-``Reconciling`` and ``Stalled`` are present only while True (the table's False means
-absent): kstatus reads an absent one as False, Flux's own objects carry them so, and leaving
-them out keeps every status write a third smaller (docs/benchmarks.md).
 
 | object | situation | Ready | Reconciling | Stalled |
 |---|---|---|---|---|

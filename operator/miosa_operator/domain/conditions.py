@@ -4,8 +4,8 @@
 ``kubectl wait --for=condition=Ready`` see real transitions, not every rewrite.
 
 ``Health`` is how controllers say where an object stands; ``health_conditions`` turns it
-into ``Ready``, ``Reconciling`` and ``Stalled`` together (the last two only while True), by
-the table in ``api.conditions``, so no controller can set one and forget the others.
+into ``Ready``, ``Reconciling`` and ``Stalled`` together, by the table in
+``api.conditions``, so no controller can set one and forget the others.
 """
 
 from __future__ import annotations
@@ -52,31 +52,22 @@ class Health:
 def health_conditions(
     conditions: list[Condition] | None, health: Health, *, generation: int | None, now: datetime
 ) -> list[Condition]:
-    """``conditions`` with Ready set from ``health``, and Reconciling and Stalled present only
-    while True; others kept.  kstatus reads an absent Reconciling or Stalled as False (they are
-    "abnormal-true"), and Flux's own objects carry them the same way.  Left out when False they
-    cost nothing: every status write of a version carried the pair, a third of its size and of
-    the API server's work on it (docs/benchmarks.md)."""
-    conditions = set_condition(
-        conditions,
-        type=ConditionType.READY,
-        status=health.ready,
-        reason=health.reason,
-        message=health.message,
-        generation=generation,
-        now=now,
-    )
-    for type_, active in (
+    """``conditions`` with Ready, Reconciling and Stalled set from ``health``; others kept."""
+    for type_, status in (
+        (ConditionType.READY, health.ready),
         (ConditionType.RECONCILING, health.progress == Progress.RECONCILING),
         (ConditionType.STALLED, health.progress == Progress.STALLED),
     ):
-        if not active:
-            conditions = [c for c in conditions if c.type != type_]
-            continue
         conditions = set_condition(
-            conditions, type=type_, status=True, reason=health.reason, message=health.message, generation=generation, now=now
+            conditions,
+            type=type_,
+            status=status,
+            reason=health.reason,
+            message=health.message,
+            generation=generation,
+            now=now,
         )
-    return conditions
+    return conditions or []
 
 
 def set_condition(
