@@ -5,9 +5,9 @@ Released one by one, every version costs its Deployment two status writes: the c
 its release.  On a busy Deployment the release can ride for free on the next claim's
 compare-and-swap, which writes ``pendingNumbers`` anyway; so a recorded claim is *due*
 here, and dropped either by the next claim this process makes on the same Deployment
-(``riding``, then ``released`` once its compare-and-swap succeeded) or, if none comes within ``delay`` seconds, by a write of its own
-for every claim due on that Deployment (a background thread).  ``delay`` 0 releases at once,
-in the caller's thread, as before.
+(``riding``, then ``released`` once its compare-and-swap succeeded) or, if none comes
+within ``delay`` seconds, by a write of its own for every claim due on that Deployment (a
+background thread).  ``delay`` 0 releases at once, in the caller's thread, as before.
 
 Nothing depends on the moment of a release: a recorded claim is never consulted again (a
 claim is reused only by a version *without* its number, and the seed of a new incarnation
@@ -128,7 +128,7 @@ class ClaimReleases:
                 try:
                     self._write(namespace, deployment, uids)
                     self.released(namespace, deployment, uids)
-                except ApiError as exc:
+                except Exception as exc:  # noqa: BLE001 - the thread outlives any fault; tried again later
                     log.warning("releasing number claims on %s/%s: %s; trying again", namespace, deployment, exc)
                     self._postpone(namespace, deployment, uids)
 
