@@ -740,12 +740,18 @@ def test_a_new_versions_bundle_is_verified_while_its_number_is_claimed(tmp_path:
     assert env.controller.slots.running() == {}
 
 
-def test_a_verification_abandoned_by_its_reconcile_is_adopted_by_the_next(tmp_path: Path) -> None:
+def a_version_whose_verification_is_held(tmp_path: Path) -> tuple[Env, SignalledIngestion]:
+    """``site-v1`` of Deployment ``site``, whose bundle's verification waits for ``release_soon``."""
     ingest = SignalledIngestion(held=True)
     env = Env(tmp_path, ingest=ingest)
     uri, digest = env.bundle()
     env.deployment("site")
     env.static_version("site-v1", "site", uri, digest)
+    return env, ingest
+
+
+def test_a_verification_abandoned_by_its_reconcile_is_adopted_by_the_next(tmp_path: Path) -> None:
+    env, ingest = a_version_whose_verification_is_held(tmp_path)
     env.kube.inject("patch_status", TransientApiError("etcd leader changed"), when=lambda plural, **_: plural == DEPLOYMENTS)
     with pytest.raises(TransientApiError):
         env.step("site-v1")  # the number claim failed while the bundle was being verified
@@ -758,11 +764,7 @@ def test_a_verification_abandoned_by_its_reconcile_is_adopted_by_the_next(tmp_pa
 
 
 def test_an_abandoned_verification_of_another_identity_ends_before_the_version_starts_again(tmp_path: Path) -> None:
-    ingest = SignalledIngestion(held=True)
-    env = Env(tmp_path, ingest=ingest)
-    uri, digest = env.bundle()
-    env.deployment("site")
-    env.static_version("site-v1", "site", uri, digest)
+    env, ingest = a_version_whose_verification_is_held(tmp_path)
     env.kube.inject("patch_status", TransientApiError("timeout"), when=lambda plural, **_: plural == VERSIONS)
     with pytest.raises(TransientApiError):
         env.step("site-v1")  # the identity was never written
@@ -781,11 +783,7 @@ def test_an_abandoned_verification_of_another_identity_ends_before_the_version_s
 
 
 def test_a_version_whose_identity_write_failed_keeps_its_id_and_its_verification(tmp_path: Path) -> None:
-    ingest = SignalledIngestion(held=True)
-    env = Env(tmp_path, ingest=ingest)
-    uri, digest = env.bundle()
-    env.deployment("site")
-    env.static_version("site-v1", "site", uri, digest)
+    env, ingest = a_version_whose_verification_is_held(tmp_path)
     env.kube.inject("patch_status", TransientApiError("timeout"), when=lambda plural, **_: plural == VERSIONS)
     with pytest.raises(TransientApiError):
         env.step("site-v1")  # the identity was never written; the bundle is being verified under it
