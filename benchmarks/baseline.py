@@ -19,10 +19,13 @@ from typing import Any
 
 from kubernetes import client
 
+from miosa_operator.api import meta
 from miosa_operator.domain.ids import new_deployment_id, new_version_id
 from miosa_operator.ingest.buildlog import BuildLog
 from miosa_operator.ingest.bundle import ingest_bundle
 from miosa_operator.ingest.limits import IngestLimits
+from miosa_operator.kube.client import Kube
+from miosa_operator.kube.events import KubeEvents
 
 GROUP, VERSION, PLURAL = "deploy.miosa.io", "v1alpha1", "deploymentversions"
 MERGE = "application/merge-patch+json"
@@ -152,7 +155,7 @@ class ContractFloor(Baseline):
 
     def __init__(self, api_client: client.ApiClient, s3: Any, releases_bucket: str) -> None:
         super().__init__(api_client, s3, releases_bucket)
-        self.core = client.CoreV1Api(api_client)
+        self.events = KubeEvents(Kube(api_client))  # the operator's own Event, posted the same way
         self._recorded: dict[tuple[str, str], set[str]] = {}
         self._numbers = threading.local()
 
@@ -191,24 +194,11 @@ class ContractFloor(Baseline):
 
     def _ready(self, ns: str, body: dict[str, Any]) -> None:
         name, uid, dep = body["metadata"]["name"], body["metadata"]["uid"], body["spec"]["deploymentRef"]["name"]
-        labels = {"deploy.miosa.io/deployment": dep, "deploy.miosa.io/kind": body["spec"]["kind"]}
-        labels["deploy.miosa.io/version-number"] = str(self._numbers.number)
+        labels = {meta.LABEL_DEPLOYMENT: dep, meta.LABEL_KIND: body["spec"]["kind"]}
+        labels[meta.LABEL_VERSION_NUMBER] = str(self._numbers.number)
         self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, ns, PLURAL, name, {"metadata": {"labels": labels}}, _content_type=MERGE
         )
-        reference = {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": name, "namespace": ns, "uid": uid}
-        now = _now()
-        event = {
-            "metadata": {"generateName": f"{name}.", "namespace": ns},
-            "involvedObject": reference,
-            "type": "Normal",
-            "reason": "Ready",
-            "message": "version is ready to be promoted",
-            "source": {"component": "contract-floor"},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        self.core.create_namespaced_event(ns, event)
+        self.events.normal(body, "Ready", "version is ready to be promoted")
         with self._lock:
             self._recorded.setdefault((ns, dep), set()).add(uid)
