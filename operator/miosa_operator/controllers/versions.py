@@ -384,12 +384,7 @@ class VersionController:
         return version, failure
 
     def _build_static(self, version: DeploymentVersion) -> tuple[DeploymentVersion, Failure | None]:
-        ahead = self._ahead.get(version.metadata.uid)
-        if ahead is None or ahead.verifying is None:
-            adopted = self._adopt(version)
-            if adopted is not None:
-                ahead = self._ahead.setdefault(version.metadata.uid, _ReadsAhead())
-                ahead.verifying = adopted
+        ahead = self._ahead.get(version.metadata.uid)  # an abandoned verification was adopted by ``_verify_ahead``
         if ahead is not None and ahead.verifying is not None:
             return self._conclude_ahead(version, ahead)
         looked_up = self._look_up(version)
