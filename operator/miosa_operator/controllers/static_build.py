@@ -9,10 +9,11 @@ Two steps, so that the version controller can queue between them (``ingestion_sl
    worker (``ingest.isolation``: limited memory and CPU) into a temporary file and stores
    nothing, so it may start before the version has its number (the controller overlaps it
    with the number claim). ``conclude``, once the version is numbered and its attempt
-   recorded, writes the canonical ``dist.tar.zst`` with ``put_if_absent`` so a retry after a crash never writes a different object
-   and an existing one is never overwritten (ingestion is deterministic anyway). A
-   human-readable, timestamped ``build.log`` is written next to it, for failures too.
-   Nothing is ever written outside ``<releases>/<tenant>/<dep id>/<ver id>/``.
+   recorded, writes the canonical ``dist.tar.zst`` with ``put_if_absent`` so a retry after
+   a crash never writes a different object and an existing one is never overwritten
+   (ingestion is deterministic anyway). A human-readable, timestamped ``build.log`` is
+   written next to it, for failures too. Nothing is ever written outside
+   ``<releases>/<tenant>/<dep id>/<ver id>/``.
 
 Who is at fault decides the outcome. The bundle's own faults (``BundleRejected``, a source
 still missing after ``MISSING_ARTIFACT_GRACE``, a URI that can never name an object) are
